@@ -1,0 +1,1 @@
+"""Packet sources, the frame decoder and the flow table."""

@@ -1,0 +1,261 @@
+"""Capture file reader: classic pcap (either byte order, micro- or nanosecond), pcapng (many
+interfaces and link types; EPB, SPB and the obsolete PB), each optionally gzip-compressed. The
+format is told by magic bytes, never by the file name.
+
+`CaptureFile.batches()` yields (interface index, frames) with frames a list of
+(ts, wire_len, data, outbound), ready for FlowTable.ingest. A file damaged part-way yields
+everything before the damage and then sets `damage` to a one-line description with the offset.
+"""
+import gzip
+import os
+import struct
+
+from capture.records import MAX_WIRE_LEN
+
+CHUNK = 1 << 22
+BATCH = 4096
+PCAP_MAGIC = {
+    b"\xd4\xc3\xb2\xa1": ("<", 1e-6), b"\xa1\xb2\xc3\xd4": (">", 1e-6),
+    b"\x4d\x3c\xb2\xa1": ("<", 1e-9), b"\xa1\xb2\x3c\x4d": (">", 1e-9),
+}
+PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
+GZIP_MAGIC = b"\x1f\x8b"
+MAX_CAPTURED = 262144 + 65536     # beyond this a record length is corrupt, not a big frame
+
+
+class CaptureError(Exception):
+    """The file cannot be read at all (exit 2)."""
+
+
+class Interface:
+    __slots__ = ("name", "linktype", "snaplen", "ts_scale", "ts_offset")
+
+    def __init__(self, name, linktype, snaplen=0, ts_scale=1e-6, ts_offset=0):
+        self.name, self.linktype, self.snaplen = name, linktype, snaplen
+        self.ts_scale, self.ts_offset = ts_scale, ts_offset
+
+
+class _Stream:
+    """A byte window over a file read in large chunks; `need(n)` makes n bytes available at pos."""
+
+    def __init__(self, f):
+        self.f, self.buf, self.pos, self.consumed, self.eof = f, b"", 0, 0, False
+
+    def need(self, n):
+        if self.pos + n <= len(self.buf):
+            return True
+        while not self.eof and self.pos + n > len(self.buf):
+            more = self.f.read(max(CHUNK, n))
+            if not more:
+                self.eof = True
+                break
+            self.consumed += self.pos
+            self.buf = self.buf[self.pos:] + more
+            self.pos = 0
+        return self.pos + n <= len(self.buf)
+
+    @property
+    def offset(self):
+        return self.consumed + self.pos
+
+
+class CaptureFile:
+    def __init__(self, path):
+        self.path = path
+        self.label = os.path.basename(path)
+        self.interfaces: list[Interface] = []
+        self.frames = 0
+        self.clamped = 0          # records whose claimed wire length exceeded MAX_WIRE_LEN
+        self.damage = None        # where and why reading stopped early
+        try:
+            raw = open(path, "rb")
+        except OSError as e:
+            raise CaptureError(f"{path}: cannot open: {e.strerror}") from None
+        head = raw.read(4)
+        raw.seek(0)
+        if head[:2] == GZIP_MAGIC:
+            raw = gzip.GzipFile(fileobj=raw)
+            try:
+                head = raw.peek(4)[:4] if hasattr(raw, "peek") else raw.read(4)
+            except (OSError, EOFError) as e:
+                raise CaptureError(f"{path}: damaged gzip data: {e}") from None
+        self._f = raw
+        if head in PCAP_MAGIC:
+            self.format = "pcap"
+        elif head == PCAPNG_SHB:
+            self.format = "pcapng"
+        else:
+            raw.close()
+            raise CaptureError(f"{path}: not a pcap or pcapng file (magic bytes {head.hex() or 'missing'})")
+
+    def close(self):
+        self._f.close()
+
+    def batches(self):
+        stream = _Stream(self._f)
+        try:
+            reader = self._pcap if self.format == "pcap" else self._pcapng
+            yield from reader(stream)
+        except (OSError, EOFError, gzip.BadGzipFile, struct.error) as e:   # damaged compression
+            self.damage = f"read error at byte {stream.offset}: {e}"
+
+    def _wire_len(self, orig, incl):
+        if orig > MAX_WIRE_LEN:
+            self.clamped += 1
+            return MAX_WIRE_LEN
+        return orig if orig >= incl else incl
+
+    # ---- classic pcap ---------------------------------------------------------------------------
+
+    def _pcap(self, s):
+        if not s.need(24):
+            self.damage = "file ends inside the 24-byte pcap header"
+            return
+        endian, scale = PCAP_MAGIC[s.buf[:4]]
+        snaplen, network = struct.unpack_from(endian + "II", s.buf, 16)
+        self.interfaces.append(Interface(self.label, network & 0xFFFF, snaplen, scale))
+        s.pos = 24
+        record = struct.Struct(endian + "IIII").unpack_from
+        frames = []
+        clamp = MAX_WIRE_LEN
+        while True:
+            buf, pos = s.buf, s.pos
+            if pos + 16 > len(buf) and not s.need(16):
+                if s.pos < len(s.buf):
+                    self.damage = f"file ends inside a record header at byte {s.offset}"
+                break
+            buf, pos = s.buf, s.pos
+            sec, frac, incl, orig = record(buf, pos)
+            if incl > MAX_CAPTURED:
+                self.damage = f"corrupt record header at byte {s.offset} (captured length {incl})"
+                break
+            end = pos + 16 + incl
+            if end > len(buf):
+                if not s.need(16 + incl):
+                    self.damage = f"file ends inside a record at byte {s.offset}"
+                    break
+                buf, pos = s.buf, s.pos
+                end = pos + 16 + incl
+            if orig > clamp or orig < incl:
+                orig = self._wire_len(orig, incl)
+            frames.append((sec + frac * scale, orig, buf[pos + 16:end], False))
+            s.pos = end
+            if len(frames) >= BATCH:
+                self.frames += len(frames)
+                yield 0, frames
+                frames = []
+        if frames:
+            self.frames += len(frames)
+            yield 0, frames
+
+    # ---- pcapng ---------------------------------------------------------------------------------
+
+    def _pcapng(self, s):
+        endian = "<"
+        section = []             # this section's interface numbers -> index in self.interfaces
+        pending = {}             # interface index -> frames not yet yielded
+        count = 0
+        while True:
+            if not s.need(12):
+                if s.pos < len(s.buf):
+                    self.damage = f"file ends inside a block header at byte {s.offset}"
+                break
+            buf, pos = s.buf, s.pos
+            if buf[pos:pos + 4] == PCAPNG_SHB:
+                bom = buf[pos + 8:pos + 12]
+                if bom == b"\x4d\x3c\x2b\x1a":
+                    endian = "<"
+                elif bom == b"\x1a\x2b\x3c\x4d":
+                    endian = ">"
+                else:
+                    self.damage = f"bad byte-order magic in section header at byte {s.offset}"
+                    break
+                section = []
+            btype, blen = struct.unpack_from(endian + "II", buf, pos)
+            if blen < 12 or blen % 4 or blen > MAX_CAPTURED + 1024:
+                self.damage = f"corrupt block length {blen} at byte {s.offset}"
+                break
+            if not s.need(blen):
+                self.damage = f"file ends inside a block at byte {s.offset}"
+                break
+            buf, pos = s.buf, s.pos
+            if struct.unpack_from(endian + "I", buf, pos + blen - 4)[0] != blen:
+                self.damage = f"block length mismatch at byte {s.offset}"
+                break
+            body = buf[pos + 8:pos + blen - 4]
+            s.pos = pos + blen
+            if btype == 1:
+                section.append(len(self.interfaces))
+                self.interfaces.append(self._interface_block(body, endian))
+            elif btype in (6, 3, 2):
+                got = self._packet_block(btype, body, endian, section)
+                if got is None:
+                    self.damage = f"packet block for an undeclared interface at byte {s.offset - blen}"
+                    break
+                index, frame = got
+                pending.setdefault(index, []).append(frame)
+                count += 1
+                if count >= BATCH:
+                    yield from self._flush(pending)
+                    pending, count = {}, 0
+        yield from self._flush(pending)
+
+    def _flush(self, pending):
+        for index, frames in pending.items():
+            self.frames += len(frames)
+            yield index, frames
+
+    def _interface_block(self, body, e):
+        linktype, snaplen = struct.unpack_from(e + "H2xI", body, 0)
+        number = len(self.interfaces)
+        iface = Interface(f"{self.label}#{number}", linktype, snaplen)
+        for code, value in _options(body, 8, e):
+            if code == 2 and value:                    # if_name
+                iface.name = value.decode("utf-8", "replace").strip("\x00")[:64] or iface.name
+            elif code == 9 and len(value) >= 1:        # if_tsresol
+                v = value[0]
+                iface.ts_scale = 2.0 ** -(v & 0x7F) if v & 0x80 else 10.0 ** -v
+            elif code == 14 and len(value) >= 8:       # if_tsoffset
+                iface.ts_offset = struct.unpack_from(e + "q", value)[0]
+        return iface
+
+    def _packet_block(self, btype, body, e, section):
+        if btype == 6:                                  # enhanced packet block
+            number, hi, lo, incl, orig = struct.unpack_from(e + "IIIII", body, 0)
+            data_at = 20
+        elif btype == 2:                                # obsolete packet block
+            number, _, hi, lo, incl, orig = struct.unpack_from(e + "HHIIII", body, 0)
+            data_at = 20
+        else:                                           # simple packet block: interface 0, no time
+            number, hi, lo = 0, 0, 0
+            orig = struct.unpack_from(e + "I", body, 0)[0]
+            data_at = 4
+            incl = min(orig, len(body) - 4)
+        if number >= len(section):
+            return None
+        index = section[number]
+        iface = self.interfaces[index]
+        if btype == 3 and iface.snaplen:
+            incl = min(incl, iface.snaplen)
+        incl = min(incl, len(body) - data_at)
+        data = body[data_at:data_at + incl]
+        outbound = False
+        if btype == 6:
+            for code, value in _options(body, data_at + ((incl + 3) & ~3), e):
+                if code == 2 and len(value) >= 4:       # epb_flags: bits 0-1 direction, 2 = outbound
+                    outbound = struct.unpack_from(e + "I", value)[0] & 3 == 2
+        ts = ((hi << 32) | lo) * iface.ts_scale + iface.ts_offset
+        return index, (ts, self._wire_len(orig, incl), data, outbound)
+
+
+def _options(body, off, e):
+    """(code, value) pairs of a pcapng option list; stops quietly at damage or opt_endofopt."""
+    while off + 4 <= len(body):
+        code, length = struct.unpack_from(e + "HH", body, off)
+        if code == 0:
+            return
+        value = body[off + 4:off + 4 + length]
+        if len(value) < length:
+            return
+        yield code, value
+        off += 4 + ((length + 3) & ~3)

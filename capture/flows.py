@@ -1,0 +1,286 @@
+"""The flow table: frames in, per-flow / per-host / per-interface rollups out. Pure: no clock,
+no I/O; time is the packets' own.
+
+Hot-path layout. Each flow has two *direction* counter lists, one per sending side, each stored in
+`_dirs` under the 5-tuple as that side sends it, so a packet costs one dict lookup and four list
+writes whichever way it goes:
+
+    direction = [bytes, packets, last_ts, tcp_flags, flow]
+
+Counters hold what arrived since the last drain; `drain()` turns them into a `Rollup` (deltas
+for one time bucket) and resets them. Host counters are derived from flow deltas at drain time
+rather than per packet: each flow credits its orig host tx / resp host rx and vice versa.
+"""
+import struct
+from typing import NamedTuple
+
+from capture.decode import decode
+from capture.records import Packet, ip_text
+
+_ETH_IPV4 = struct.Struct("!12xHBxHHHxB2x4s4sHH9xB")         # 48 bytes: Ethernet, IPv4 (no options), ports, TCP flags
+_ETH_IPV6 = struct.Struct("!12xHB3xHBx16s16sHH9xB")          # 68 bytes: Ethernet, IPv6, ports, TCP flags
+_ETH_IPV4_UNPACK, _ETH_IPV6_UNPACK = _ETH_IPV4.unpack_from, _ETH_IPV6.unpack_from
+_LINKTYPE_ETHERNET = 1
+_TCP_SYN_ONLY = 0x02
+_FRAGMENT_MEMORY = 65536      # first-fragment port records kept for later fragments
+
+
+class FlowDelta(NamedTuple):
+    proto: int
+    orig_h: str
+    orig_p: int
+    resp_h: str
+    resp_p: int
+    first_seen: float
+    last_seen: float
+    orig_bytes: int
+    orig_packets: int
+    resp_bytes: int
+    resp_packets: int
+    tcp_flags: int        # union of the flags both sides sent in this bucket
+    iface: str
+    closed: bool          # the flow left the table (idle, active timeout, memory bound, stop)
+
+
+class Rollup(NamedTuple):
+    """Everything counted in one time bucket since the previous drain (deltas, to be added)."""
+    bucket: int                          # bucket start, seconds since the epoch
+    flows: list                          # [FlowDelta]
+    hosts: dict                          # ip -> [tx_bytes, rx_bytes, tx_packets, rx_packets]
+    interfaces: dict                     # iface -> InterfaceCounters as a list (see IFACE_FIELDS)
+    undecodable: dict                    # (iface, reason) -> [frames, bytes]
+
+
+IFACE_FIELDS = ("frames", "bytes", "ip_frames", "ip_bytes", "non_ip_frames", "non_ip_bytes",
+                "undecodable_frames", "undecodable_bytes", "out_frames", "out_bytes")
+
+
+class Flow:
+    __slots__ = ("key", "first_seen", "orig", "resp", "iface", "flushed")
+
+    def __init__(self, key, ts, iface):
+        self.key = key              # (proto, orig addr, orig port, resp addr, resp port), raw addresses
+        self.first_seen = ts
+        self.iface = iface
+        self.flushed = False        # some of it has left in a rollup: its orientation is fixed
+        self.orig = [0, 0, ts, 0, self]
+        self.resp = [0, 0, ts, 0, self]
+
+    @property
+    def last_seen(self):
+        return max(self.orig[2], self.resp[2])
+
+
+class FlowTable:
+    def __init__(self, bucket_seconds=60, idle_timeout=120.0, active_timeout=1800.0, max_flows=500_000):
+        self.bucket_seconds = bucket_seconds
+        self.idle_timeout = idle_timeout
+        self.active_timeout = active_timeout
+        self.max_flows = max_flows
+        self._dirs = {}
+        self._flows = set()
+        self._left = []                    # flows evicted by the memory bound, awaiting the next drain
+        self._frag_ports = {}
+        self._bucket_start = None
+        self._bucket_end = float("-inf")
+        self._ready = []                   # rollups of closed buckets, for take()
+        self._ifaces = {}
+        self._undecodable = {}
+        self.evicted_flows = 0
+
+    def __len__(self):
+        return len(self._flows)
+
+    # ---- ingest ---------------------------------------------------------------------------------
+
+    def ingest(self, iface, linktype, frames):
+        """Counts frames: an iterable of (ts, wire_len, data, outbound) from one interface."""
+        counters = self._ifaces.get(iface)
+        if counters is None:
+            counters = self._ifaces[iface] = [0] * len(IFACE_FIELDS)
+        get = self._dirs.get
+        new_flow = self._new_flow
+        bucket_end = self._bucket_end
+        ethernet = linktype == _LINKTYPE_ETHERNET
+        frames_n = bytes_n = ip_frames = ip_bytes = out_frames = out_bytes = 0
+        for ts, n, data, outbound in frames:
+            if ts >= bucket_end:
+                _add(counters, frames_n, bytes_n, ip_frames, ip_bytes, out_frames, out_bytes)
+                frames_n = bytes_n = ip_frames = ip_bytes = out_frames = out_bytes = 0
+                self._roll_bucket(ts)
+                bucket_end = self._bucket_end
+            frames_n += 1
+            bytes_n += n
+            if outbound:
+                out_frames += 1
+                out_bytes += n
+            # Fast path: untagged Ethernet, IPv4 without options or IPv6 without extension headers,
+            # unfragmented TCP/UDP with the ports captured. Everything else goes through decode().
+            if ethernet:
+                size = len(data)
+                if size >= 48 and data[12] == 8 and data[13] == 0:
+                    _, vihl, total, _, frag, proto, src, dst, sport, dport, flags = _ETH_IPV4_UNPACK(data)
+                    if vihl == 0x45 and not frag & 0x3FFF and (
+                            (proto == 6 and total >= 34) or (proto == 17 and total >= 24)):
+                        key = (proto, src, sport, dst, dport)
+                        c = get(key) or new_flow(key, ts, iface)
+                        c[0] += n
+                        c[1] += 1
+                        c[2] = ts
+                        if proto == 6:
+                            c[3] |= flags
+                            if flags & 0x12 == _TCP_SYN_ONLY:
+                                self._syn_seen(c)
+                        ip_frames += 1
+                        ip_bytes += n
+                        continue
+                elif size >= 68 and data[12] == 0x86 and data[13] == 0xDD:
+                    _, version, plen, proto, src, dst, sport, dport, flags = _ETH_IPV6_UNPACK(data)
+                    if version >> 4 == 6 and ((proto == 6 and plen >= 14) or (proto == 17 and plen >= 4)):
+                        key = (proto, src, sport, dst, dport)
+                        c = get(key) or new_flow(key, ts, iface)
+                        c[0] += n
+                        c[1] += 1
+                        c[2] = ts
+                        if proto == 6:
+                            c[3] |= flags
+                            if flags & 0x12 == _TCP_SYN_ONLY:
+                                self._syn_seen(c)
+                        ip_frames += 1
+                        ip_bytes += n
+                        continue
+            pkt = decode(linktype, data)
+            if pkt.__class__ is Packet:
+                self._count_packet(pkt, ts, n, iface)
+                ip_frames += 1
+                ip_bytes += n
+            elif pkt is None:
+                counters[4] += 1
+                counters[5] += n
+            else:
+                counters[6] += 1
+                counters[7] += n
+                reason = self._undecodable.setdefault((iface, pkt), [0, 0])
+                reason[0] += 1
+                reason[1] += n
+        _add(counters, frames_n, bytes_n, ip_frames, ip_bytes, out_frames, out_bytes)
+
+    def _count_packet(self, pkt, ts, n, iface):
+        src, dst, proto, sport, dport, flags, frag = pkt
+        if frag is not None:
+            ident, offset, _ = frag
+            memo = (src, dst, proto, ident)
+            if offset:
+                sport, dport = self._frag_ports.get(memo, (0, 0))
+            elif proto == 6 or proto == 17 or proto == 132:
+                if len(self._frag_ports) >= _FRAGMENT_MEMORY:
+                    del self._frag_ports[next(iter(self._frag_ports))]
+                self._frag_ports[memo] = (sport, dport)
+        key = (proto, src, sport, dst, dport)
+        c = self._dirs.get(key) or self._new_flow(key, ts, iface)
+        c[0] += n
+        c[1] += 1
+        c[2] = ts
+        if flags:
+            c[3] |= flags
+            if flags & 0x12 == _TCP_SYN_ONLY:
+                self._syn_seen(c)
+
+    def _new_flow(self, key, ts, iface):
+        if len(self._flows) >= self.max_flows:
+            self._evict()
+        flow = Flow(key, ts, iface)
+        self._flows.add(flow)
+        self._dirs[key] = flow.orig
+        reverse = (key[0], key[3], key[4], key[1], key[2])
+        if reverse != key:          # a socket talking to itself has one direction only
+            self._dirs[reverse] = flow.resp
+        return flow.orig
+
+    def _syn_seen(self, direction):
+        """A bare SYN names the originator: if it came from the side we called resp, swap."""
+        flow = direction[4]
+        if direction is flow.resp and not flow.flushed:
+            flow.orig, flow.resp = flow.resp, flow.orig
+            k = flow.key
+            flow.key = (k[0], k[3], k[4], k[1], k[2])
+
+    def _evict(self):
+        """Memory bound: the least recently active tenth leaves the table into the next rollup."""
+        by_age = sorted(self._flows, key=lambda f: f.last_seen)
+        for flow in by_age[:max(1, len(by_age) // 10)]:
+            self._remove(flow)
+            self._left.append(flow)
+            self.evicted_flows += 1
+
+    def _remove(self, flow):
+        self._flows.discard(flow)
+        k = flow.key
+        self._dirs.pop(k, None)
+        self._dirs.pop((k[0], k[3], k[4], k[1], k[2]), None)
+
+    # ---- drain ----------------------------------------------------------------------------------
+
+    def _roll_bucket(self, ts):
+        if self._bucket_start is not None:
+            self._ready.append(self.drain(self._bucket_end))
+        start = int(ts // self.bucket_seconds * self.bucket_seconds)
+        self._bucket_start = start
+        self._bucket_end = start + self.bucket_seconds
+
+    def take(self):
+        """Rollups of buckets that closed during ingest (a later packet crossed their end)."""
+        ready, self._ready = self._ready, []
+        return ready
+
+    def drain(self, now, close_all=False):
+        """Deltas of the current bucket since the last drain. Flows idle longer than the idle
+        timeout (by `now`, packet time) or older than the active timeout leave the table."""
+        bucket = self._bucket_start if self._bucket_start is not None else int(now)
+        flows, hosts = [], {}
+        for flow in list(self._flows):
+            orig, resp = flow.orig, flow.resp
+            last = orig[2] if orig[2] > resp[2] else resp[2]
+            idle = close_all or now - last > self.idle_timeout
+            active_cut = not idle and now - flow.first_seen > self.active_timeout
+            if orig[1] or resp[1] or idle:
+                flows.append(self._delta(flow, idle or active_cut, hosts))
+            if idle:
+                self._remove(flow)
+            elif active_cut:
+                # the record ends here; the flow continues as a new record with the same sides
+                flow.first_seen = now
+        for flow in self._left:
+            flows.append(self._delta(flow, True, hosts))
+        self._left = []
+        ifaces, self._ifaces = self._ifaces, {}
+        undecodable, self._undecodable = self._undecodable, {}
+        return Rollup(bucket, flows, hosts, ifaces, undecodable)
+
+    @staticmethod
+    def _delta(flow, closed, hosts):
+        orig, resp = flow.orig, flow.resp
+        proto, a, ap, b, bp = flow.key
+        a, b = ip_text(a), ip_text(b)
+        delta = FlowDelta(proto, a, ap, b, bp, flow.first_seen, max(orig[2], resp[2]),
+                          orig[0], orig[1], resp[0], resp[1], orig[3] | resp[3], flow.iface, closed)
+        for host, tx, rx in ((a, orig, resp), (b, resp, orig)):
+            h = hosts.get(host)
+            if h is None:
+                h = hosts[host] = [0, 0, 0, 0]
+            h[0] += tx[0]
+            h[1] += rx[0]
+            h[2] += tx[1]
+            h[3] += rx[1]
+        orig[0] = orig[1] = orig[3] = resp[0] = resp[1] = resp[3] = 0
+        flow.flushed = True
+        return delta
+
+
+def _add(counters, frames_n, bytes_n, ip_frames, ip_bytes, out_frames, out_bytes):
+    counters[0] += frames_n
+    counters[1] += bytes_n
+    counters[2] += ip_frames
+    counters[3] += ip_bytes
+    counters[8] += out_frames
+    counters[9] += out_bytes

@@ -1,0 +1,77 @@
+"""Plain records that travel from the decoder and flow table to storage.
+
+Addresses stay raw bytes (4 or 16) on the hot path; they become canonical text only when a flow
+or host leaves the flow table (see `ip_text`).
+"""
+import ipaddress
+from typing import NamedTuple
+
+# pcap / pcapng link types (https://www.tcpdump.org/linktypes.html)
+LINKTYPE_NULL = 0          # BSD loopback, 4-byte address family in the capturing host's byte order
+LINKTYPE_ETHERNET = 1
+LINKTYPE_PPP = 9
+LINKTYPE_RAW = 101         # raw IPv4 or IPv6, told by the version nibble
+LINKTYPE_RAW_BSD_12 = 12   # DLT_RAW value on some BSDs, as written into old files
+LINKTYPE_RAW_BSD_14 = 14
+LINKTYPE_LOOP = 108        # OpenBSD loopback, address family in network byte order
+LINKTYPE_IEEE802_11 = 105
+LINKTYPE_LINUX_SLL = 113
+LINKTYPE_IEEE802_11_RADIOTAP = 127
+LINKTYPE_IPV4 = 228
+LINKTYPE_IPV6 = 229
+LINKTYPE_LINUX_SLL2 = 276
+
+PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
+PROTO_NUMBERS = {name: num for num, name in PROTO_NAMES.items()}
+PORTED_PROTOS = frozenset((6, 17, 132))
+
+# The largest frame length we believe from a capture record. Real links stop at 64 KiB jumbo /
+# 256 KiB BIG TCP GSO frames; a record claiming more is damaged and is clamped (and counted).
+MAX_WIRE_LEN = 262144
+
+
+class Packet(NamedTuple):
+    """What the decoder keeps of one IP frame: the outermost IP header and its transport ports."""
+    src: bytes
+    dst: bytes
+    proto: int
+    sport: int
+    dport: int
+    tcp_flags: int
+    frag: tuple | None   # (ip id, offset, more fragments) when the IP packet is a fragment
+
+
+class FlowKey(NamedTuple):
+    proto: int
+    orig_h: str
+    orig_p: int
+    resp_h: str
+    resp_p: int
+
+
+_TEXT: dict[bytes, str] = {}
+
+
+def ip_text(raw: bytes) -> str:
+    """Canonical text of a raw 4- or 16-byte address (IPv6 compressed, lower case), memoised."""
+    text = _TEXT.get(raw)
+    if text is None:
+        if len(_TEXT) > 1_000_000:
+            _TEXT.clear()
+        text = _TEXT[raw] = str(ipaddress.ip_address(raw))
+    return text
+
+
+def proto_text(proto: int) -> str:
+    return PROTO_NAMES.get(proto, str(proto))
+
+
+def proto_number(text: str) -> int:
+    """Inverse of proto_text; raises ValueError for names we do not know."""
+    text = text.strip().lower()
+    if text in PROTO_NUMBERS:
+        return PROTO_NUMBERS[text]
+    num = int(text)
+    if not 0 <= num <= 255:
+        raise ValueError(f"protocol number out of range: {num}")
+    return num

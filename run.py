@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""NetTally command line.
+
+  sudo python run.py [-i IFACE ...] [-f BPF] [--db PATH] [--host ADDR] [--port N]   capture + dashboard
+  python run.py import FILE [FILE ...] [--db PATH]
+  python run.py serve [--db PATH] [--host ADDR] [--port N]
+  python run.py export {flows,hosts,processes,alerts} [--db PATH] [--since T] [--until T]
+                       [--format csv|json] [-o FILE]
+
+Exit status: 0 done; 2 bad usage or unreadable input (one line on stderr); 3 a capture file was
+damaged part-way (everything before the damage was imported).
+"""
+import argparse
+import sys
+
+import settings as settings_mod
+
+EXIT_OK, EXIT_USAGE, EXIT_DAMAGED = 0, 2, 3
+COMMANDS = ("import", "serve", "export")
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):        # one line, exit 2, no usage dump
+        raise UsageError(message)
+
+
+def _common(p, with_web=False):
+    p.add_argument("--db", help=settings_mod.help_of("db"))
+    p.add_argument("--config", help=settings_mod.help_of("config"))
+    if with_web:
+        p.add_argument("--host", help=settings_mod.help_of("host"))
+        p.add_argument("--port", type=int, help=settings_mod.help_of("port"))
+
+
+def parser_for(command):
+    if command == "import":
+        p = _Parser(prog="run.py import", description="Import pcap / pcapng / gzip'd capture files (no root needed).")
+        p.add_argument("files", nargs="+", metavar="FILE")
+        _common(p)
+        return p
+    if command == "serve":
+        p = _Parser(prog="run.py serve", description="Serve the dashboard and API over an existing database.")
+        _common(p, with_web=True)
+        return p
+    if command == "export":
+        p = _Parser(prog="run.py export", description="Export counts as CSV or JSON.")
+        p.add_argument("table", choices=("flows", "hosts", "processes", "alerts"))
+        _common(p)
+        p.add_argument("--since", help="start time: epoch seconds, ISO 8601, or relative like 1h, 30m, 7d (ago)")
+        p.add_argument("--until", help="end time, same forms (exclusive)")
+        p.add_argument("--format", choices=("csv", "json"), default="csv")
+        p.add_argument("-o", "--output", help="file to write (default: standard output)")
+        return p
+    p = _Parser(prog="run.py", description="Capture on this host's interfaces and serve the dashboard (root).")
+    p.add_argument("-i", "--interface", action="append", dest="interfaces", metavar="IFACE",
+                   help=settings_mod.help_of("interfaces"))
+    p.add_argument("-f", "--filter", dest="bpf", metavar="BPF", help=settings_mod.help_of("bpf"))
+    p.add_argument("-c", "--count", type=int, help=settings_mod.help_of("count"))
+    p.add_argument("--duration", type=float, help=settings_mod.help_of("duration"))
+    p.add_argument("--no-web", action="store_true", help="capture only, no dashboard")
+    p.add_argument("--flush-interval", type=float, dest="flush_interval", help=settings_mod.help_of("flush_interval"))
+    p.add_argument("--max-flows", type=int, dest="max_flows", help=settings_mod.help_of("max_flows"))
+    _common(p, with_web=True)
+    return p
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    command = argv[0] if argv and argv[0] in COMMANDS else "capture"
+    args_in = argv[1:] if command != "capture" else argv
+    try:
+        args = vars(parser_for(command).parse_args(args_in))
+        try:
+            settings = settings_mod.build(args)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        if command == "import":
+            return cmd_import(settings, args["files"])
+        if command == "export":
+            return cmd_export(settings, args)
+        if command == "serve":
+            from web.serve import serve
+            return serve(settings)
+        from capture.service import run_service
+        return run_service(settings, web=not args.get("no_web"))
+    except UsageError as e:
+        print(f"run.py {command if command != 'capture' else ''}: {e}".replace("  ", " "), file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_import(settings, files):
+    from capture.capfile import CaptureError
+    from capture.flows import FlowTable
+    from capture.offline import import_file
+    from storage.db import DatabaseError, connect
+    from storage.writer import RollupStore
+
+    try:
+        store = RollupStore(connect(settings.db))
+    except DatabaseError as e:
+        raise UsageError(str(e)) from None
+    status = EXIT_OK
+    for path in files:
+        table = FlowTable(idle_timeout=settings.idle_timeout, active_timeout=settings.active_timeout,
+                          max_flows=settings.max_flows)
+        source = store.begin_source("file", path)
+        try:
+            result = import_file(path, store.apply, table)
+        except CaptureError as e:
+            store.end_source(source, 0, damage=str(e))
+            print(f"run.py import: {e}", file=sys.stderr)
+            status = max(status, EXIT_USAGE)
+            continue
+        store.end_source(source, result.frames, result.clamped, result.damage)
+        line = f"{path}: {result.frames} frames"
+        if result.clamped:
+            line += f", {result.clamped} wire lengths clamped to 262144"
+        if result.damage:
+            line += f"; stopped early: {result.damage}"
+            status = max(status, EXIT_DAMAGED)
+        print(line)
+    return status
+
+
+def cmd_export(settings, args):
+    from storage import queries
+    from storage.db import DatabaseError, connect
+    from storage.export import flow_row, render
+    from storage.timerange import parse_time
+
+    try:
+        since, until = parse_time(args["since"]), parse_time(args["until"])
+        con = connect(settings.db, readonly=True)
+    except (ValueError, DatabaseError) as e:
+        raise UsageError(str(e)) from None
+    table = args["table"]
+    if table == "flows":
+        rows = [flow_row(r) for r in queries.flows_between(con, since, until)]
+    elif table == "hosts":
+        rows = queries.top_hosts(con, since, until)
+    else:
+        raise UsageError(f"export {table}: not available yet")
+    text = render(table, rows, args["format"])
+    if args["output"]:
+        try:
+            with open(args["output"], "w", newline="") as f:
+                f.write(text)
+        except OSError as e:
+            raise UsageError(f"cannot write {args['output']}: {e.strerror}") from None
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Settings: every knob declared once (name, default, help). Precedence, highest first:
+command line > environment (NETTALLY_<NAME>) > config file (TOML, --config) > default.
+
+Only run.py builds a Settings (via `build`); everything else receives it.
+"""
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+
+
+def _setting(default, help, **kw):
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass(frozen=True)
+class Settings:
+    db: str = _setting("nettally.db", "SQLite database file")
+    interfaces: tuple = _setting((), "interfaces to capture on (-i, repeatable); default: every interface that is up")
+    bpf: str = _setting("", "BPF capture filter (-f), compiled by libpcap through scapy")
+    host: str = _setting("127.0.0.1", "address the dashboard binds to; other than loopback needs the access token")
+    port: int = _setting(8321, "dashboard / API port")
+    count: int = _setting(0, "stop the capture after this many frames (-c); 0: no limit")
+    duration: float = _setting(0.0, "stop the capture after this many seconds; 0: no limit")
+    flush_interval: float = _setting(2.0, "seconds between flow-table drains to the database (bounds loss on a crash)")
+    idle_timeout: float = _setting(120.0, "seconds without a packet after which a flow record ends")
+    active_timeout: float = _setting(1800.0, "seconds after which a long flow's record is cut and a new one begins")
+    max_flows: int = _setting(500_000, "flows held in memory; beyond it the least recently active are written out")
+    ring_mb: int = _setting(64, "size of the kernel capture ring per interface, MiB")
+    config: str = _setting("", "TOML config file (keys are these setting names)")
+
+
+NAMES = tuple(f.name for f in fields(Settings))
+
+
+def help_of(name):
+    return Settings.__dataclass_fields__[name].metadata["help"]
+
+
+def _coerce(name, value):
+    default = Settings.__dataclass_fields__[name].default
+    if isinstance(default, tuple):
+        if isinstance(value, str):
+            return tuple(v for v in value.replace(",", " ").split() if v)
+        return tuple(value)
+    if isinstance(default, bool):
+        return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+    return type(default)(value)
+
+
+def build(cli: dict, environ=None) -> Settings:
+    """Settings from command-line values (None = not given), the environment and the config file.
+    Raises ValueError with a one-line message on a bad value or an unreadable config file."""
+    environ = os.environ if environ is None else environ
+    values = {}
+    config_path = cli.get("config") or environ.get("NETTALLY_CONFIG", "")
+    if config_path:
+        try:
+            with open(config_path, "rb") as f:
+                loaded = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ValueError(f"config file {config_path}: {e}") from None
+        unknown = set(loaded) - set(NAMES)
+        if unknown:
+            raise ValueError(f"config file {config_path}: unknown setting {sorted(unknown)[0]!r}")
+        values.update(loaded)
+    for name in NAMES:
+        env = environ.get(f"NETTALLY_{name.upper()}")
+        if env is not None:
+            values[name] = env
+    values.update({k: v for k, v in cli.items() if v is not None and k in NAMES})
+    try:
+        return Settings(**{k: _coerce(k, v) for k, v in values.items()})
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"bad setting: {e}") from None

@@ -1,0 +1,98 @@
+"""Export tables: each column declared once (name, meaning), rendered as CSV or JSON.
+
+The CLI (`run.py export`) and the web CSV endpoints share these declarations and `render`.
+Text that came off the wire or from process tables is hostile: CSV cells that a spreadsheet would
+run as a formula are neutralised with a leading apostrophe.
+"""
+import csv
+import io
+import json
+
+from capture.records import proto_text
+
+FLOW_FIELDS = (
+    ("proto", "tcp, udp, sctp, icmp, icmpv6 or the IP protocol number"),
+    ("orig_h", "address of the side that sent the first packet seen (TCP: the SYN sender)"),
+    ("orig_p", "its port; 0 for protocols without ports"),
+    ("resp_h", "address of the other side"),
+    ("resp_p", "its port"),
+    ("orig_bytes", "bytes on the wire sent by orig (frame length as captured, pcap orig_len)"),
+    ("resp_bytes", "bytes on the wire sent by resp"),
+    ("orig_packets", "frames sent by orig"),
+    ("resp_packets", "frames sent by resp"),
+    ("first_seen", "time of the first frame, ISO 8601 UTC"),
+    ("last_seen", "time of the last frame, ISO 8601 UTC"),
+    ("orig_pid", "process on this host that owns orig's socket; empty if none or unknown"),
+    ("orig_process", "that process's name"),
+    ("resp_pid", "process on this host that owns resp's socket"),
+    ("resp_process", "that process's name"),
+    ("tcp_flags", "union of TCP flags seen from both sides (FSRPAUEC as letters)"),
+    ("iface", "interface the flow was first seen on"),
+)
+HOST_FIELDS = (
+    ("ip", "IP address, canonical text (IPv6 compressed, lower case)"),
+    ("tx_bytes", "bytes on the wire of frames whose outermost IP source is this address"),
+    ("rx_bytes", "bytes on the wire of frames whose outermost IP destination is this address"),
+    ("tx_packets", "frames sent"),
+    ("rx_packets", "frames received"),
+)
+PROCESS_FIELDS = (
+    ("pid", "process id"),
+    ("process", "process name"),
+    ("tx_bytes", "bytes on the wire the process sent"),
+    ("rx_bytes", "bytes on the wire the process received"),
+    ("tx_packets", "frames sent"),
+    ("rx_packets", "frames received"),
+)
+TABLES = {"flows": FLOW_FIELDS, "hosts": HOST_FIELDS, "processes": PROCESS_FIELDS}
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_TCP_FLAG_LETTERS = "FSRPAUEC"
+
+
+def tcp_flags_text(flags):
+    return "".join(letter for bit, letter in enumerate(_TCP_FLAG_LETTERS) if flags >> bit & 1)
+
+
+def iso_time(ts):
+    from datetime import datetime, timezone
+    try:
+        return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    except (OverflowError, OSError, ValueError):
+        return str(ts)
+
+
+def flow_row(row):
+    """A flows query row as export values (column order of FLOW_FIELDS)."""
+    out = dict(row)
+    out["proto"] = proto_text(row["proto"])
+    out["first_seen"] = iso_time(row["first_seen"])
+    out["last_seen"] = iso_time(row["last_seen"])
+    out["tcp_flags"] = tcp_flags_text(row.get("tcp_flags") or 0)
+    for side in ("orig", "resp"):
+        out.setdefault(f"{side}_pid", None)
+        out.setdefault(f"{side}_process", None)
+    return out
+
+
+def safe_cell(value):
+    """CSV cell text that no spreadsheet evaluates as a formula."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def render(table, rows, fmt):
+    """Text of `rows` (dicts) as CSV (header + rows, columns of TABLES[table]) or JSON lines-free
+    array. Extra keys in the rows are not exported."""
+    names = [name for name, _ in TABLES[table]]
+    if fmt == "json":
+        return json.dumps([{n: r.get(n) for n in names} for r in rows], indent=1) + "\n"
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(names)
+    for r in rows:
+        writer.writerow([safe_cell(r.get(n)) for n in names])
+    return buf.getvalue()

@@ -1,0 +1,92 @@
+-- NetTally database schema. Version in PRAGMA user_version (storage/db.py SCHEMA_VERSION).
+-- Counters are bytes on the wire (pcap orig_len) and frames; see README "Counting rules".
+-- Time buckets ("minute") are UTC epoch seconds at the start of the bucket.
+
+CREATE TABLE IF NOT EXISTS flows (
+    id           INTEGER PRIMARY KEY,
+    proto        INTEGER NOT NULL,          -- IP protocol number
+    orig_h       TEXT    NOT NULL,          -- side that sent the first packet seen (TCP: the SYN)
+    orig_p       INTEGER NOT NULL,          -- 0 where the protocol has no ports
+    resp_h       TEXT    NOT NULL,
+    resp_p       INTEGER NOT NULL,
+    first_seen   REAL    NOT NULL,          -- packet time, epoch seconds
+    last_seen    REAL    NOT NULL,
+    orig_bytes   INTEGER NOT NULL DEFAULT 0,
+    resp_bytes   INTEGER NOT NULL DEFAULT 0,
+    orig_packets INTEGER NOT NULL DEFAULT 0,
+    resp_packets INTEGER NOT NULL DEFAULT 0,
+    tcp_flags    INTEGER NOT NULL DEFAULT 0, -- union of the TCP flags both sides sent
+    iface        TEXT    NOT NULL DEFAULT '',
+    closed       INTEGER NOT NULL DEFAULT 0, -- 1 once the flow left the flow table
+    UNIQUE (proto, orig_h, orig_p, resp_h, resp_p, first_seen)
+);
+CREATE INDEX IF NOT EXISTS flows_last_seen ON flows (last_seen);
+CREATE INDEX IF NOT EXISTS flows_orig_h ON flows (orig_h);
+CREATE INDEX IF NOT EXISTS flows_resp_h ON flows (resp_h);
+
+CREATE TABLE IF NOT EXISTS flow_minutes (
+    minute       INTEGER NOT NULL,
+    flow_id      INTEGER NOT NULL REFERENCES flows (id),
+    orig_bytes   INTEGER NOT NULL,
+    resp_bytes   INTEGER NOT NULL,
+    orig_packets INTEGER NOT NULL,
+    resp_packets INTEGER NOT NULL,
+    PRIMARY KEY (minute, flow_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS flow_minutes_flow ON flow_minutes (flow_id);
+
+CREATE TABLE IF NOT EXISTS host_minutes (
+    minute     INTEGER NOT NULL,
+    ip         TEXT    NOT NULL,
+    tx_bytes   INTEGER NOT NULL,
+    rx_bytes   INTEGER NOT NULL,
+    tx_packets INTEGER NOT NULL,
+    rx_packets INTEGER NOT NULL,
+    PRIMARY KEY (minute, ip)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS host_minutes_ip ON host_minutes (ip, minute);
+
+CREATE TABLE IF NOT EXISTS iface_minutes (
+    minute             INTEGER NOT NULL,
+    iface              TEXT    NOT NULL,
+    frames             INTEGER NOT NULL,  -- every frame, IP or not, decodable or not
+    bytes              INTEGER NOT NULL,
+    ip_frames          INTEGER NOT NULL,
+    ip_bytes           INTEGER NOT NULL,
+    non_ip_frames      INTEGER NOT NULL,  -- ARP, LLDP, 802.11 management...
+    non_ip_bytes       INTEGER NOT NULL,
+    undecodable_frames INTEGER NOT NULL,  -- broken headers; reasons in `undecodable`
+    undecodable_bytes  INTEGER NOT NULL,
+    out_frames         INTEGER NOT NULL,  -- sent by this host on the interface (live capture, pcapng flags)
+    out_bytes          INTEGER NOT NULL,
+    PRIMARY KEY (minute, iface)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS undecodable (
+    minute INTEGER NOT NULL,
+    iface  TEXT    NOT NULL,
+    reason TEXT    NOT NULL,
+    frames INTEGER NOT NULL,
+    bytes  INTEGER NOT NULL,
+    PRIMARY KEY (minute, iface, reason)
+) WITHOUT ROWID;
+
+-- Kernel-side losses of a live capture, per interface and minute.
+CREATE TABLE IF NOT EXISTS capture_drops (
+    minute INTEGER NOT NULL,
+    iface  TEXT    NOT NULL,
+    frames INTEGER NOT NULL,
+    PRIMARY KEY (minute, iface)
+) WITHOUT ROWID;
+
+-- One row per import or live run: what was read, what was clamped, where a file was damaged.
+CREATE TABLE IF NOT EXISTS sources (
+    id       INTEGER PRIMARY KEY,
+    kind     TEXT NOT NULL,          -- 'file' or 'live'
+    name     TEXT NOT NULL,
+    started  REAL NOT NULL,          -- wall clock
+    finished REAL,
+    frames   INTEGER NOT NULL DEFAULT 0,
+    clamped  INTEGER NOT NULL DEFAULT 0,
+    damage   TEXT
+);
