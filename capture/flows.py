@@ -40,6 +40,11 @@ class FlowDelta(NamedTuple):
     tcp_flags: int        # union of the flags both sides sent in this bucket
     iface: str
     closed: bool          # the flow left the table (idle, active timeout, memory bound, stop)
+    # filled by attribution (attribution/) in the collector; None where not on this host / unknown
+    orig_pid: int | None = None
+    orig_process: str | None = None
+    resp_pid: int | None = None
+    resp_process: str | None = None
 
 
 class Rollup(NamedTuple):
@@ -49,6 +54,9 @@ class Rollup(NamedTuple):
     hosts: dict                          # ip -> [tx_bytes, rx_bytes, tx_packets, rx_packets]
     interfaces: dict                     # iface -> InterfaceCounters as a list (see IFACE_FIELDS)
     undecodable: dict                    # (iface, reason) -> [frames, bytes]
+    # filled by attribution in the collector:
+    processes: dict = {}                 # records.ProcessKey -> [tx_bytes, rx_bytes, tx_packets, rx_packets]
+    attribution: dict = {}               # 'attributed' or an unattributed reason -> [bytes, packets]
 
 
 IFACE_FIELDS = ("frames", "bytes", "ip_frames", "ip_bytes", "non_ip_frames", "non_ip_bytes",
@@ -84,6 +92,7 @@ class FlowTable:
         self._bucket_start = None
         self._bucket_end = float("-inf")
         self._ready = []                   # rollups of closed buckets, for take()
+        self.new_flows = []                # (proto, a, a_port, b, b_port, ts) raw, since take_new_flows()
         self._ifaces = {}
         self._undecodable = {}
         self.evicted_flows = 0
@@ -191,6 +200,7 @@ class FlowTable:
             self._evict()
         flow = Flow(key, ts, iface)
         self._flows.add(flow)
+        self.new_flows.append(key + (ts,))
         self._dirs[key] = flow.orig
         reverse = (key[0], key[3], key[4], key[1], key[2])
         if reverse != key:          # a socket talking to itself has one direction only
@@ -227,6 +237,12 @@ class FlowTable:
         start = int(ts // self.bucket_seconds * self.bucket_seconds)
         self._bucket_start = start
         self._bucket_end = start + self.bucket_seconds
+
+    def take_new_flows(self):
+        """Flows created since the last call, as (proto, a, a_port, b, b_port, ts) with text
+        addresses: attribution looks their sockets up at once, before short connections vanish."""
+        new, self.new_flows = self.new_flows, []
+        return [(p, ip_text(a), ap, ip_text(b), bp, ts) for p, a, ap, b, bp, ts in new]
 
     def take(self):
         """Rollups of buckets that closed during ingest (a later packet crossed their end)."""

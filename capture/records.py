@@ -75,3 +75,14 @@ def proto_number(text: str) -> int:
     if not 0 <= num <= 255:
         raise ValueError(f"protocol number out of range: {num}")
     return num
+
+
+class ProcessKey(NamedTuple):
+    """A process as attribution identifies it (pid + start time: a recycled pid is another process)."""
+    pid: int
+    start_time: float
+    name: str
+    exe: str = ""
+    cmdline: str = ""
+    username: str = ""
+    unit: str = ""      # systemd unit or container id, from /proc/PID/cgroup

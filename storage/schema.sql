@@ -18,6 +18,10 @@ CREATE TABLE IF NOT EXISTS flows (
     tcp_flags    INTEGER NOT NULL DEFAULT 0, -- union of the TCP flags both sides sent
     iface        TEXT    NOT NULL DEFAULT '',
     closed       INTEGER NOT NULL DEFAULT 0, -- 1 once the flow left the flow table
+    orig_pid     INTEGER,                   -- process on this host owning orig's socket (attribution/)
+    orig_process TEXT,
+    resp_pid     INTEGER,
+    resp_process TEXT,
     UNIQUE (proto, orig_h, orig_p, resp_h, resp_p, first_seen)
 );
 CREATE INDEX IF NOT EXISTS flows_last_seen ON flows (last_seen);
@@ -90,3 +94,38 @@ CREATE TABLE IF NOT EXISTS sources (
     clamped  INTEGER NOT NULL DEFAULT 0,
     damage   TEXT
 );
+
+-- Processes seen owning sockets. A pid is identified together with its start time, so a recycled
+-- pid is a different row.
+CREATE TABLE IF NOT EXISTS processes (
+    id         INTEGER PRIMARY KEY,
+    pid        INTEGER NOT NULL,
+    start_time REAL    NOT NULL,          -- psutil create_time, epoch seconds
+    name       TEXT    NOT NULL,
+    exe        TEXT    NOT NULL DEFAULT '',
+    cmdline    TEXT    NOT NULL DEFAULT '',
+    username   TEXT    NOT NULL DEFAULT '',
+    unit       TEXT    NOT NULL DEFAULT '', -- systemd unit or container, from /proc/PID/cgroup
+    UNIQUE (pid, start_time)
+);
+
+CREATE TABLE IF NOT EXISTS process_minutes (
+    minute     INTEGER NOT NULL,
+    process_id INTEGER NOT NULL REFERENCES processes (id),
+    tx_bytes   INTEGER NOT NULL,
+    rx_bytes   INTEGER NOT NULL,
+    tx_packets INTEGER NOT NULL,
+    rx_packets INTEGER NOT NULL,
+    PRIMARY KEY (minute, process_id)
+) WITHOUT ROWID;
+
+-- Attribution coverage: bytes of this host's own traffic charged to a process ('attributed') or
+-- not, by reason (no_local_endpoint, socket_closed_before_lookup, other_network_namespace,
+-- no_permission, unknown).
+CREATE TABLE IF NOT EXISTS attribution_minutes (
+    minute  INTEGER NOT NULL,
+    reason  TEXT    NOT NULL,
+    bytes   INTEGER NOT NULL,
+    packets INTEGER NOT NULL,
+    PRIMARY KEY (minute, reason)
+) WITHOUT ROWID;

@@ -12,17 +12,22 @@ from storage.db import connect
 
 _FLOW_UPSERT = """
 INSERT INTO flows (proto, orig_h, orig_p, resp_h, resp_p, first_seen, last_seen, orig_bytes,
-                   orig_packets, resp_bytes, resp_packets, tcp_flags, iface, closed)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   orig_packets, resp_bytes, resp_packets, tcp_flags, iface, closed,
+                   orig_pid, orig_process, resp_pid, resp_process)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (proto, orig_h, orig_p, resp_h, resp_p, first_seen) DO UPDATE SET
     last_seen = max(last_seen, excluded.last_seen),
     orig_bytes = orig_bytes + excluded.orig_bytes, orig_packets = orig_packets + excluded.orig_packets,
     resp_bytes = resp_bytes + excluded.resp_bytes, resp_packets = resp_packets + excluded.resp_packets,
-    tcp_flags = tcp_flags | excluded.tcp_flags, closed = excluded.closed
+    tcp_flags = tcp_flags | excluded.tcp_flags, closed = excluded.closed,
+    orig_pid = coalesce(orig_pid, excluded.orig_pid), orig_process = coalesce(orig_process, excluded.orig_process),
+    resp_pid = coalesce(resp_pid, excluded.resp_pid), resp_process = coalesce(resp_process, excluded.resp_process)
 RETURNING id"""
 _FLOW_ADD = """
 UPDATE flows SET last_seen = max(last_seen, ?), orig_bytes = orig_bytes + ?, orig_packets = orig_packets + ?,
-    resp_bytes = resp_bytes + ?, resp_packets = resp_packets + ?, tcp_flags = tcp_flags | ?, closed = ?
+    resp_bytes = resp_bytes + ?, resp_packets = resp_packets + ?, tcp_flags = tcp_flags | ?, closed = ?,
+    orig_pid = coalesce(orig_pid, ?), orig_process = coalesce(orig_process, ?),
+    resp_pid = coalesce(resp_pid, ?), resp_process = coalesce(resp_process, ?)
 WHERE id = ?"""
 _FLOW_MINUTE = """
 INSERT INTO flow_minutes (minute, flow_id, orig_bytes, orig_packets, resp_bytes, resp_packets)
@@ -45,6 +50,18 @@ _UNDECODABLE = """
 INSERT INTO undecodable (minute, iface, reason, frames, bytes) VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (minute, iface, reason) DO UPDATE SET
     frames = frames + excluded.frames, bytes = bytes + excluded.bytes"""
+_PROCESS_UPSERT = """
+INSERT INTO processes (pid, start_time, name, exe, cmdline, username, unit) VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (pid, start_time) DO UPDATE SET name = excluded.name
+RETURNING id"""
+_PROCESS_MINUTE = """
+INSERT INTO process_minutes (minute, process_id, tx_bytes, rx_bytes, tx_packets, rx_packets) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (minute, process_id) DO UPDATE SET
+    tx_bytes = tx_bytes + excluded.tx_bytes, rx_bytes = rx_bytes + excluded.rx_bytes,
+    tx_packets = tx_packets + excluded.tx_packets, rx_packets = rx_packets + excluded.rx_packets"""
+_ATTRIBUTION = """
+INSERT INTO attribution_minutes (minute, reason, bytes, packets) VALUES (?, ?, ?, ?)
+ON CONFLICT (minute, reason) DO UPDATE SET bytes = bytes + excluded.bytes, packets = packets + excluded.packets"""
 _DROPS = """
 INSERT INTO capture_drops (minute, iface, frames) VALUES (?, ?, ?)
 ON CONFLICT (minute, iface) DO UPDATE SET frames = frames + excluded.frames"""
@@ -71,12 +88,14 @@ class RollupStore:
             if flow_id is None:
                 flow_id = con.execute(_FLOW_UPSERT, natural + (
                     f.last_seen, f.orig_bytes, f.orig_packets, f.resp_bytes, f.resp_packets,
-                    f.tcp_flags, f.iface, int(f.closed))).fetchone()[0]
+                    f.tcp_flags, f.iface, int(f.closed),
+                    f.orig_pid, f.orig_process, f.resp_pid, f.resp_process)).fetchone()[0]
                 if not f.closed:
                     ids[natural] = flow_id
             else:
                 known.append((f.last_seen, f.orig_bytes, f.orig_packets, f.resp_bytes, f.resp_packets,
-                              f.tcp_flags, int(f.closed), flow_id))
+                              f.tcp_flags, int(f.closed),
+                              f.orig_pid, f.orig_process, f.resp_pid, f.resp_process, flow_id))
                 if f.closed:
                     del ids[natural]
             if f.orig_packets or f.resp_packets:
@@ -87,6 +106,10 @@ class RollupStore:
         con.executemany(_IFACE_MINUTE, [(minute, name, *c) for name, c in rollup.interfaces.items() if c[0]])
         con.executemany(_UNDECODABLE, [(minute, iface, reason, *c)
                                        for (iface, reason), c in rollup.undecodable.items()])
+        for key, c in rollup.processes.items():
+            process_id = con.execute(_PROCESS_UPSERT, tuple(key)).fetchone()[0]
+            con.execute(_PROCESS_MINUTE, (minute, process_id, *c))
+        con.executemany(_ATTRIBUTION, [(minute, reason, *c) for reason, c in rollup.attribution.items()])
 
     def add_drops(self, minute, drops):
         with self.con:
