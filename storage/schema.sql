@@ -129,3 +129,14 @@ CREATE TABLE IF NOT EXISTS attribution_minutes (
     packets INTEGER NOT NULL,
     PRIMARY KEY (minute, reason)
 ) WITHOUT ROWID;
+
+-- Per-second interface points for the live view (kept for minutes; see retention).
+CREATE TABLE IF NOT EXISTS iface_seconds (
+    second     INTEGER NOT NULL,   -- epoch second (packet time)
+    iface      TEXT    NOT NULL,
+    frames     INTEGER NOT NULL,
+    bytes      INTEGER NOT NULL,
+    out_frames INTEGER NOT NULL,   -- sent by this host
+    out_bytes  INTEGER NOT NULL,
+    PRIMARY KEY (second, iface)
+) WITHOUT ROWID;

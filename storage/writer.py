@@ -62,6 +62,10 @@ ON CONFLICT (minute, process_id) DO UPDATE SET
 _ATTRIBUTION = """
 INSERT INTO attribution_minutes (minute, reason, bytes, packets) VALUES (?, ?, ?, ?)
 ON CONFLICT (minute, reason) DO UPDATE SET bytes = bytes + excluded.bytes, packets = packets + excluded.packets"""
+_SECONDS = """
+INSERT INTO iface_seconds (second, iface, frames, bytes, out_frames, out_bytes) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (second, iface) DO UPDATE SET frames = frames + excluded.frames, bytes = bytes + excluded.bytes,
+    out_frames = out_frames + excluded.out_frames, out_bytes = out_bytes + excluded.out_bytes"""
 _DROPS = """
 INSERT INTO capture_drops (minute, iface, frames) VALUES (?, ?, ?)
 ON CONFLICT (minute, iface) DO UPDATE SET frames = frames + excluded.frames"""
@@ -110,6 +114,11 @@ class RollupStore:
             process_id = con.execute(_PROCESS_UPSERT, tuple(key)).fetchone()[0]
             con.execute(_PROCESS_MINUTE, (minute, process_id, *c))
         con.executemany(_ATTRIBUTION, [(minute, reason, *c) for reason, c in rollup.attribution.items()])
+
+    def add_seconds(self, points):
+        """Per-second interface points: [(second, iface, frames, bytes, out_frames, out_bytes)]."""
+        with self.con:
+            self.con.executemany(_SECONDS, points)
 
     def add_drops(self, minute, drops):
         with self.con:
