@@ -140,13 +140,18 @@ def cmd_export(settings, args):
     except (ValueError, DatabaseError) as e:
         raise UsageError(str(e)) from None
     table = args["table"]
+    fields = None
     if table == "flows":
         rows = [flow_row(r) for r in queries.flows_between(con, since, until)]
     elif table == "hosts":
         rows = queries.top_hosts(con, since, until)
+    elif table == "processes":
+        from storage.processes import process_totals
+        rows = process_totals(con, since, until)
     else:
-        raise UsageError(f"export {table}: not available yet")
-    text = render(table, rows, args["format"])
+        from storage.alerts import ALERT_FIELDS, alert_rows_for_export
+        rows, fields = alert_rows_for_export(con, since, until), ALERT_FIELDS
+    text = render(table, rows, args["format"], fields)
     if args["output"]:
         try:
             with open(args["output"], "w", newline="") as f:

@@ -84,10 +84,10 @@ def safe_cell(value):
     return value
 
 
-def render(table, rows, fmt):
-    """Text of `rows` (dicts) as CSV (header + rows, columns of TABLES[table]) or JSON lines-free
-    array. Extra keys in the rows are not exported."""
-    names = [name for name, _ in TABLES[table]]
+def render(table, rows, fmt, fields=None):
+    """Text of `rows` (dicts) as CSV (header + rows, columns of TABLES[table] or `fields`) or a
+    JSON array. Extra keys in the rows are not exported."""
+    names = [name for name, _ in (fields or TABLES[table])]
     if fmt == "json":
         return json.dumps([{n: r.get(n) for n in names} for r in rows], indent=1) + "\n"
     buf = io.StringIO()

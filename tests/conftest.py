@@ -1,0 +1,24 @@
+"""Shared test setup: the project root on sys.path, and markers for what a test needs."""
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root (live capture / network namespaces)")
+
+
+def needs_tool(name):
+    return pytest.mark.skipif(shutil.which(name) is None and not Path(f"/usr/sbin/{name}").exists(),
+                              reason=f"{name} is not installed (make test installs it when run as root on Debian)")
+
+
+@pytest.fixture
+def run_py():
+    """argv prefix that runs this checkout's run.py with the current interpreter."""
+    return [sys.executable, str(ROOT / "run.py")]
