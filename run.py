@@ -11,6 +11,7 @@ Exit status: 0 done; 2 bad usage or unreadable input (one line on stderr); 3 a c
 damaged part-way (everything before the damage was imported).
 """
 import argparse
+import os
 import sys
 
 import settings as settings_mod
@@ -92,6 +93,12 @@ def main(argv=None):
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except Exception as e:      # a bug: one line, the traceback only on request
+        if os.environ.get("NETTALLY_DEBUG"):
+            raise
+        print(f"run.py: unexpected error: {type(e).__name__}: {e} (NETTALLY_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 def cmd_import(settings, files):
@@ -109,16 +116,17 @@ def cmd_import(settings, files):
     for path in files:
         table = FlowTable(idle_timeout=settings.idle_timeout, active_timeout=settings.active_timeout,
                           max_flows=settings.max_flows)
+        tally = _ImportTally(store.apply)
         source = store.begin_source("file", path)
         try:
-            result = import_file(path, store.apply, table)
+            result = import_file(path, tally, table)
         except CaptureError as e:
             store.end_source(source, 0, damage=str(e))
             print(f"run.py import: {e}", file=sys.stderr)
             status = max(status, EXIT_USAGE)
             continue
         store.end_source(source, result.frames, result.clamped, result.damage)
-        line = f"{path}: {result.frames} frames"
+        line = f"{path}: {result.frames} frames ({tally.summary()})"
         if result.clamped:
             line += f", {result.clamped} wire lengths clamped to 262144"
         if result.damage:
@@ -126,6 +134,31 @@ def cmd_import(settings, files):
             status = max(status, EXIT_DAMAGED)
         print(line)
     return status
+
+
+class _ImportTally:
+    """A rollup sink that passes rollups on and keeps the figures for the import's summary line."""
+
+    def __init__(self, sink):
+        self.sink = sink
+        self.ip = self.non_ip = self.undecodable = 0
+        self.reasons = {}
+
+    def __call__(self, rollups):
+        for rollup in rollups:
+            for c in rollup.interfaces.values():
+                self.ip += c[2]
+                self.non_ip += c[4]
+                self.undecodable += c[6]
+            for (_, reason), c in rollup.undecodable.items():
+                self.reasons[reason] = self.reasons.get(reason, 0) + c[0]
+        self.sink(rollups)
+
+    def summary(self):
+        text = f"{self.ip} IP, {self.non_ip} non-IP, {self.undecodable} undecodable"
+        if self.reasons:
+            text += ": " + ", ".join(f"{reason} {n}" for reason, n in sorted(self.reasons.items()))
+        return text
 
 
 def cmd_export(settings, args):

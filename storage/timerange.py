@@ -1,5 +1,6 @@
 """Times given by users (CLI --since/--until, API parameters): epoch seconds, ISO 8601, or a span
 ago such as 90s, 30m, 1h, 7d. `now` is injectable so tests never read the clock."""
+import math
 import re
 import time
 from datetime import datetime, timezone
@@ -17,9 +18,13 @@ def parse_time(text, now=None):
     if span:
         return (time.time() if now is None else now) - float(span.group(1)) * _UNIT[span.group(2)]
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(value):
+            raise ValueError(f"unreadable time {text!r}: not a finite number")
+        return value
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
