@@ -126,7 +126,7 @@ def test_damaged_captures_keep_what_came_before_and_exit_3(tmp_path, capsys, nam
     code, out, err = cli(capsys, "import", p, "--db", tmp_path / "d.db")
     assert (code, err) == (EXIT_DAMAGED, "") and out.count("\n") == 1
     frames = int(out.split(": ", 1)[1].split(" frames")[0])
-    assert out.startswith(f"{p}: {frames} frames; stopped early: {words}"), out
+    assert out.startswith(f"{p}: {frames} frames ({frames} IP, 0 non-IP, 0 undecodable); stopped early: {words}"), out
     if kept is None:                                     # the gzip'd one: some, not all, in file order
         assert 1000 < frames < 40_000
         want = (sum(len(FRAMES[i % 6]) for i in range(frames)), frames)
@@ -141,7 +141,7 @@ def test_damaged_import_says_so_in_a_subprocess_too(tmp_path, run_py):
     p.write_bytes(PCAP[:_pcap_offset(3) + 5])
     code, out, err = sub(run_py, "import", p, "--db", tmp_path / "d.db")
     assert (code, err) == (EXIT_DAMAGED, "")
-    assert out == f"{p}: 3 frames; stopped early: file ends inside a record header at byte {_pcap_offset(3)}\n"
+    assert out == f"{p}: 3 frames (3 IP, 0 non-IP, 0 undecodable); stopped early: file ends inside a record header at byte {_pcap_offset(3)}\n"
 
 
 def test_timestamps_beyond_any_date_import_and_export(tmp_path, capsys):
