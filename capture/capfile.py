@@ -3,12 +3,15 @@ interfaces and link types; EPB, SPB and the obsolete PB), each optionally gzip-c
 format is told by magic bytes, never by the file name.
 
 `CaptureFile.batches()` yields (interface index, frames) with frames a list of
-(ts, wire_len, data, outbound), ready for FlowTable.ingest. A file damaged part-way yields
-everything before the damage and then sets `damage` to a one-line description with the offset.
+(ts, wire_len, data, outbound), ready for FlowTable.ingest, in file order (runs of consecutive
+frames of one interface, so the flow table sees packets and minutes in the order they came).
+A file damaged part-way yields everything before the damage and then sets `damage` to a
+one-line description with the offset.
 """
 import gzip
 import os
 import struct
+import zlib
 
 from capture.records import MAX_WIRE_LEN
 
@@ -21,6 +24,12 @@ PCAP_MAGIC = {
 PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
 GZIP_MAGIC = b"\x1f\x8b"
 MAX_CAPTURED = 262144 + 65536     # beyond this a record length is corrupt, not a big frame
+# pcapng timestamps are 64-bit counts in a per-interface unit plus a signed offset: a damaged one
+# can name a time no date or database column holds. They are clamped into the years 1970..9999.
+MAX_TS = 253402300799.0
+READ_ERRORS = (OSError, EOFError, zlib.error)    # gzip.BadGzipFile is an OSError
+# smallest body (block minus its type and two length fields) of each block type that is read
+_MIN_BODY = {0x0A0D0D0A: 16, 1: 8, 6: 20, 2: 20, 3: 4}
 
 
 class CaptureError(Exception):
@@ -36,22 +45,45 @@ class Interface:
 
 
 class _Stream:
-    """A byte window over a file read in large chunks; `need(n)` makes n bytes available at pos."""
+    """A byte window over a file read in large chunks; `need(n)` makes n bytes available at pos.
+    A read error (damaged gzip data) ends the stream after the last byte read before it and is
+    kept in `error`: the readers see a short file, stop there, and batches() says why."""
 
-    def __init__(self, f):
-        self.f, self.buf, self.pos, self.consumed, self.eof = f, b"", 0, 0, False
+    def __init__(self, f, head=b"", compressed=False):
+        self.f, self.buf, self.pos, self.consumed, self.eof = f, head, 0, 0, False
+        self.error = None
+        self._read = self._read_steps if compressed else f.read
+
+    def _read_steps(self, n):
+        """Up to n decompressed bytes, gathered in the small steps read1 takes: GzipFile.read(n)
+        would throw away everything it decompressed in the call that meets the damage."""
+        parts, got = [], 0
+        while got < n:
+            try:
+                piece = self.f.read1(n - got)
+            except READ_ERRORS as e:
+                self.error = e
+                break
+            if not piece:
+                break
+            parts.append(piece)
+            got += len(piece)
+        return b"".join(parts)
 
     def need(self, n):
         if self.pos + n <= len(self.buf):
             return True
         while not self.eof and self.pos + n > len(self.buf):
-            more = self.f.read(max(CHUNK, n))
-            if not more:
+            try:
+                more = self._read(max(CHUNK, n))
+            except READ_ERRORS as e:
+                self.error, more = e, b""
+            if self.error is not None or not more:
                 self.eof = True
-                break
-            self.consumed += self.pos
-            self.buf = self.buf[self.pos:] + more
-            self.pos = 0
+            if more:
+                self.consumed += self.pos
+                self.buf = self.buf[self.pos:] + more
+                self.pos = 0
         return self.pos + n <= len(self.buf)
 
     @property
@@ -66,44 +98,50 @@ class CaptureFile:
         self.interfaces: list[Interface] = []
         self.frames = 0
         self.clamped = 0          # records whose claimed wire length exceeded MAX_WIRE_LEN
+        self.bad_times = 0        # pcapng timestamps outside 1970..9999, clamped into it
         self.damage = None        # where and why reading stopped early
         try:
             raw = open(path, "rb")
         except OSError as e:
             raise CaptureError(f"{path}: cannot open: {e.strerror}") from None
-        head = raw.read(4)
-        raw.seek(0)
-        if head[:2] == GZIP_MAGIC:
-            raw = gzip.GzipFile(fileobj=raw)
-            try:
-                head = raw.peek(4)[:4] if hasattr(raw, "peek") else raw.read(4)
-            except (OSError, EOFError) as e:
-                raise CaptureError(f"{path}: damaged gzip data: {e}") from None
-        self._f = raw
+        self._compressed = False
+        try:
+            head = raw.read(4)
+            if head[:2] == GZIP_MAGIC:
+                raw.seek(0)
+                raw = gzip.GzipFile(fileobj=raw)
+                self._compressed = True
+                head = raw.read(4)
+        except READ_ERRORS as e:
+            raw.close()
+            raise CaptureError(f"{path}: unreadable{' gzip data' if self._compressed else ''}: {e}") from None
+        self._f, self._head = raw, head
         if head in PCAP_MAGIC:
             self.format = "pcap"
         elif head == PCAPNG_SHB:
             self.format = "pcapng"
         else:
             raw.close()
-            raise CaptureError(f"{path}: not a pcap or pcapng file (magic bytes {head.hex() or 'missing'})")
+            what = "gzip'd data is" if self._compressed else "file is"
+            raise CaptureError(f"{path}: {what} not pcap or pcapng (magic bytes {head.hex() or 'missing'})")
 
     def close(self):
         self._f.close()
 
     def batches(self):
-        stream = _Stream(self._f)
-        try:
-            reader = self._pcap if self.format == "pcap" else self._pcapng
-            yield from reader(stream)
-        except (OSError, EOFError, gzip.BadGzipFile, struct.error) as e:   # damaged compression
-            self.damage = f"read error at byte {stream.offset}: {e}"
+        stream = _Stream(self._f, self._head, self._compressed)
+        reader = self._pcap if self.format == "pcap" else self._pcapng
+        yield from reader(stream)
+        if stream.error is not None:
+            what = "damaged compressed data" if self._compressed else "read error"
+            self.damage = f"{what} after byte {stream.offset} of the capture: {stream.error}"
 
-    def _wire_len(self, orig, incl):
+    def _wire_len(self, orig):
+        """The record's original length as it claims (like tshark's frame.len), clamped."""
         if orig > MAX_WIRE_LEN:
             self.clamped += 1
             return MAX_WIRE_LEN
-        return orig if orig >= incl else incl
+        return orig
 
     # ---- classic pcap ---------------------------------------------------------------------------
 
@@ -136,8 +174,8 @@ class CaptureFile:
                     break
                 buf, pos = s.buf, s.pos
                 end = pos + 16 + incl
-            if orig > clamp or orig < incl:
-                orig = self._wire_len(orig, incl)
+            if orig > clamp:
+                orig = self._wire_len(orig)
             frames.append((sec + frac * scale, orig, buf[pos + 16:end], False))
             s.pos = end
             if len(frames) >= BATCH:
@@ -153,7 +191,8 @@ class CaptureFile:
     def _pcapng(self, s):
         endian = "<"
         section = []             # this section's interface numbers -> index in self.interfaces
-        pending = {}             # interface index -> frames not yet yielded
+        runs = []                # [(interface index, frames)] not yet yielded, in file order
+        run_index, run = None, None
         count = 0
         while True:
             if not s.need(12):
@@ -172,7 +211,7 @@ class CaptureFile:
                     break
                 section = []
             btype, blen = struct.unpack_from(endian + "II", buf, pos)
-            if blen < 12 or blen % 4 or blen > MAX_CAPTURED + 1024:
+            if blen < 12 + _MIN_BODY.get(btype, 0) or blen % 4 or blen > MAX_CAPTURED + 1024:
                 self.damage = f"corrupt block length {blen} at byte {s.offset}"
                 break
             if not s.need(blen):
@@ -193,15 +232,18 @@ class CaptureFile:
                     self.damage = f"packet block for an undeclared interface at byte {s.offset - blen}"
                     break
                 index, frame = got
-                pending.setdefault(index, []).append(frame)
+                if index != run_index:
+                    run_index, run = index, []
+                    runs.append((index, run))
+                run.append(frame)
                 count += 1
                 if count >= BATCH:
-                    yield from self._flush(pending)
-                    pending, count = {}, 0
-        yield from self._flush(pending)
+                    yield from self._flush(runs)
+                    runs, run_index, count = [], None, 0
+        yield from self._flush(runs)
 
-    def _flush(self, pending):
-        for index, frames in pending.items():
+    def _flush(self, runs):
+        for index, frames in runs:
             self.frames += len(frames)
             yield index, frames
 
@@ -245,7 +287,10 @@ class CaptureFile:
                 if code == 2 and len(value) >= 4:       # epb_flags: bits 0-1 direction, 2 = outbound
                     outbound = struct.unpack_from(e + "I", value)[0] & 3 == 2
         ts = ((hi << 32) | lo) * iface.ts_scale + iface.ts_offset
-        return index, (ts, self._wire_len(orig, incl), data, outbound)
+        if not 0.0 <= ts <= MAX_TS:
+            self.bad_times += 1
+            ts = 0.0 if ts < 0 else MAX_TS
+        return index, (ts, self._wire_len(orig), data, outbound)
 
 
 def _options(body, off, e):

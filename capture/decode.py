@@ -12,6 +12,7 @@ from capture import records as r
 from capture.records import Packet
 
 _U16 = struct.Struct("!H").unpack_from
+_U32LE = struct.Struct("<I").unpack_from
 _IPV4 = struct.Struct("!BxHHHxB2x4s4s").unpack_from      # vihl, total len, id, flags+offset, proto, src, dst
 _IPV6 = struct.Struct("!4xHB1x16s16s").unpack_from       # payload len, next header, src, dst
 _PORTS = struct.Struct("!HH").unpack_from
@@ -140,8 +141,9 @@ def _linux_sll2(data):
     return _by_ethertype(data, 20, _U16(data, 0)[0])
 
 
-def _ieee802_11(data, off=0):
-    """Data frames carry LLC/SNAP after the MAC header; everything else is not IP."""
+def _ieee802_11(data, off=0, pad=False):
+    """Data frames carry LLC/SNAP after the MAC header; everything else is not IP. `pad`: the
+    radiotap header said the MAC header is padded to a multiple of 4 bytes."""
     if len(data) < off + 24:
         return "wlan_truncated"
     fc0, fc1 = data[off], data[off + 1]
@@ -154,6 +156,8 @@ def _ieee802_11(data, off=0):
         hdr += 2          # QoS control
         if fc1 & 0x80:
             hdr += 4      # HT control
+    if pad:
+        hdr = (hdr + 3) & ~3
     start = off + hdr
     if data[start:start + 6] != _SNAP or len(data) < start + 8:
         return None
@@ -163,7 +167,28 @@ def _ieee802_11(data, off=0):
 def _radiotap(data):
     if len(data) < 4:
         return "radiotap_truncated"
-    return _ieee802_11(data, data[2] | data[3] << 8)
+    length = data[2] | data[3] << 8
+    return _ieee802_11(data, length, _radiotap_data_pad(data, length))
+
+
+def _radiotap_data_pad(data, length):
+    """True when the radiotap Flags field has DATAPAD (0x20): some drivers pad the 802.11
+    header to 32 bits, and the LLC header starts after that padding."""
+    if length < 8 or len(data) < 8:
+        return False
+    first = present = _U32LE(data, 4)[0]
+    p = 4
+    while present & 0x80000000:        # more presence words follow
+        p += 4
+        if p + 4 > length:
+            return False
+        present = _U32LE(data, p)[0]
+    if not first & 2:                  # no Flags field
+        return False
+    p += 4
+    if first & 1:                      # TSFT comes first: 8 bytes, aligned to 8 from the header start
+        p = ((p + 7) & ~7) + 8
+    return p < length and bool(data[p] & 0x20)
 
 
 def ipv4(data, off):
@@ -225,7 +250,7 @@ _LINK = {
     r.LINKTYPE_RAW: _raw,
     r.LINKTYPE_RAW_BSD_12: _raw,
     r.LINKTYPE_RAW_BSD_14: _raw,
-    r.LINKTYPE_IPV4: lambda data: ipv4(data, 0),
+    r.LINKTYPE_IPV4: _raw,     # like tshark, a version-6 header here is read as IPv6
     r.LINKTYPE_IPV6: lambda data: ipv6(data, 0),
     r.LINKTYPE_NULL: _bsd_loopback,
     r.LINKTYPE_LOOP: _bsd_loopback,

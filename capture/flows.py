@@ -118,6 +118,10 @@ class FlowTable:
                 frames_n = bytes_n = ip_frames = ip_bytes = out_frames = out_bytes = 0
                 self._roll_bucket(ts)
                 bucket_end = self._bucket_end
+                # the drained counters went out with the closed bucket: count on in fresh ones
+                counters = self._ifaces.get(iface)
+                if counters is None:
+                    counters = self._ifaces[iface] = [0] * len(IFACE_FIELDS)
             frames_n += 1
             bytes_n += n
             if outbound:
@@ -271,7 +275,7 @@ class FlowTable:
         self._left = []
         ifaces, self._ifaces = self._ifaces, {}
         undecodable, self._undecodable = self._undecodable, {}
-        return Rollup(bucket, flows, hosts, ifaces, undecodable)
+        return Rollup(bucket, flows, hosts, ifaces, undecodable, {}, {})   # not the shared defaults
 
     @staticmethod
     def _delta(flow, closed, hosts):

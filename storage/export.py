@@ -76,11 +76,16 @@ def flow_row(row):
 
 
 def safe_cell(value):
-    """CSV cell text that no spreadsheet evaluates as a formula."""
+    """CSV cell text that no spreadsheet evaluates as a formula. A carriage return inside a cell
+    becomes a line feed: the csv module quotes cells holding the line terminator ("\n") but not
+    a lone CR, which readers take for the end of the row (a forged row)."""
     if value is None:
         return ""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
+    if isinstance(value, str):
+        if value.startswith(_FORMULA_START):
+            value = "'" + value
+        if "\r" in value:
+            value = value.replace("\r\n", "\n").replace("\r", "\n")
     return value
 
 

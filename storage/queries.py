@@ -1,5 +1,7 @@
 """Read queries, named for what they answer. Time ranges are [since, until) in epoch seconds and
-select whole minute buckets (a bucket counts when its start lies in the range)."""
+select whole minute buckets: a bucket counts when it overlaps the range (its start lies in
+[since rounded down to the minute, until))."""
+import math
 
 _HOSTS = """
 SELECT ip, sum(tx_bytes) AS tx_bytes, sum(rx_bytes) AS rx_bytes,
@@ -10,14 +12,14 @@ GROUP BY ip ORDER BY tx_bytes + rx_bytes DESC, ip"""
 
 _FLOWS_ALL = """
 SELECT id, proto, orig_h, orig_p, resp_h, resp_p, orig_bytes, resp_bytes, orig_packets, resp_packets,
-       first_seen, last_seen, tcp_flags, iface
+       first_seen, last_seen, orig_pid, orig_process, resp_pid, resp_process, tcp_flags, iface
 FROM flows ORDER BY first_seen, id"""
 
 _FLOWS_BETWEEN = """
 SELECT f.id, f.proto, f.orig_h, f.orig_p, f.resp_h, f.resp_p,
        sum(m.orig_bytes) AS orig_bytes, sum(m.resp_bytes) AS resp_bytes,
        sum(m.orig_packets) AS orig_packets, sum(m.resp_packets) AS resp_packets,
-       f.first_seen, f.last_seen, f.tcp_flags, f.iface
+       f.first_seen, f.last_seen, f.orig_pid, f.orig_process, f.resp_pid, f.resp_process, f.tcp_flags, f.iface
 FROM flow_minutes m JOIN flows f ON f.id = m.flow_id
 WHERE m.minute >= ? AND m.minute < ?
 GROUP BY f.id ORDER BY f.first_seen, f.id"""
@@ -26,8 +28,14 @@ FAR_PAST, FAR_FUTURE = -(2 ** 62), 2 ** 62
 
 
 def _range(since, until):
-    return (FAR_PAST if since is None else int(since // 60 * 60),
-            FAR_FUTURE if until is None else int(until))
+    """[since, until) as SQLite integers: since rounded down to its minute; both held inside
+    FAR_PAST..FAR_FUTURE (a time like 1e30 or inf would not fit a 64-bit INTEGER)."""
+    for t in (since, until):
+        if t is not None and t != t:
+            raise ValueError("time is not a number")
+    since = FAR_PAST if since is None else min(max(since, FAR_PAST), FAR_FUTURE)
+    until = FAR_FUTURE if until is None else min(max(until, FAR_PAST), FAR_FUTURE)
+    return int(since // 60 * 60), math.ceil(until)
 
 
 def top_hosts(con, since=None, until=None):
