@@ -26,6 +26,18 @@ class Settings:
     active_timeout: float = _setting(1800.0, "seconds after which a long flow's record is cut and a new one begins")
     max_flows: int = _setting(500_000, "flows held in memory; beyond it the least recently active are written out")
     ring_mb: int = _setting(64, "size of the kernel capture ring per interface, MiB")
+    retention_seconds: float = _setting(900.0, "seconds the 1-second interface points (live view) are kept")
+    retention_minutes: float = _setting(48.0, "hours the 1-minute rollups are kept")
+    retention_hours: float = _setting(90.0, "days the 1-hour rollups are kept")
+    retention_days: float = _setting(730.0, "days the 1-day rollups are kept")
+    retention_flows: float = _setting(90.0, "days flow records (and every tier of per-flow rollups) are kept")
+    maintenance_interval: float = _setting(60.0, "seconds between rounds of tier building, retention and WAL checkpoint")
+    writer_backlog_rows: int = _setting(2_000_000, "rows of counts held in memory while the database cannot be written (disk full, read-only)")
+    alerts_config: str = _setting("", "TOML file of alert rules; empty: the built-in rules (docs/ALERTS.md)")
+    webhook_url: str = _setting("", "URL that receives every alert event as a JSON POST; empty: no webhook")
+    token_file: str = _setting("", "access token file for a non-loopback --host (made at first start, mode 0600); default: next to the database, DB name with .token")
+    web_user: str = _setting("", "user the web server runs as when started as root; empty: the invoking SUDO_USER, else nobody")
+    attribution: str = _setting("auto", "process attribution: auto (Linux: netlink socket table + kernel socket events; elsewhere psutil), proc (Linux socket table, polling only), psutil (portable polling), off")
     config: str = _setting("", "TOML config file (keys are these setting names)")
 
 
