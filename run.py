@@ -108,9 +108,14 @@ def cmd_import(settings, files):
     from storage.db import DatabaseError, connect
     from storage.writer import RollupStore
 
+    from alerts.config import load_rules
+    from alerts.service import evaluate_import
+    from storage.tiers import build_pending
+
     try:
+        load_rules(settings)                 # a bad rules file: one line, before any work
         store = RollupStore(connect(settings.db))
-    except DatabaseError as e:
+    except (DatabaseError, ValueError) as e:
         raise UsageError(str(e)) from None
     status = EXIT_OK
     for path in files:
@@ -133,6 +138,10 @@ def cmd_import(settings, files):
             line += f"; stopped early: {result.damage}"
             status = max(status, EXIT_DAMAGED)
         print(line)
+    if store.span:                           # the alert rules, on the capture's own timeline
+        for line in evaluate_import(settings, store.con, *store.span):
+            print(line)
+    build_pending(store.con)                 # hour and day tiers of what was imported
     return status
 
 

@@ -1,9 +1,18 @@
-"""Connections to the NetTally SQLite file: WAL mode, schema creation and versioning."""
+"""Connections to the NetTally SQLite file: WAL mode, schema creation and versioning, and the
+integrity check a long-running writer does before it trusts a file."""
+import logging
+import os
 import sqlite3
+import time
 from pathlib import Path
 
-SCHEMA_VERSION = 1
-SCHEMA_FILES = ("schema.sql",)
+SCHEMA_VERSION = 2          # 1: schema.sql; 2: + tiers.sql, alerts.sql (tables only added: 1 -> 2 is additive)
+SCHEMA_FILES = ("schema.sql", "tiers.sql", "alerts.sql")
+WAL_LIMIT_BYTES = 64 * 1024 * 1024     # WAL file truncated back to this after a checkpoint
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
+_CHECKED = set()                  # databases this process has checked and opened
+
+log = logging.getLogger("nettally.storage")
 
 
 class DatabaseError(Exception):
@@ -12,6 +21,7 @@ class DatabaseError(Exception):
 
 def connect(path, readonly=False):
     """Opens (and for a writer, creates and migrates) the database at `path`."""
+    con = None
     try:
         if readonly:
             if not Path(path).exists():
@@ -23,12 +33,62 @@ def connect(path, readonly=False):
         if not readonly:
             con.execute("PRAGMA journal_mode = WAL")
             con.execute("PRAGMA synchronous = NORMAL")
+            con.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
             _migrate(con, path)
         else:
             _check_version(con, path)
     except sqlite3.DatabaseError as e:
-        raise DatabaseError(f"{path}: {e}") from None
+        if con is not None:
+            con.close()
+        error = DatabaseError(f"{path}: {e}")
+        error.sqlite_errorcode = getattr(e, "sqlite_errorcode", None)   # the writer tells "full" from "broken"
+        raise error from None
     return con
+
+
+def connect_checked(path, now=None):
+    """Opens the database for writing after `PRAGMA integrity_check`. A damaged NetTally database
+    is moved aside (with its -wal and -shm) to PATH.damaged-<UTC time>, said so in the log, and a
+    fresh one created; a file that is not an SQLite database at all is left alone (DatabaseError).
+    Raises sqlite3.OperationalError when the file cannot be written (read-only, disk full)."""
+    path = str(path)
+    key = os.path.abspath(path)
+    if key in _CHECKED:           # once per process: the check reads the whole file
+        return connect(path)
+    problem = _damage(path)
+    if problem:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+        aside = f"{path}.damaged-{stamp}"
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.replace(path + suffix, aside + suffix)
+        log.error("storage: %s failed its integrity check (%s); moved it to %s and started a new database",
+                  path, problem, aside)
+    con = connect(path)
+    _CHECKED.add(key)
+    return con
+
+
+def _damage(path):
+    """Why `path` is not a sound NetTally database, '' if it is (or does not exist yet). Only
+    SQLite opens the file: closing a descriptor of our own would drop the POSIX locks of every
+    SQLite connection this process holds on it."""
+    if not os.path.exists(path) or os.path.getsize(path) == 0:
+        return ""
+    try:
+        con = sqlite3.connect(path)
+        try:
+            rows = [r[0] for r in con.execute("PRAGMA integrity_check(5)")]
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as e:
+        code = (getattr(e, "sqlite_errorcode", 0) or 0) & 0xFF
+        if code == _SQLITE_NOTADB:
+            raise DatabaseError(f"{path}: not an SQLite database; refusing to touch it") from None
+        if code != _SQLITE_CORRUPT:
+            raise            # locked, read-only, I/O: not a verdict on the file's contents
+        return str(e)
+    return "" if rows == ["ok"] else "; ".join(rows)
 
 
 def _check_version(con, path):

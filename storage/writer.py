@@ -1,14 +1,28 @@
 """The single writer: rollups from the flow table become rows, one transaction per batch.
 
-Every rollup is applied inside one transaction, so a crash loses at most the batches not yet
-committed and never applies one twice. Flow rows are keyed by their natural key (5-tuple and
+Crash safety. Every batch is applied inside one transaction, so a crash (kill -9) loses at most
+the batches not yet committed (what was counted since the last flush, settings.flush_interval)
+and never applies one twice: counters leave the flow table as deltas when drained, and a
+committed delta is never resent. Flow rows are keyed by their natural key (5-tuple and
 first-seen time), so a restarted writer adds to the same rows instead of duplicating them.
+
+The writer thread also checks the file at start (storage.db.connect_checked), keeps counts in
+memory while the database cannot be written (disk full, read-only: storage/backlog.py) and writes
+them when it can again, and runs housekeeping (tiers, retention, WAL checkpoints) between batches.
 """
+import logging
+import os
 import queue
+import sqlite3
 import threading
 import time
 
-from storage.db import connect
+from storage import retention, tiers
+from storage.backlog import Backlog, rows_of
+from storage.db import DatabaseError, connect, connect_checked
+from storage.tiers import immediate
+
+log = logging.getLogger("nettally.storage")
 
 _FLOW_UPSERT = """
 INSERT INTO flows (proto, orig_h, orig_p, resp_h, resp_p, first_seen, last_seen, orig_bytes,
@@ -29,46 +43,24 @@ UPDATE flows SET last_seen = max(last_seen, ?), orig_bytes = orig_bytes + ?, ori
     orig_pid = coalesce(orig_pid, ?), orig_process = coalesce(orig_process, ?),
     resp_pid = coalesce(resp_pid, ?), resp_process = coalesce(resp_process, ?)
 WHERE id = ?"""
-_FLOW_MINUTE = """
-INSERT INTO flow_minutes (minute, flow_id, orig_bytes, orig_packets, resp_bytes, resp_packets)
-VALUES (?, ?, ?, ?, ?, ?)
-ON CONFLICT (minute, flow_id) DO UPDATE SET
-    orig_bytes = orig_bytes + excluded.orig_bytes, orig_packets = orig_packets + excluded.orig_packets,
-    resp_bytes = resp_bytes + excluded.resp_bytes, resp_packets = resp_packets + excluded.resp_packets"""
-_HOST_MINUTE = """
-INSERT INTO host_minutes (minute, ip, tx_bytes, rx_bytes, tx_packets, rx_packets) VALUES (?, ?, ?, ?, ?, ?)
-ON CONFLICT (minute, ip) DO UPDATE SET
-    tx_bytes = tx_bytes + excluded.tx_bytes, rx_bytes = rx_bytes + excluded.rx_bytes,
-    tx_packets = tx_packets + excluded.tx_packets, rx_packets = rx_packets + excluded.rx_packets"""
-_IFACE_COLUMNS = ("frames", "bytes", "ip_frames", "ip_bytes", "non_ip_frames", "non_ip_bytes",
-                  "undecodable_frames", "undecodable_bytes", "out_frames", "out_bytes")
-_IFACE_MINUTE = (
-    f"INSERT INTO iface_minutes (minute, iface, {', '.join(_IFACE_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * (len(_IFACE_COLUMNS) + 2))}) ON CONFLICT (minute, iface) DO UPDATE SET "
-    + ", ".join(f"{c} = {c} + excluded.{c}" for c in _IFACE_COLUMNS))
-_UNDECODABLE = """
-INSERT INTO undecodable (minute, iface, reason, frames, bytes) VALUES (?, ?, ?, ?, ?)
-ON CONFLICT (minute, iface, reason) DO UPDATE SET
-    frames = frames + excluded.frames, bytes = bytes + excluded.bytes"""
 _PROCESS_UPSERT = """
 INSERT INTO processes (pid, start_time, name, exe, cmdline, username, unit) VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (pid, start_time) DO UPDATE SET name = excluded.name
 RETURNING id"""
-_PROCESS_MINUTE = """
-INSERT INTO process_minutes (minute, process_id, tx_bytes, rx_bytes, tx_packets, rx_packets) VALUES (?, ?, ?, ?, ?, ?)
-ON CONFLICT (minute, process_id) DO UPDATE SET
-    tx_bytes = tx_bytes + excluded.tx_bytes, rx_bytes = rx_bytes + excluded.rx_bytes,
-    tx_packets = tx_packets + excluded.tx_packets, rx_packets = rx_packets + excluded.rx_packets"""
-_ATTRIBUTION = """
-INSERT INTO attribution_minutes (minute, reason, bytes, packets) VALUES (?, ?, ?, ?)
-ON CONFLICT (minute, reason) DO UPDATE SET bytes = bytes + excluded.bytes, packets = packets + excluded.packets"""
 _SECONDS = """
 INSERT INTO iface_seconds (second, iface, frames, bytes, out_frames, out_bytes) VALUES (?, ?, ?, ?, ?, ?)
 ON CONFLICT (second, iface) DO UPDATE SET frames = frames + excluded.frames, bytes = bytes + excluded.bytes,
     out_frames = out_frames + excluded.out_frames, out_bytes = out_bytes + excluded.out_bytes"""
-_DROPS = """
-INSERT INTO capture_drops (minute, iface, frames) VALUES (?, ?, ?)
-ON CONFLICT (minute, iface) DO UPDATE SET frames = frames + excluded.frames"""
+
+# SQLite result codes that mean "cannot write now, may later": the batch waits in memory.
+_SQLITE_BUSY, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN = 5, 8, 10, 13, 14
+_STALLS = {_SQLITE_BUSY, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN}
+
+
+def is_stall(error):
+    """True for errors that say the database cannot be written now (full, read-only, I/O)."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in _STALLS
 
 
 class RollupStore:
@@ -77,13 +69,28 @@ class RollupStore:
     def __init__(self, con):
         self.con = con
         self._flow_ids = {}       # natural key -> flows.id, for flows still open
+        self.span = None          # (first bucket, end of last bucket) of the rollups applied
 
     def apply(self, rollups):
-        with self.con:
-            for rollup in rollups:
-                self._apply(rollup)
+        """All of `rollups` in one transaction, or nothing (the exception says why)."""
+        undo = []                 # flow-id cache changes, reverted if the transaction is not committed
+        try:
+            with immediate(self.con):
+                marks = tiers.watermarks(self.con)
+                for rollup in rollups:
+                    self._apply(rollup, marks, undo)
+        except BaseException:
+            for natural, old in reversed(undo):
+                if old is None:
+                    self._flow_ids.pop(natural, None)
+                else:
+                    self._flow_ids[natural] = old
+            raise
+        for rollup in rollups:
+            first, end = rollup.bucket, rollup.bucket + tiers.MINUTE
+            self.span = (first, end) if self.span is None else (min(self.span[0], first), max(self.span[1], end))
 
-    def _apply(self, rollup):
+    def _apply(self, rollup, marks, undo):
         con, ids, minute = self.con, self._flow_ids, rollup.bucket
         known, minutes = [], []
         for f in rollup.flows:
@@ -96,87 +103,308 @@ class RollupStore:
                     f.orig_pid, f.orig_process, f.resp_pid, f.resp_process)).fetchone()[0]
                 if not f.closed:
                     ids[natural] = flow_id
+                    undo.append((natural, None))
             else:
                 known.append((f.last_seen, f.orig_bytes, f.orig_packets, f.resp_bytes, f.resp_packets,
                               f.tcp_flags, int(f.closed),
                               f.orig_pid, f.orig_process, f.resp_pid, f.resp_process, flow_id))
                 if f.closed:
                     del ids[natural]
+                    undo.append((natural, flow_id))
             if f.orig_packets or f.resp_packets:
                 minutes.append((minute, flow_id, f.orig_bytes, f.orig_packets, f.resp_bytes, f.resp_packets))
         con.executemany(_FLOW_ADD, known)
-        con.executemany(_FLOW_MINUTE, minutes)
-        con.executemany(_HOST_MINUTE, [(minute, ip, *c) for ip, c in rollup.hosts.items() if c[2] or c[3]])
-        con.executemany(_IFACE_MINUTE, [(minute, name, *c) for name, c in rollup.interfaces.items() if c[0]])
-        con.executemany(_UNDECODABLE, [(minute, iface, reason, *c)
-                                       for (iface, reason), c in rollup.undecodable.items()])
-        for key, c in rollup.processes.items():
-            process_id = con.execute(_PROCESS_UPSERT, tuple(key)).fetchone()[0]
-            con.execute(_PROCESS_MINUTE, (minute, process_id, *c))
-        con.executemany(_ATTRIBUTION, [(minute, reason, *c) for reason, c in rollup.attribution.items()])
+        processes = [(minute, con.execute(_PROCESS_UPSERT, tuple(key)).fetchone()[0], *c)
+                     for key, c in rollup.processes.items()]
+        pending = {
+            tiers.route(con, marks, "flow", minute, minutes),
+            tiers.route(con, marks, "host", minute,
+                        [(minute, ip, *c) for ip, c in rollup.hosts.items() if c[2] or c[3]]),
+            tiers.route(con, marks, "iface", minute,
+                        [(minute, name, *c) for name, c in rollup.interfaces.items() if c[0]]),
+            tiers.route(con, marks, "undecodable", minute,
+                        [(minute, iface, reason, *c) for (iface, reason), c in rollup.undecodable.items()]),
+            tiers.route(con, marks, "process", minute, processes),
+            tiers.route(con, marks, "attribution", minute,
+                        [(minute, reason, *c) for reason, c in rollup.attribution.items()]),
+        }
+        tiers.mark_pending(con, pending)
 
     def add_seconds(self, points):
         """Per-second interface points: [(second, iface, frames, bytes, out_frames, out_bytes)]."""
-        with self.con:
+        with immediate(self.con):
             self.con.executemany(_SECONDS, points)
 
     def add_drops(self, minute, drops):
-        with self.con:
-            self.con.executemany(_DROPS, [(minute, iface, n) for iface, n in drops.items() if n])
+        with immediate(self.con):
+            rows = [(minute, iface, n) for iface, n in drops.items() if n]
+            tiers.mark_pending(self.con, {tiers.route(self.con, tiers.watermarks(self.con), "drops", minute, rows)})
 
     def begin_source(self, kind, name, started=None):
-        with self.con:
+        with immediate(self.con):
             return self.con.execute("INSERT INTO sources (kind, name, started) VALUES (?, ?, ?)",
                                     (kind, name, time.time() if started is None else started)).lastrowid
 
     def end_source(self, source_id, frames, clamped=0, damage=None):
-        with self.con:
+        with immediate(self.con):
             self.con.execute("UPDATE sources SET finished = ?, frames = ?, clamped = ?, damage = ? WHERE id = ?",
                              (time.time(), frames, clamped, damage, source_id))
 
 
-class WriterThread(threading.Thread):
-    """The one thread that writes: takes rollups from a queue and commits whatever has queued
-    up since the last commit in a single transaction."""
+class Health:
+    """What a writer says about its database, read by the alert runner (alerts/service.py) in the
+    same process: whether writing is stalled, since when and why, and stalls already over."""
 
     def __init__(self, path):
+        self.path = path
+        self.stalled_since = None     # clock time the current stall began, None when writing
+        self.reason = ""
+        self.backlog_rows = 0
+        self.dropped_bytes = 0        # counts given up because the backlog bound was reached
+        self.finished = []            # (since, until, reason) of stalls since taken by take_finished()
+        self._lock = threading.Lock()
+
+    def take_finished(self):
+        with self._lock:
+            done, self.finished = self.finished, []
+        return done
+
+
+_HEALTH, _HEALTH_LOCK = {}, threading.Lock()
+
+
+def health(path):
+    """The Health of the writer of database `path` in this process."""
+    key = os.path.abspath(path)
+    with _HEALTH_LOCK:
+        return _HEALTH.setdefault(key, Health(key))
+
+
+_TICK = object()
+_CHUNK_ROWS = 50_000          # rows per transaction when a backlog is written after a stall
+
+
+class WriterThread(threading.Thread):
+    """The one thread that writes: takes rollups from a queue and commits whatever has queued
+    up since the last commit in a single transaction; between batches it builds tiers, prunes and
+    checkpoints (settings.maintenance_interval). `clock` (epoch seconds) is injectable for tests."""
+
+    def __init__(self, path, settings=None, clock=time.time, retry_interval=5.0, source=None, after_write=None):
+        """source: (kind, name) of a `sources` row to open at start and finish in close(frames);
+        after_write: called with each list of rollups once committed (alerts.service.AlertRunner)."""
         super().__init__(name="storage-writer", daemon=True)
+        self.source, self.after_write = source, after_write
+        self._source_id = self._frames = None
         self.path = path
         self.queue = queue.Queue()
         self.error = None
         self.ready = threading.Event()
         self.store = None
+        self.clock = clock
+        self.retry_interval = retry_interval
+        self.policy = retention.RetentionPolicy.from_settings(settings) if settings else retention.RetentionPolicy()
+        self.maintenance_interval = settings.maintenance_interval if settings else 60.0
+        self.backlog = Backlog(settings.writer_backlog_rows if settings else 2_000_000)
+        self.health = health(path)
+        self._reconnect = False
+        self._retry_at = 0.0
+        self._next_maintenance = 0.0      # time.monotonic() of the next housekeeping round
 
     def submit(self, rollups):
-        self.queue.put(rollups)
+        self.queue.put(("rollups", rollups))
 
-    def close(self):
-        """Flushes everything submitted, then stops the thread."""
+    def submit_seconds(self, points):
+        """Per-second interface points, written by this thread (see RollupStore.add_seconds)."""
+        self.queue.put(("seconds", points))
+
+    def submit_drops(self, minute, drops):
+        self.queue.put(("drops", minute, drops))
+
+    def close(self, frames=None):
+        """Flushes everything submitted, then stops the thread (recording `frames` in the source
+        row, if one was opened)."""
+        self._frames = frames
         self.queue.put(None)
         self.join()
         if self.error:
             raise self.error
 
     def run(self):
-        con = connect(self.path)
-        self.store = RollupStore(con)
+        self._open()
         self.ready.set()
         stop = False
         while not stop:
-            batch = []
-            item = self.queue.get()
+            try:
+                item = self.queue.get(timeout=self._wait())
+            except queue.Empty:
+                item = _TICK
             while True:
                 if item is None:
                     stop = True
-                else:
-                    batch.extend(item)
+                elif item is not _TICK:
+                    self._hold(item)
                 try:
                     item = self.queue.get_nowait()
                 except queue.Empty:
                     break
-            if batch and self.error is None:
-                try:
-                    self.store.apply(batch)
-                except Exception as e:   # reported by close(); capture goes on counting
-                    self.error = e
-        con.close()
+            if self.error is None:
+                self._write(force=stop)
+                if not stop:
+                    self._housekeep()
+            else:
+                self.backlog.clear()
+        self._finish()
+
+    # ---- writing ------------------------------------------------------------------------------
+
+    def _open(self):
+        try:     # the integrity check once, before the file is first trusted
+            con = connect_checked(self.path) if self.store is None else connect(self.path)
+        except (DatabaseError, sqlite3.Error) as e:
+            code = getattr(e, "sqlite_errorcode", None)
+            no_folder = not os.path.isdir(os.path.dirname(os.path.abspath(self.path)))
+            if code is not None and code & 0xFF in _STALLS and not (code & 0xFF == _SQLITE_CANTOPEN and no_folder):
+                self._stall(e)      # read-only or full file system: counts wait in memory
+            else:
+                self.error = e if isinstance(e, DatabaseError) else DatabaseError(f"{self.path}: {e}")
+                log.error("storage: %s", self.error)
+            return False
+        if self.store is None:
+            self.store = RollupStore(con)
+            if self.source:
+                self._source_id = self.store.begin_source(*self.source, started=self.clock())
+        else:
+            self.store.con = con      # the flow-id cache holds committed rows only: still valid
+        self._reconnect = False
+        return True
+
+    def _hold(self, item):
+        if item[0] == "rollups":
+            self.backlog.add_rollups(item[1])
+        elif item[0] == "seconds":
+            self.backlog.add_seconds(item[1])
+        else:
+            self.backlog.add_drops(item[1], item[2])
+
+    def _write(self, force=False):
+        b = self.backlog
+        stalled = self.health.stalled_since is not None
+        if not b and not stalled:
+            return
+        if stalled and not force and time.monotonic() < self._retry_at:
+            self.health.backlog_rows = b.rows
+            return
+        try:
+            if self._reconnect or self.store is None:
+                if self.store is not None and self.store.con is not None:
+                    self.store.con.close()
+                    self.store.con = None
+                if not self._open():
+                    return
+            while b.rollups:        # in chunks, each removed from the backlog once committed
+                n = rows = 0
+                while n < len(b.rollups) and (n == 0 or rows < _CHUNK_ROWS):
+                    rows += rows_of(b.rollups[n])
+                    n += 1
+                chunk = b.rollups[:n]
+                self.store.apply(chunk)
+                del b.rollups[:n]
+                b.rows -= rows
+                self._tell(chunk)
+            if b.seconds:
+                self.store.add_seconds(b.seconds)
+                b.seconds = []
+            while b.drops:
+                self.store.add_drops(*b.drops[0])
+                b.drops.pop(0)
+        except Exception as e:
+            if is_stall(e):
+                self._stall(e)
+            else:
+                self.error = e
+                log.error("storage: writing to %s failed: %s", self.path, e)
+            return
+        b.rows = 0
+        if self.health.stalled_since is not None:
+            self._resume()
+
+    def _tell(self, rollups):
+        if self.after_write is None:
+            return
+        try:
+            self.after_write(rollups)
+        except Exception as e:        # alerting failing must not stop the writing
+            log.error("storage: after-write hook failed, switched off: %s", e)
+            self.after_write = None
+
+    def _stall(self, error):
+        self._reconnect = True
+        self._retry_at = time.monotonic() + self.retry_interval
+        h = self.health
+        h.backlog_rows = self.backlog.rows
+        if h.stalled_since is None:
+            h.stalled_since, h.reason = self.clock(), self._explain(error)
+            log.warning("storage: cannot write %s (%s); holding counts in memory (up to %d rows) "
+                        "and retrying every %g s", self.path, h.reason, self.backlog.max_rows, self.retry_interval)
+
+    def _explain(self, error):
+        """SQLite's words, plus what the file system says when SQLite's are vague (I/O error,
+        cannot open): a full disk and a read-only mount look alike to it."""
+        reason = str(error).removeprefix(f"{self.path}: ")
+        try:
+            fs = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
+        except OSError:
+            return reason
+        if fs.f_flag & os.ST_RDONLY:
+            return f"{reason}: the file system is read-only"
+        if fs.f_bavail == 0:
+            return f"{reason}: no space left on the file system"
+        return reason
+
+    def _resume(self):
+        h = self.health
+        now = self.clock()
+        with h._lock:
+            h.finished.append((h.stalled_since, now, h.reason))
+        lost = self.backlog.dropped_bytes - h.dropped_bytes
+        log.warning("storage: writing to %s again after %.0f s (%s); held counts written%s", self.path,
+                    now - h.stalled_since, h.reason,
+                    f", except {lost} bytes dropped at the memory bound" if lost else "")
+        h.dropped_bytes = self.backlog.dropped_bytes
+        h.stalled_since, h.reason, h.backlog_rows = None, "", 0
+
+    def _finish(self):
+        if self._source_id is not None and self._frames is not None and not self.backlog and self.error is None:
+            try:
+                self.store.end_source(self._source_id, self._frames)
+            except sqlite3.Error as e:
+                log.error("storage: could not finish the source row: %s", e)
+        if self.backlog and self.error is None:
+            b = self.backlog
+            self.error = DatabaseError(f"{self.path}: {b.rows + len(b.seconds) + len(b.drops)} rows of counts could "
+                                       f"not be written ({self.health.reason or 'not writable'}) and are lost")
+            log.error("storage: %s", self.error)
+        if self.store is not None and self.store.con is not None:
+            self.store.con.close()
+
+    # ---- housekeeping ---------------------------------------------------------------------------
+
+    def _wait(self):
+        now = time.monotonic()
+        if self.health.stalled_since is not None:
+            return min(60.0, max(0.0, self._retry_at - now))
+        return min(60.0, max(0.0, self._next_maintenance - now))
+
+    def _housekeep(self):
+        if self.health.stalled_since is not None or self.store is None or time.monotonic() < self._next_maintenance:
+            return
+        con = self.store.con
+        try:
+            done = retention.maintain(con, self.policy, self.clock())
+            if done:
+                retention.checkpoint(con)
+        except Exception as e:        # a full disk shows here too; the next commit reports it
+            log.error("storage: housekeeping of %s failed: %s", self.path, e)
+            done = True
+        self._next_maintenance = time.monotonic() + (self.maintenance_interval if done else 0.0)
+

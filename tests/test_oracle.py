@@ -403,11 +403,16 @@ def test_every_encapsulation_exact_and_as_tshark_counts(link, tmp_path, capsys, 
     records = [(T0 + i * 0.01, c.frame, c.wire) for i, c in enumerate(cases)]
     path.write_bytes(captures.pcap_bytes(linktype, records, endian=endian, nano=nano))
     code, out, err, hosts_csv, flows_csv = import_export(capsys, path, tmp_path / "t.db")
+    want_flows, want_hosts, want_totals, want_reasons = expected(cases)
     clamped = sum(1 for c in cases if (c.wire or 0) > MAX_WIRE_LEN)
-    summary = f"{path}: {len(cases)} frames" + (f", {clamped} wire lengths clamped to 262144" if clamped else "")
+    kinds = (f"{want_totals['ip_frames']} IP, {want_totals['non_ip_frames']} non-IP, "
+             f"{want_totals['undecodable_frames']} undecodable")
+    if want_reasons:
+        kinds += ": " + ", ".join(f"{reason} {n}" for reason, (n, _) in sorted(want_reasons.items()))
+    summary = f"{path}: {len(cases)} frames ({kinds})" + (
+        f", {clamped} wire lengths clamped to 262144" if clamped else "")
     assert (code, out, err) == (0, summary + "\n", "")
 
-    want_flows, want_hosts, want_totals, want_reasons = expected(cases)
     assert exported_flows(flows_csv) == _canonical(want_flows)
     assert exported_hosts(hosts_csv) == {str(ipaddress.ip_address(k)): v for k, v in want_hosts.items()}
     con = connect(str(tmp_path / "t.db"), readonly=True)

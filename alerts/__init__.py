@@ -1,0 +1,1 @@
+"""Threshold rules evaluated on the rollups; alert history, delivery (log, table, webhook)."""

@@ -1,0 +1,338 @@
+"""Alert rules at work: live beside the collector (AlertRunner) and over an imported capture on
+the capture's own timeline (evaluate_import).
+
+Live, the collector calls `after_write(rollups)` after each flush; the runner's own thread
+measures every rule over the stored rollups (one SQL sum per rule, at most every `interval`
+seconds, and at least that often without traffic so windows slide and alerts close), checks the
+writer's health (disk full, read-only) and delivers events: the alerts table, the log, the
+webhook. Nothing here can block the caller: after_write only queues.
+"""
+import logging
+import queue
+import sqlite3
+import threading
+import time
+
+from alerts import messages
+from alerts.config import load_rules
+from alerts.rules import Event, Rule, SlidingWindow, Tracker, measure
+from storage import alerts as store
+from storage.db import DatabaseError, connect
+from storage.tiers import MINUTE, floor
+
+log = logging.getLogger("nettally.alerts")
+STORAGE_RULE = Rule("database-writable", "storage", "all", window=0)
+
+
+class Delivery:
+    """Events to the alerts table, the log and the webhook. A table write that fails because the
+    database cannot be written now waits in memory, in order, and is retried with the next event."""
+
+    def __init__(self, con, origin, webhook=None, logged=True):
+        self.con, self.origin, self.webhook, self.logged = con, origin, webhook, logged
+        self.pending = []             # (storage function, args) not yet written
+        self.open = {}                # (rule, subject) -> [opened Event, message, peak]
+        self.done = []                # [opened Event, message, peak, closed Event], for reports
+
+    def deliver(self, events):
+        for e in events:
+            key = (e.rule.name, e.subject)
+            if e.action == "opened":
+                message = messages.describe(e.rule, e.subject, e.value)
+                self.open[key] = [e, message, e.value]
+                if self.logged:
+                    log.warning("alert: %s", message)
+                value = e.value if isinstance(e.value, (int, float)) else 0.0
+                written = self._write(store.open_alert, e.rule.name, e.rule.kind, e.rule.scope, e.subject,
+                                      self.origin, e.time, value, e.rule.threshold, e.rule.unit, e.rule.window,
+                                      message)
+            elif e.action == "peak":
+                if key in self.open:
+                    self.open[key][2] = e.value
+                self._write(store.update_peak, e.rule.name, e.subject, self.origin, e.value)
+                continue
+            else:
+                entry = self.open.pop(key, None) or [e, "", e.value]
+                self.done.append(entry + [e])
+                message = entry[1]
+                if self.logged:
+                        log.warning("alert over: %s %s at %s (now %s)", e.rule.name, e.subject,
+                                messages.when(e.time), messages.amount(e.value, e.rule.unit))
+                written = self._write(store.close_alert, e.rule.name, e.subject, self.origin, e.time)
+            if self.webhook:
+                opened = self.open.get(key, self.done[-1] if self.done else [e])[0].time
+                alert_id = written if isinstance(written, int) else None
+                event_id = f"{self.origin}-{e.rule.name}-{e.subject}-{opened:.0f}-{e.action}"
+                self.webhook.send(event_id, messages.payload(e.action, e.rule, e.subject, e.time, e.value,
+                                                             alert_id, message, opened))
+
+    def _write(self, fn, *args):
+        """Runs the pending writes and this one; returns this one's result, None if it waits."""
+        self.pending.append((fn, args))
+        return self.flush()
+
+    def flush(self):
+        """Writes what waits, in order; returns the result of the last write, None if any waits."""
+        result = None
+        while self.pending and self.con is not None:
+            fn, args = self.pending[0]
+            try:
+                result = fn(self.con, *args)
+            except sqlite3.OperationalError as e:
+                log.warning("alerts: cannot write the alerts table now (%s); %d changes held", e, len(self.pending))
+                return None
+            self.pending.pop(0)
+        return result
+
+
+class AlertRunner:
+    """Live alerting beside the collector: AlertRunner(settings, db_path); after_write(rollups)
+    after each flush; close() at the end. `clock` (epoch seconds) is injectable; with
+    start=False no thread runs and `step(now)` evaluates synchronously (tests)."""
+
+    def __init__(self, settings, db_path, clock=time.time, interval=5.0, start=True):
+        self.settings, self.db_path, self.clock, self.interval = settings, db_path, clock, interval
+        self.con = None
+        webhook = None
+        if getattr(settings, "webhook_url", ""):
+            from alerts.webhook import WebhookSender
+            webhook = WebhookSender(settings.webhook_url)
+        self.webhook = webhook
+        self.delivery = Delivery(None, "live", webhook)
+        from storage.writer import health
+        self.health = health(db_path)
+        self.trackers = {}
+        self._overrides = None
+        self._candidates = set()      # addresses in rollups since the last evaluation (new devices)
+        self._known = set()
+        self._storage_open = False
+        if self._connected():
+            self._load_rules(clock())
+        self._queue = queue.Queue(maxsize=10000)
+        self._thread = None
+        if start:
+            self._thread = threading.Thread(target=self._run, name="alert-runner", daemon=True)
+            self._thread.start()
+
+    # ---- the collector's side -----------------------------------------------------------------
+
+    def after_write(self, rollups):
+        try:
+            self._queue.put_nowait(rollups)
+        except queue.Full:          # evaluation reads the database; only new-device hints are lost
+            pass
+
+    def sync(self, timeout=30.0):
+        """Waits until everything handed over so far has been evaluated (one evaluation now)."""
+        if self._thread is None:
+            self.step(self.clock())
+            return
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait(timeout)
+
+    def close(self):
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(30)
+        else:
+            self.step(self.clock())
+        if self.webhook:
+            self.webhook.close()
+        if self.con is not None:
+            self.con.close()
+
+    # ---- the runner's side --------------------------------------------------------------------
+
+    def _run(self):
+        last = 0.0
+        while True:
+            try:
+                item = self._queue.get(timeout=self.interval)
+            except queue.Empty:
+                item = ()
+            waiters, stop = [], False
+            while True:
+                if item is None:
+                    stop = True
+                elif isinstance(item, threading.Event):
+                    waiters.append(item)
+                else:
+                    self._take_hosts(item)
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if waiters or stop or time.monotonic() - last >= self.interval:
+                last = time.monotonic()
+                try:
+                    self.evaluate(self.clock())
+                except Exception as e:        # keep running: the next round may work
+                    log.error("alerts: evaluation failed: %s", e)
+            for w in waiters:
+                w.set()
+            if stop:
+                return
+
+    def step(self, now):
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item and not isinstance(item, threading.Event):
+                self._take_hosts(item)
+        self.evaluate(now)
+
+    def _take_hosts(self, rollups):
+        if any(t.rule.kind == "new_device" for t in self.trackers.values()):
+            for r in rollups:
+                self._candidates.update(ip for ip in r.hosts if ip not in self._known)
+
+    def _load_rules(self, now):
+        overrides = store.rule_overrides(self.con)
+        if overrides == self._overrides:
+            return []
+        self._overrides = overrides
+        try:
+            rules = [r for r in load_rules(self.settings, overrides) if r.enabled]
+        except ValueError as e:
+            log.error("alerts: %s; using the built-in rules", e)
+            rules = [r for r in load_rules(None) if r.enabled]
+        events, open_peaks = [], {}
+        for a in store.open_alerts(self.con, "live"):
+            open_peaks.setdefault(a["rule"], {})[a["subject"]] = a["peak"]
+        self._storage_open = STORAGE_RULE.name in open_peaks
+        open_peaks.pop(STORAGE_RULE.name, None)
+        old, self.trackers = self.trackers, {}
+        for rule in rules:
+            previous = old.pop(rule.name, None)
+            stored = open_peaks.pop(rule.name, {})
+            self.trackers[rule.name] = Tracker(rule, previous.open if previous else stored)
+        for name, tracker in old.items():       # rules removed or switched off
+            open_peaks.pop(name, None)
+            events += tracker.close_all(now)
+        for name, peaks in open_peaks.items():  # open in the table, rule gone since
+            events += Tracker(Rule(name, "bytes"), peaks).close_all(now)
+        return events
+
+    def _connected(self):
+        """Opens the database if it is not open yet (it may be unreadable at start: a read-only
+        file system); the storage alert works without it."""
+        if self.con is None:
+            try:
+                self.con = connect(self.db_path)
+            except DatabaseError as e:
+                log.warning("alerts: cannot open %s now (%s); trying again at the next evaluation", self.db_path, e)
+                return False
+            self.delivery.con = self.con
+            self._known = {a["subject"] for a in store.alert_list(self.con, limit=-1) if a["kind"] == "new_device"}
+        return True
+
+    def evaluate(self, now):
+        events = self._load_rules(now) if self._connected() else []
+        for tracker in self.trackers.values() if self.con is not None else ():
+            rule = tracker.rule
+            if rule.kind == "new_device":
+                events += tracker.check(now, self._new_devices(rule, now))
+                continue
+            if rule.window < MINUTE:       # sub-minute rate rules: the 1-second interface points
+                start, end, seconds = -(-(now - rule.window) // 1), int(now) + 1, True
+            else:
+                start, end, seconds = -(-(now - rule.window) // MINUTE) * MINUTE, floor(now, "minute") + MINUTE, False
+            totals = store.window_totals(self.con, rule.kind, rule.scope, start, end, seconds)
+            events += tracker.check(now, {s: measure(rule, v, now - start) for s, v in totals.items()})
+        events += self._storage_events(now)
+        self.delivery.flush()
+        self.delivery.deliver(events)
+        return events
+
+    def _new_devices(self, rule, now):
+        candidates = [ip for ip in self._candidates if rule.matches(ip)]
+        self._candidates.clear()
+        if not candidates:
+            return {}
+        earliest = store.earliest_traffic(self.con)
+        seen = store.seen_before(self.con, candidates, floor(now, "minute"))
+        self._known.update(candidates)
+        if earliest is None or now - earliest < rule.window:
+            return {}                 # still learning what is normal here
+        return {ip: 1.0 for ip in candidates if ip not in seen}
+
+    def _storage_events(self, now):
+        h, events = self.health, []
+        for since, until, reason in h.take_finished():
+            if not self._storage_open:
+                events.append(Event("opened", STORAGE_RULE, h.path, since, reason))
+            events.append(Event("closed", STORAGE_RULE, h.path, until, None))
+            self._storage_open = False
+        if h.stalled_since is not None and not self._storage_open:
+            events.append(Event("opened", STORAGE_RULE, h.path, h.stalled_since, h.reason))
+            self._storage_open = True
+        elif h.stalled_since is None and self._storage_open:     # open before a restart, writing now
+            events.append(Event("closed", STORAGE_RULE, h.path, now, None))
+            self._storage_open = False
+        return events
+
+
+def evaluate_import(settings, con, since, until, rules=None):
+    """Runs the rules over stored minute data in [since, until) (an imported capture's span), on
+    the capture's own timeline: each rule is measured at the end of every minute. Alerts are
+    stored with origin 'import'; one still open when the capture ends is closed at `until`.
+    Returns report lines, oldest first: which subject crossed which limit, when, and when it fell
+    back. `con` may be a path. Rules with windows under a minute are skipped (no 1-second data)."""
+    if since is None or until is None:
+        return []
+    if isinstance(con, str):
+        con = connect(con)
+    if rules is None:
+        rules = load_rules(settings, store.rule_overrides(con))
+    delivery = Delivery(con, "import", logged=False)
+    for rule in rules:
+        if not rule.enabled or rule.window < MINUTE:
+            continue
+        if rule.kind == "new_device":
+            delivery.deliver(_import_new_devices(con, rule, since, until))
+        else:
+            delivery.deliver(_import_slide(con, rule, since, until))
+    lines = []
+    for opened, message, peak, closed in sorted(delivery.done + [v + [None] for v in delivery.open.values()],
+                                                key=lambda d: (d[0].time, d[0].rule.name, d[0].subject)):
+        line = f"{messages.when(opened.time)}  {message}"
+        if closed is not None and closed.value is None and closed.time >= until:
+            line += f"; still over when the capture ended (peak {messages.amount(peak, opened.rule.unit)})"
+        elif closed is not None:
+            line += f"; back under at {messages.when(closed.time)} (peak {messages.amount(peak, opened.rule.unit)})"
+        lines.append(line)
+    return lines
+
+
+def _import_slide(con, rule, since, until):
+    window, tracker, events = SlidingWindow(rule.window, MINUTE, 2), Tracker(rule), []
+    rows = store.samples(con, rule.kind, rule.scope, floor(since, "minute") - rule.window, until)
+    row = next(rows, None)
+    minute, end = floor(since, "minute"), int(until)
+    while minute < end:
+        if not window.totals and not tracker.open and row is not None and row[0] > minute:
+            minute = row[0]           # nothing in the window, nothing open: skip to the next traffic
+        while row is not None and row[0] <= minute:
+            window.add(row[0], row[1], row[2:])
+            row = next(rows, None)
+        now = min(minute + MINUTE, until)
+        window.advance(now)
+        span = window.span(now)
+        events += tracker.check(now, {s: measure(rule, v, span) for s, v in window.totals.items()})
+        minute += MINUTE
+        if row is None and not window.totals and not tracker.open:
+            break
+    return events + tracker.close_all(until)
+
+
+def _import_new_devices(con, rule, since, until):
+    earliest = store.earliest_traffic(con)
+    tracker, events = Tracker(rule), []
+    for ip, first in store.first_minutes(con, since, until):
+        if rule.matches(ip) and first - earliest >= rule.window and not store.seen_before(con, [ip], first):
+            events += tracker.check(first, {ip: 1.0})
+    return events
+

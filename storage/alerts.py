@@ -1,0 +1,227 @@
+"""All alert SQL: what rules measure (per-bucket sources), the alerts table (open, peak, close,
+acknowledge, list, export) and rules saved through the API. Schema: storage/alerts.sql."""
+import json
+import sqlite3
+from datetime import datetime, timezone
+
+from storage.tiers import floor, immediate
+
+# What a rule kind and scope reads: rows (t: bucket, s: subject, a, b) with t in [?1, ?2).
+# bytes/rate: a, b = tx bytes, rx bytes; drops: dropped frames, captured frames; coverage:
+# attributed bytes, all bytes of this host's own traffic.
+_TRAFFIC = {
+    "host": "SELECT minute AS t, ip AS s, tx_bytes AS a, rx_bytes AS b FROM host_minutes "
+            "WHERE minute >= ?1 AND minute < ?2",
+    "process": "SELECT m.minute AS t, p.name AS s, m.tx_bytes AS a, m.rx_bytes AS b FROM process_minutes m "
+               "JOIN processes p ON p.id = m.process_id WHERE m.minute >= ?1 AND m.minute < ?2",
+    "interface": "SELECT minute AS t, iface AS s, out_bytes AS a, bytes - out_bytes AS b FROM iface_minutes "
+                 "WHERE minute >= ?1 AND minute < ?2",
+    "all": "SELECT minute AS t, 'all' AS s, out_bytes AS a, bytes - out_bytes AS b FROM iface_minutes "
+           "WHERE minute >= ?1 AND minute < ?2",
+}
+_SECONDS = {   # sub-minute rate rules read the 1-second interface points
+    "interface": "SELECT second AS t, iface AS s, out_bytes AS a, bytes - out_bytes AS b FROM iface_seconds "
+                 "WHERE second >= ?1 AND second < ?2",
+    "all": "SELECT second AS t, 'all' AS s, out_bytes AS a, bytes - out_bytes AS b FROM iface_seconds "
+           "WHERE second >= ?1 AND second < ?2",
+}
+_DROPS = ("SELECT minute AS t, {subject} AS s, frames AS a, 0 AS b FROM capture_drops "
+          "WHERE minute >= ?1 AND minute < ?2 UNION ALL "
+          "SELECT minute, {subject}, 0, frames FROM iface_minutes WHERE minute >= ?1 AND minute < ?2")
+_COVERAGE = ("SELECT minute AS t, 'all' AS s, CASE WHEN reason = 'attributed' THEN bytes ELSE 0 END AS a, "
+             "bytes AS b FROM attribution_minutes WHERE minute >= ?1 AND minute < ?2")
+
+
+def _source(kind, scope, seconds=False):
+    if kind in ("bytes", "rate"):
+        return (_SECONDS if seconds else _TRAFFIC)[scope]
+    if kind == "drops":
+        return _DROPS.format(subject="iface" if scope == "interface" else "'all'")
+    if kind == "coverage":
+        return _COVERAGE
+    raise ValueError(f"no measure source for {kind} rules")
+
+
+def window_totals(con, kind, scope, start, end, seconds=False):
+    """{subject: (v1, v2)} summed over buckets in [start, end)."""
+    sql = f"SELECT s, sum(a), sum(b) FROM ({_source(kind, scope, seconds)}) GROUP BY s"
+    return {s: (a, b) for s, a, b in con.execute(sql, (int(start), int(end)))}
+
+
+def samples(con, kind, scope, start, end):
+    """(minute, subject, v1, v2) for minutes in [start, end), oldest first."""
+    sql = f"SELECT t, s, sum(a), sum(b) FROM ({_source(kind, scope)}) GROUP BY t, s ORDER BY t"
+    return con.execute(sql, (int(start), int(end)))
+
+
+# ---- new devices --------------------------------------------------------------------------------
+
+def seen_before(con, ips, minute):
+    """The addresses of `ips` with traffic in any tier before `minute`."""
+    seen = set()
+    for ip in ips:
+        if (con.execute("SELECT 1 FROM host_minutes WHERE ip = ? AND minute < ? LIMIT 1", (ip, minute)).fetchone()
+                or con.execute("SELECT 1 FROM host_hours WHERE ip = ? AND hour < ? LIMIT 1",
+                               (ip, floor(minute, "hour"))).fetchone()
+                or con.execute("SELECT 1 FROM host_days WHERE ip = ? AND day < ? LIMIT 1",
+                               (ip, floor(minute, "day"))).fetchone()):
+            seen.add(ip)
+    return seen
+
+
+def first_minutes(con, start, end):
+    """[(ip, first minute with traffic)] for addresses seen in [start, end), by first minute."""
+    return con.execute("SELECT ip, min(minute) AS first FROM host_minutes WHERE minute >= ? AND minute < ? "
+                       "GROUP BY ip ORDER BY first, ip", (int(start), int(end))).fetchall()
+
+
+def earliest_traffic(con):
+    """Start of the oldest bucket holding host traffic in any tier, None on an empty database."""
+    times = [con.execute(f"SELECT min({c}) FROM {t}").fetchone()[0]
+             for t, c in (("host_minutes", "minute"), ("host_hours", "hour"), ("host_days", "day"))]
+    times = [t for t in times if t is not None]
+    return min(times) if times else None
+
+
+# ---- the alerts table ---------------------------------------------------------------------------
+
+_COLUMNS = ("id", "rule", "kind", "scope", "subject", "origin", "state", "opened", "closed", "value", "peak",
+            "threshold", "unit", "window", "message", "acked", "acked_by")
+
+
+def open_alert(con, rule, kind, scope, subject, origin, opened, value, threshold, unit, window, message):
+    """Inserts an open alert; if one is already open for (rule, subject, origin) returns its id."""
+    with immediate(con):
+        row = con.execute("SELECT id FROM alerts WHERE rule = ? AND subject = ? AND origin = ? AND state = 'open'",
+                          (rule, subject, origin)).fetchone()
+        if row:
+            return row[0]
+        return con.execute(
+            "INSERT INTO alerts (rule, kind, scope, subject, origin, state, opened, value, peak, threshold, unit, "
+            "window, message) VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, ?, ?)",
+            (rule, kind, scope, subject, origin, opened, value, value, threshold, unit, window, message)).lastrowid
+
+
+def update_peak(con, rule, subject, origin, peak):
+    with immediate(con):
+        con.execute("UPDATE alerts SET peak = ? WHERE rule = ? AND subject = ? AND origin = ? AND state = 'open'",
+                    (peak, rule, subject, origin))
+
+
+def close_alert(con, rule, subject, origin, closed):
+    """Closes the open alert of (rule, subject, origin); returns its id, None if none was open."""
+    with immediate(con):
+        row = con.execute("SELECT id FROM alerts WHERE rule = ? AND subject = ? AND origin = ? AND state = 'open'",
+                          (rule, subject, origin)).fetchone()
+        if row:
+            con.execute("UPDATE alerts SET state = 'closed', closed = ? WHERE id = ?", (max(closed, 0), row[0]))
+        return row[0] if row else None
+
+
+def open_alerts(con, origin="live"):
+    return [_as_dict(r) for r in con.execute(
+        f"SELECT {', '.join(_COLUMNS)} FROM alerts WHERE state = 'open' AND origin = ? ORDER BY id", (origin,))]
+
+
+def acknowledge(con, alert_id, now, by=""):
+    """Marks an alert acknowledged (wall time `now`). An instant alert (a new device) has no level
+    to fall back from: acknowledging it also closes it. Returns False for an unknown id."""
+    with immediate(con):
+        changed = con.execute("UPDATE alerts SET acked = ?, acked_by = ? WHERE id = ? AND acked IS NULL",
+                              (now, by, alert_id)).rowcount
+        con.execute("UPDATE alerts SET state = 'closed', closed = ? WHERE id = ? AND state = 'open' "
+                    "AND kind = 'new_device'", (now, alert_id))
+        return bool(changed) or con.execute("SELECT 1 FROM alerts WHERE id = ?", (alert_id,)).fetchone() is not None
+
+
+def alert_list(con, state=None, since=None, until=None, limit=1000):
+    """Alerts newest first as dicts (columns of alerts.sql). state: 'open', 'closed' or None for
+    all; [since, until) selects alerts that were open at some time in the range."""
+    where, args = [], []
+    if state is not None:
+        where.append("state = ?")
+        args.append(state)
+    if since is not None:
+        where.append("(closed IS NULL OR closed >= ?)")
+        args.append(since)
+    if until is not None:
+        where.append("opened < ?")
+        args.append(until)
+    sql = f"SELECT {', '.join(_COLUMNS)} FROM alerts" + (" WHERE " + " AND ".join(where) if where else "")
+    try:
+        return [_as_dict(r) for r in con.execute(sql + " ORDER BY opened DESC, id DESC LIMIT ?", args + [limit])]
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):       # a database from before alerts existed (schema 1)
+            return []
+        raise
+
+
+ALERT_FIELDS = (
+    ("id", "alert number"),
+    ("rule", "name of the rule that fired (docs/ALERTS.md)"),
+    ("kind", "bytes, rate, new_device, drops, coverage or storage"),
+    ("scope", "host, process, interface or all"),
+    ("subject", "the address, process name or interface the alert is about ('all' for everything)"),
+    ("state", "open or closed"),
+    ("opened", "when the limit was crossed, ISO 8601 UTC (packet time; an imported capture's own time)"),
+    ("closed", "when the value fell back past the hysteresis margin, ISO 8601 UTC; empty while open"),
+    ("value", "the measured value when the limit was crossed, in `unit`"),
+    ("peak", "the worst value while open (highest; lowest for coverage)"),
+    ("threshold", "the rule's limit, in `unit`"),
+    ("unit", "bytes, bit/s, share (0..1) or empty"),
+    ("window_seconds", "seconds the value is measured over"),
+    ("origin", "live, or import when the rules ran over an imported capture"),
+    ("acknowledged", "when an administrator acknowledged it, ISO 8601 UTC; empty if not"),
+    ("acknowledged_by", "who acknowledged it"),
+    ("message", "one line saying what happened"),
+)
+
+
+def alert_rows_for_export(con, since=None, until=None):
+    """Alerts open at some time in [since, until), oldest first, with the ALERT_FIELDS keys."""
+    rows = []
+    for a in reversed(alert_list(con, since=since, until=until, limit=-1)):
+        rows.append({"id": a["id"], "rule": a["rule"], "kind": a["kind"], "scope": a["scope"],
+                     "subject": a["subject"], "state": a["state"], "opened": _iso(a["opened"]),
+                     "closed": _iso(a["closed"]), "value": a["value"], "peak": a["peak"],
+                     "threshold": a["threshold"], "unit": a["unit"], "window_seconds": a["window"],
+                     "origin": a["origin"], "acknowledged": _iso(a["acked"]), "acknowledged_by": a["acked_by"],
+                     "message": a["message"]})
+    return rows
+
+
+def _iso(ts):
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _as_dict(row):
+    return dict(zip(_COLUMNS, row))
+
+
+# ---- rules saved through the API ----------------------------------------------------------------
+
+def rule_overrides(con):
+    """Rule dicts saved through the API, oldest change first."""
+    try:
+        return [json.loads(body) for (body,) in con.execute("SELECT body FROM alert_rules ORDER BY changed, name")]
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):
+            return []
+        raise
+
+
+def save_rule(con, rule_dict, now):
+    """Stores a rule (validated by alerts.config.validate_rule first) over the file's and defaults."""
+    with immediate(con):
+        con.execute("INSERT INTO alert_rules (name, body, changed) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE "
+                    "SET body = excluded.body, changed = excluded.changed",
+                    (rule_dict["name"], json.dumps(rule_dict, sort_keys=True), now))
+
+
+def forget_rule(con, name):
+    """Drops the API's version of a rule: the file's or built-in one applies again."""
+    with immediate(con):
+        return con.execute("DELETE FROM alert_rules WHERE name = ?", (name,)).rowcount > 0
+

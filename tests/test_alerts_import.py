@@ -1,0 +1,161 @@
+"""The 100 MB rule over a generated capture, both ways it runs: over an import on the capture's
+own timeline (evaluate_import) and live, fed the capture's rollups the way the collector feeds
+them (store, after_write), delivering to a webhook test server on 127.0.0.1.
+
+The capture: 10.0.0.1 sends 4 MB a minute for 30 minutes (crosses 100 MB in an hour at the end
+of minute 24), then 0.1 MB a minute; 10.0.0.2 sends 2 MB a minute for 40 minutes (80 MB: never).
+Frames carry 60 captured bytes and a 50,000-byte wire length (pcap orig_len), so 2 hours of this
+traffic is a 300 kB file.
+"""
+import http.server
+import json
+import struct
+import threading
+import time
+
+import pytest
+
+from alerts.service import AlertRunner, evaluate_import
+from capture.flows import FlowTable
+from capture.offline import import_file
+from storage import alerts as store
+from storage.db import connect
+from storage.writer import RollupStore
+
+S = 1_700_035_200             # capture start, a minute boundary (2023-11-15 08:00 UTC)
+WIRE = 50_000
+A, B = "10.0.0.1", "10.0.0.2"
+PEER = {A: "192.0.2.1", B: "192.0.2.2"}
+OPENED, CLOSED = S + 25 * 60, S + 69 * 60      # end of minute 24; end of minute 68 (87.9 MB < 90 MB)
+
+
+def _frame(src, dst):
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, WIRE - 14, 0, 0, 64, 17, 0, bytes(map(int, src.split("."))),
+                     bytes(map(int, dst.split("."))))
+    frame = b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01\x08\x00" + ip + struct.pack("!HHHH", 40000, 9000, WIRE - 34, 0)
+    return frame + bytes(60 - len(frame))
+
+
+def mb_per_minute(host, minute):
+    if host == A:
+        return 4.0 if minute < 30 else 0.1
+    return 2.0 if minute < 40 else 0.0
+
+
+def write_capture(path, minutes=120):
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
+    frames = {h: _frame(h, PEER[h]) for h in (A, B)}
+    for m in range(minutes):
+        for host in (A, B):
+            count = round(mb_per_minute(host, m) * 1e6 / WIRE)
+            for j in range(count):
+                ts = S + 60 * m + 0.5 + j * (59.0 / max(count, 1)) + (0.25 if host == B else 0)
+                out.append(struct.pack("<IIII", int(ts), int(ts % 1 * 1e6), 60, WIRE) + frames[host])
+    # the frames of each minute are sorted by time: A's and B's interleave
+    header, records = out[0], out[1:]
+    records.sort(key=lambda r: struct.unpack_from("<II", r))
+    path.write_bytes(header + b"".join(records))
+
+
+class Hook(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.posts.append((self.headers["X-NetTally-Event"], json.loads(body)))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def webhook():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    server.posts = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+class Settings:
+    alerts_config = ""
+    webhook_url = ""
+
+
+@pytest.fixture
+def capture(tmp_path):
+    path = tmp_path / "hour.pcap"
+    write_capture(path)
+    return path
+
+
+def lan_rules(tmp_path):
+    """The default 100 MB rule limited to the LAN (the remote peers cross it too: they receive it)."""
+    s = Settings()
+    s.alerts_config = str(tmp_path / "alerts.toml")
+    (tmp_path / "alerts.toml").write_text(
+        '[[rule]]\nname = "host-bytes-hour"\nkind = "bytes"\nthreshold = "100 MB"\nwindow = "1h"\n'
+        'match = ["10.0.0.0/24"]\n')
+    return s
+
+
+def test_import_alerts_on_the_captures_own_timeline(tmp_path, capture):
+    con = connect(tmp_path / "i.db")
+    store_ = RollupStore(con)
+    import_file(str(capture), store_.apply, FlowTable())
+    assert store_.span == (S, S + 120 * 60)
+    lines = evaluate_import(lan_rules(tmp_path), con, *store_.span)
+    rows = store.alert_list(con)
+    assert [(r["rule"], r["subject"], r["origin"], r["state"]) for r in rows] == [
+        ("host-bytes-hour", A, "import", "closed")]
+    a = rows[0]
+    assert (a["opened"], a["closed"], a["value"], a["peak"], a["threshold"]) == (OPENED, CLOSED, 100e6, 123e6, 100e6)
+    assert lines == ["2023-11-15T08:25:00Z  host 10.0.0.1: 100 MB in 1 h (limit 100 MB, rule host-bytes-hour)"
+                     "; back under at 2023-11-15T09:09:00Z (peak 123 MB)"]
+    # the built-in rule counts every address: the peer that received it all crosses too, B's never
+    evaluate_import(Settings(), con, *store_.span)
+    subjects = sorted(r["subject"] for r in store.alert_list(con) if r["rule"] == "host-bytes-hour")
+    assert subjects == [A, A, PEER[A]]
+
+
+def test_import_alert_open_at_the_end_of_the_capture(tmp_path):
+    path = tmp_path / "short.pcap"
+    write_capture(path, minutes=40)
+    con = connect(tmp_path / "s.db")
+    store_ = RollupStore(con)
+    import_file(str(path), store_.apply, FlowTable())
+    lines = evaluate_import(lan_rules(tmp_path), con, *store_.span)
+    assert [(r["opened"], r["closed"]) for r in store.alert_list(con)] == [(OPENED, S + 40 * 60)]
+    assert lines[0].endswith("; still over when the capture ended (peak 121 MB)")
+
+
+def test_live_runner_alerts_once_and_the_webhook_gets_one_post_per_event(tmp_path, capture, webhook):
+    settings = lan_rules(tmp_path)
+    settings.webhook_url = f"http://127.0.0.1:{webhook.server_port}/hook"
+    db = tmp_path / "live.db"
+    store_ = RollupStore(connect(db))
+    clock = [S]
+    runner = AlertRunner(settings, str(db), clock=lambda: clock[0], start=False)
+
+    def collector_flush(rollups):      # what the collector does after each drain
+        for r in rollups:
+            store_.apply([r])
+            runner.after_write([r])
+            clock[0] = r.bucket + 60
+            runner.step(clock[0])
+    import_file(str(capture), collector_flush, FlowTable())
+    rows = store.alert_list(store_.con)
+    assert [(r["subject"], r["origin"], r["opened"], r["closed"]) for r in rows] == [(A, "live", OPENED, CLOSED)]
+    deadline = time.monotonic() + 20
+    while (len(webhook.posts) < 2 or not runner.webhook.idle()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    runner.close()
+    assert [(p["event"], p["subject"], p["id"]) for _, p in webhook.posts] == [
+        ("opened", A, rows[0]["id"]), ("closed", A, rows[0]["id"])]
+    opened, closed = (p for _, p in webhook.posts)
+    assert (opened["value"], opened["threshold"], opened["unit"], opened["window_seconds"]) == (100e6, 100e6, "bytes", 3600)
+    assert opened["time"] == "2023-11-15T08:25:00Z" and closed["closed"] == "2023-11-15T09:09:00Z"
+    assert closed["opened"] == opened["time"]
+    assert len({event_id for event_id, _ in webhook.posts}) == 2
