@@ -79,6 +79,8 @@ def build(cli: dict, environ=None) -> Settings:
         env = environ.get(f"NETTALLY_{name.upper()}")
         if env is not None:
             values[name] = env
+    if "web_user" not in values and environ.get("SUDO_USER"):
+        values["web_user"] = environ["SUDO_USER"]   # under sudo the dashboard runs as who asked
     values.update({k: v for k, v in cli.items() if v is not None and k in NAMES})
     try:
         return Settings(**{k: _coerce(k, v) for k, v in values.items()})

@@ -1,0 +1,224 @@
+"""The JSON API and CSV exports through Flask's test client, over a real SQLite file written by
+the real writer (tests/web_helpers.py says what is in it). Numbers are exact."""
+import csv
+import io
+
+import pytest
+
+from storage import retention
+from storage.db import connect
+from storage.writer import RollupStore
+from web_helpers import A, B, C, EVIL_PROCESS, FORMULA_PROCESS, MINUTE, NOW, make_db, rollups
+from web.app import create_app
+
+T0 = MINUTE - 120
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return make_db(tmp_path / "web.db")
+
+
+def _app(path, now=NOW, **config):
+    return create_app(test_config={"DB": path, "CLOCK": lambda: now, "TOKEN": None, "POOL_SIZE": 2, **config})
+
+
+@pytest.fixture
+def client(db_path):
+    app = _app(db_path)
+    yield app.test_client()
+    app.extensions["nettally.pool"].close()
+
+
+def get(client, url):
+    response = client.get(url)
+    assert response.status_code == 200, (url, response.get_json())
+    return response.get_json()
+
+
+def test_current_usage(client):
+    u = get(client, "/api/current_usage")
+    eth0, lo = u["interfaces"]
+    assert eth0 == {"iface": "eth0", "up_bps": 5600.0, "down_bps": 2560.0, "up_bytes": 1690, "down_bytes": 5320,
+                    "bytes": 7010, "frames": 30, "drops": 4}
+    assert lo == {"iface": "lo", "up_bps": 0.0, "down_bps": 128.0, "up_bytes": 0, "down_bytes": 0, "bytes": 0,
+                  "frames": 0, "drops": 0}
+    assert u["total"] == {"up_bps": 5600.0, "down_bps": 2688.0, "up_bytes": 1690, "down_bytes": 5320, "bytes": 7010,
+                          "frames": 30, "counted_since": int(T0 // 86400 * 86400)}
+    assert u["drops"] == {"frames": 4, "last_hour": 4}
+    assert u["coverage"] == {"since": int((NOW - 3600) // 60 * 60), "attributed_bytes": 6890, "unattributed_bytes": 120,
+                             "ratio": 0.9829, "reasons": {"no_local_endpoint": 120}}
+
+
+def test_hosts_rates_and_order(client):
+    h = get(client, "/api/hosts")
+    assert h["total"] == 4 and h["resolution"] == 60
+    assert [r["ip"] for r in h["rows"]] == [A, B, C, "224.0.0.251"]
+    assert h["rows"][0] == {"ip": A, "mac": None, "tx_bytes": 1690, "rx_bytes": 5120, "tx_packets": 15,
+                            "rx_packets": 13, "bytes": 6810, "current_bps": 71.6, "avg_bps": 302.7,
+                            "peak_bps": 800.0, "first_seen": T0, "last_seen": MINUTE}
+    by_rx = get(client, "/api/hosts?sort=rx&order=asc&limit=2&offset=1")
+    assert [r["ip"] for r in by_rx["rows"]] == ["224.0.0.251", B] and by_rx["total"] == 4
+
+
+def test_one_host(client):
+    h = get(client, f"/api/hosts/{A}?since=1h")
+    assert h["bytes"] == 6810 and h["history"]["step"] == 60
+    assert list(zip(h["history"]["buckets"], h["history"]["tx"], h["history"]["rx"])) == [
+        (T0, 1000, 5000), (MINUTE, 690, 120)]
+    assert h["peers"] == [{"peer": B, "tx_bytes": 1600, "rx_bytes": 5000, "flows": 1},
+                          {"peer": C, "tx_bytes": 90, "rx_bytes": 120, "flows": 1}]
+    assert [f["resp_p"] for f in h["flows"]] == [443, 53]
+    missing = client.get("/api/hosts/10.9.9.9")
+    assert missing.status_code == 404 and "10.9.9.9" in missing.get_json()["error"]
+
+
+def test_processes(client):
+    p = get(client, "/api/processes")
+    assert [(r["pid"], r["process"], r["tx_bytes"], r["rx_bytes"]) for r in p["rows"]] == [
+        (100, "curl", 1600, 5000), (300, FORMULA_PROCESS, 90, 120), (200, EVIL_PROCESS, 200, 0)]
+    assert p["rows"][0]["cmdline"] == "curl https://example" and p["rows"][0]["username"] == "alice"
+    named = get(client, "/api/processes?group=name&sort=name&order=asc")
+    assert [(r["pid"], r["process"]) for r in named["rows"]] == [
+        (None, EVIL_PROCESS), (None, FORMULA_PROCESS), (None, "curl")]
+
+
+def test_flows_filter_sort_page(client):
+    f = get(client, "/api/flows")
+    assert f["total"] == 3
+    first = f["rows"][0]
+    assert {k: first[k] for k in ("proto", "orig_h", "orig_p", "resp_h", "resp_p", "orig_bytes", "resp_bytes",
+                                  "orig_packets", "resp_packets", "orig_pid", "orig_process", "bytes")} == {
+        "proto": "tcp", "orig_h": A, "orig_p": 40000, "resp_h": B, "resp_p": 443, "orig_bytes": 1600,
+        "resp_bytes": 5000, "orig_packets": 14, "resp_packets": 12, "orig_pid": 100, "orig_process": "curl",
+        "bytes": 6600}
+    assert [r["resp_p"] for r in get(client, f"/api/flows?host={C}")["rows"]] == [53, 5353]
+    assert [r["resp_p"] for r in get(client, "/api/flows?port=53")["rows"]] == [53]
+    assert [r["resp_p"] for r in get(client, "/api/flows?proto=udp&sort=bytes&order=asc")["rows"]] == [5353, 53]
+    assert [r["orig_process"] for r in get(client, "/api/flows?process=IMG")["rows"]] == [EVIL_PROCESS]
+    assert [r["orig_pid"] for r in get(client, "/api/flows?process=300")["rows"]] == [300]
+    page = get(client, "/api/flows?limit=1&offset=1")
+    assert page["total"] == 3 and [r["resp_p"] for r in page["rows"]] == [53]
+    assert get(client, "/api/flows?process=50%25")["total"] == 0        # % is a character, not a wildcard
+
+
+def test_flows_csv_is_the_json_rows_neutralised(client):
+    rows = get(client, "/api/flows?proto=udp")["rows"]
+    response = client.get("/api/flows.csv?proto=udp")
+    assert response.status_code == 200 and response.mimetype == "text/csv"
+    assert response.headers["Content-Disposition"].startswith('attachment; filename="nettally-flows-')
+    table = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    assert [r["resp_p"] for r in table] == [str(r["resp_p"]) for r in rows]
+    assert table[0]["orig_process"] == "'" + FORMULA_PROCESS            # =HYPERLINK(...) cannot run
+    assert table[1]["orig_process"] == EVIL_PROCESS                       # plain text in CSV
+    for line, row in zip(table, rows):
+        for key, value in line.items():
+            expected = row[key]
+            expected = "" if expected is None else str(expected)
+            assert value == ("'" + expected if expected.startswith(("=", "+", "-", "@")) else expected), key
+
+
+def test_hosts_and_processes_csv(client):
+    hosts = client.get("/api/hosts.csv?sort=ip&order=asc").get_data(as_text=True)
+    assert hosts == ("ip,tx_bytes,rx_bytes,tx_packets,rx_packets\n"
+                     f"{A},1690,5120,15,13\n{B},5000,1600,12,14\n{C},320,90,3,1\n224.0.0.251,0,200,0,2\n")
+    procs = client.get("/api/processes.csv").get_data(as_text=True)
+    assert procs == ("pid,process,tx_bytes,rx_bytes,tx_packets,rx_packets\n100,curl,1600,5000,14,12\n"
+                     f"300,\"'=HYPERLINK(\"\"x\"\")\",90,120,1,1\n200,{EVIL_PROCESS},200,0,2,0\n")
+
+
+def test_history_by_interface_host_process(client):
+    h = get(client, "/api/historical?range=1h")
+    assert (h["step"], len(h["buckets"]), h["buckets"][-1], h["until"]) == (60, 60, MINUTE, MINUTE + 60)
+    (eth0,) = h["series"]
+    assert eth0["key"] == "eth0" and eth0["total"] == 7010
+    assert {h["buckets"][i]: (u, d) for i, (u, d) in enumerate(zip(eth0["up"], eth0["down"])) if u or d} == {
+        T0: (1000, 5000), MINUTE: (690, 320)}
+    hosts = get(client, "/api/historical?range=24h&by=host&limit=2")
+    assert hosts["step"] == 300 and [s["key"] for s in hosts["series"]] == [A, B]
+    procs = get(client, "/api/historical?range=7d&by=process")
+    assert procs["step"] == 3600 and [(s["key"], s["total"]) for s in procs["series"]] == [
+        ("curl", 6600), (FORMULA_PROCESS, 210), (EVIL_PROCESS, 200)]
+
+
+def test_history_reads_tiers_exactly(tmp_path):
+    """Data older than the minute tier's retention lives in hour rows; the current hour is read
+    from minutes until it is built. Building it changes nothing in the answer."""
+    old_hour = int(NOW // 3600 * 3600) - 3 * 86400
+    path = str(tmp_path / "tiers.db")
+    con = connect(path)
+    retention.maintain(con, retention.RetentionPolicy(), NOW)          # watermarks: minutes before -48 h go to hours
+    old = [r._replace(bucket=old_hour + i * 60, flows=[]) for i, r in enumerate(rollups())]
+    RollupStore(con).apply(old + [r._replace(flows=[]) for r in rollups()])
+    app = _app(path)
+    client = app.test_client()
+    before = get(client, "/api/historical?range=7d")
+    series = before["series"][0]
+    got = {b: (u, d) for b, u, d in zip(before["buckets"], series["up"], series["down"]) if u or d}
+    assert got == {old_hour: (1690, 5320), int(NOW // 3600 * 3600): (1690, 5320)}
+    assert get(client, "/api/hosts?since=7d")["rows"][0]["bytes"] == 2 * 6810
+    assert retention.maintain(con, retention.RetentionPolicy(), NOW)     # builds the pending hour and days
+    assert get(client, "/api/historical?range=7d") == before
+    assert get(client, "/api/current_usage")["total"]["bytes"] == 2 * 7010
+    con.close()
+
+
+def test_interfaces_and_traffic_types(client):
+    (eth0,) = get(client, "/api/interfaces")["rows"]
+    assert (eth0["bytes"], eth0["drops"], eth0["undecodable_reasons"]) == (
+        7010, 4, {"ipv4_truncated": {"frames": 1, "bytes": 60}})
+    types = get(client, "/api/traffic_types")["rows"]
+    assert types == [{"class": "https (tcp/443)", "bytes": 6600}, {"class": "dns (udp/53)", "bytes": 210},
+                     {"class": "mdns (udp/5353)", "bytes": 200}]
+
+
+def test_alerts_list(client):
+    a = get(client, "/api/alerts?state=open")
+    assert a["rows"] == []
+
+
+# Every endpoint, with parameters it must refuse: (url, the parameter the 400 must name).
+BAD = [
+    ("/api/current_usage?x=1", "x"),
+    ("/api/historical?range=2h", "range"), ("/api/historical?by=port", "by"), ("/api/historical?limit=51", "limit"),
+    ("/api/historical?range=1h&range=7d", "range"),
+    ("/api/hosts?since=yesterday", "since"), ("/api/hosts?sort=ip;drop", "sort"), ("/api/hosts?order=up", "order"),
+    ("/api/hosts?limit=abc", "limit"), ("/api/hosts?offset=-1", "offset"), ("/api/hosts?since=1h&until=2h", "since"),
+    ("/api/hosts.csv?limit=0", "limit"), ("/api/hosts/10.0.0.300", "ip"), ("/api/hosts/10.0.0.1?since=x", "since"),
+    ("/api/processes?group=user", "group"), ("/api/processes?sort=cpu", "sort"), ("/api/processes.csv?foo=1", "foo"),
+    ("/api/flows?host=example.com", "host"), ("/api/flows?port=65536", "port"), ("/api/flows?proto=tcpx", "proto"),
+    ("/api/flows?process=%01", "process"), ("/api/flows?limit=1001", "limit"), ("/api/flows?sort=id", "sort"),
+    ("/api/flows.csv?port=-1", "port"), ("/api/flows?process=" + "x" * 201, "process"),
+    ("/api/interfaces?until=soon", "until"), ("/api/traffic_types?limit=99", "limit"),
+    ("/api/alerts?state=maybe", "state"), ("/api/stream?since=1", "since"),
+]
+
+
+@pytest.mark.parametrize("url,parameter", BAD)
+def test_bad_parameters_are_400_naming_them(client, url, parameter):
+    response = client.get(url)
+    assert response.status_code == 400
+    body = response.get_json()
+    assert body["parameter"] == parameter and body["error"].startswith(parameter + ":")
+
+
+def test_every_api_endpoint_is_covered_by_the_bad_parameter_list(client):
+    rules = {r.rule for r in client.application.url_map.iter_rules() if r.rule.startswith("/api/")}
+    tested = {url.split("?")[0].replace("10.0.0.300", "<ip>").replace("10.0.0.1", "<ip>") for url, _ in BAD}
+    assert rules == tested
+
+
+def test_unknown_api_path_is_json_404(client):
+    response = client.get("/api/nothing")
+    assert response.status_code == 404 and "error" in response.get_json()
+
+
+def test_empty_database(tmp_path):
+    path = str(tmp_path / "empty.db")
+    connect(path).close()
+    client = _app(path).test_client()
+    u = get(client, "/api/current_usage")
+    assert u["interfaces"] == [] and u["coverage"]["ratio"] is None and u["total"]["counted_since"] is None
+    assert get(client, "/api/hosts")["rows"] == [] and get(client, "/api/flows")["total"] == 0
+    assert all(s == [] for s in (get(client, "/api/historical?range=30d&by=host")["series"],
+                                 get(client, "/api/traffic_types")["rows"]))

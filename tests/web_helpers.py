@@ -1,0 +1,144 @@
+"""Test data and helpers for the web tests (test_web_*.py, test_browser.py): a database with known
+counts, written through the real writer (storage.writer.RollupStore), and small HTTP helpers."""
+import json
+import os
+import socket
+import time
+import urllib.error
+import urllib.request
+
+from capture.flows import FlowDelta, Rollup
+from capture.records import ProcessKey
+from storage.db import connect
+from storage.writer import RollupStore
+
+NOW = 1_700_000_000 // 3600 * 3600 + 1830.5      # 30 min 30.5 s into an hour
+MINUTE = int(NOW // 60 * 60)                       # the current minute
+EVIL_PROCESS = "<img src=x onerror=alert(1)>"
+FORMULA_PROCESS = '=HYPERLINK("x")'
+
+A, B, C = "10.0.0.1", "10.0.0.2", "192.168.1.9"
+
+
+def _iface(nbytes, frames, out_bytes, out_frames):
+    # IFACE_FIELDS order: frames, bytes, ip_frames, ip_bytes, non_ip_*, undecodable_*, out_frames, out_bytes
+    return [frames, nbytes, frames, nbytes, 0, 0, 0, 0, out_frames, out_bytes]
+
+
+def flow(proto, orig, orig_p, resp, resp_p, first, last, ob, op, rb, rp, closed=False, orig_proc=None, resp_proc=None):
+    return FlowDelta(proto, orig, orig_p, resp, resp_p, first, last, ob, op, rb, rp, 0x12 if proto == 6 else 0,
+                     "eth0", closed, *(orig_proc or (None, None)), *(resp_proc or (None, None)))
+
+
+def rollups():
+    """Two minutes of traffic: 2 minutes ago and the current minute.
+
+    minute MINUTE-120: A:40000 -> B:443 tcp, A sent 1000 B in 10 frames, B sent 5000 B in 12 (process `curl`, pid 100)
+    minute MINUTE:     A:40000 -> B:443 again, A sent 600 B in 4 frames;
+                       C:5353 -> 224.0.0.251:5353 udp, 200 B in 2 frames (process EVIL_PROCESS, pid 200);
+                       A:53000 -> C:53 udp, 90 B / 120 B (process FORMULA_PROCESS, pid 300)
+    """
+    curl = ProcessKey(100, 1000.0, "curl", "/usr/bin/curl", "curl https://example", "alice")
+    evil = ProcessKey(200, 2000.0, EVIL_PROCESS, "/tmp/x", EVIL_PROCESS + " --flag", "mallory")
+    formula = ProcessKey(300, 3000.0, FORMULA_PROCESS, "", FORMULA_PROCESS, "bob")
+    t0 = MINUTE - 120
+    first = Rollup(t0, [flow(6, A, 40000, B, 443, t0 + 1.25, t0 + 7.5, 1000, 10, 5000, 12, orig_proc=(100, "curl"))],
+                   {A: [1000, 5000, 10, 12], B: [5000, 1000, 12, 10]},
+                   {"eth0": _iface(6000, 22, 1000, 10)}, {("eth0", "ipv4_truncated"): [1, 60]},
+                   {curl: [1000, 5000, 10, 12]}, {"attributed": [6000, 22]})
+    second = Rollup(MINUTE, [
+        flow(6, A, 40000, B, 443, t0 + 1.25, MINUTE + 20.0, 600, 4, 0, 0, orig_proc=(100, "curl")),
+        flow(17, C, 5353, "224.0.0.251", 5353, MINUTE + 2.0, MINUTE + 3.0, 200, 2, 0, 0, True, (200, EVIL_PROCESS)),
+        flow(17, A, 53000, C, 53, MINUTE + 4.0, MINUTE + 4.5, 90, 1, 120, 1, True, (300, FORMULA_PROCESS)),
+    ], {A: [690, 120, 5, 1], B: [0, 600, 0, 4], C: [320, 90, 3, 1], "224.0.0.251": [0, 200, 0, 2]},
+        {"eth0": _iface(1010, 8, 690, 5)}, {},
+        {curl: [600, 0, 4, 0], evil: [200, 0, 2, 0], formula: [90, 120, 1, 1]},
+        {"attributed": [890, 7], "no_local_endpoint": [120, 1]})
+    return [first, second]
+
+
+SECONDS = [(int(NOW) - 3, "eth0", 2, 2000, 1, 500), (int(NOW) - 2, "eth0", 1, 100, 0, 0),
+           (int(NOW) - 1, "eth0", 3, 3000, 3, 3000), (int(NOW) - 1, "lo", 1, 80, 0, 0)]
+
+
+def make_db(path, extra=None):
+    """The database of `rollups()` (plus `extra` rollups), SECONDS and 4 dropped frames."""
+    con = connect(str(path))
+    store = RollupStore(con)
+    store.apply(rollups() + list(extra or []))
+    store.add_seconds(SECONDS)
+    store.add_drops(MINUTE, {"eth0": 4})
+    con.close()
+    return str(path)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url, headers=None, timeout=10):
+    """(status, headers, body bytes) of a GET; HTTP errors are answers, not exceptions."""
+    request = urllib.request.Request(url, headers=headers or {})
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        with opener.open(request, timeout=timeout) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def get_json(url, headers=None):
+    status, _, body = http_get(url, headers)
+    return status, json.loads(body)
+
+
+def wait_for(condition, timeout, what, interval=0.05):
+    """Polls condition() until it returns something true; fails naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def listening_pid(port):
+    """Pid of the process listening on 127.0.0.1/0.0.0.0 `port` (from /proc), or None."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(fields[9])
+        except FileNotFoundError:
+            pass
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    return int(pid)
+        except OSError:
+            continue
+    return None
+
+
+def uids_of(pid):
+    """(real, effective, saved, filesystem) uid of a process, from /proc/PID/status."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("Uid:"):
+                return tuple(int(x) for x in line.split()[1:5])
+    raise AssertionError(f"no Uid line for pid {pid}")

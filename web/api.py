@@ -1,0 +1,167 @@
+"""The JSON API and CSV exports (docs/API.md). Each endpoint checks its parameters, makes one
+storage call and renders it; the CSV variants take the same parameters as their JSON ones."""
+import time
+
+from flask import Blueprint, Response, jsonify, request
+
+from storage import dashboard as q
+from storage.export import render
+from web.app import db, now, policy
+from web.params import Params
+
+try:
+    from storage.alerts import alert_list
+except ModuleNotFoundError as e:          # alerts are another part's; until then the list is empty
+    if e.name != "storage.alerts":
+        raise
+    alert_list = None
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+RANGES = {"1h": (3600, 60), "24h": (86400, 300), "7d": (7 * 86400, 3600), "30d": (30 * 86400, 14400)}
+PAGE_MAX = 1000
+CSV_MAX = 1_000_000
+SERIES_MAX = 50
+HOST_STEPS = (60, 300, 600, 900, 1800, 3600, 7200, 14400, 21600, 43200, 86400)
+
+
+def _params():
+    return Params(request.args, now())
+
+
+def _page(p, csv):
+    if csv:
+        return p.integer("limit", None, 1, CSV_MAX), p.integer("offset", 0, 0, CSV_MAX)
+    return p.integer("limit", 100, 1, PAGE_MAX), p.integer("offset", 0, 0, 10 ** 9)
+
+
+def _csv(table, rows):
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now()))
+    return Response(render(table, rows, "csv"), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="nettally-{table}-{stamp}.csv"'})
+
+
+@bp.get("/current_usage")
+def current_usage():
+    p = _params()
+    p.finish()
+    return jsonify(q.current_usage(db(), p.now, policy()))
+
+
+@bp.get("/historical")
+def historical():
+    p = _params()
+    span_name = p.choice("range", tuple(RANGES), "1h")
+    by = p.choice("by", q.HISTORY_BY, "interface")
+    limit = p.integer("limit", 10, 1, SERIES_MAX)
+    p.finish()
+    span, step = RANGES[span_name]
+    until = (int(p.now) // step + 1) * step          # the end of the current bucket
+    since = until - span
+    history = q.traffic_history(db(), by, since, until, step, p.now, limit, policy())
+    return jsonify({"range": span_name, "by": by, "since": since, "until": until, **history})
+
+
+def _hosts(p, csv):
+    since, until = p.time_range()
+    sort, descending = p.sort(q.HOST_SORTS, "bytes")
+    limit, offset = _page(p, csv)
+    p.finish()
+    usage = q.host_usage(db(), since, until, p.now, sort, descending, limit, offset, policy=policy())
+    return {"since": since, "until": until, "limit": limit, "offset": offset, **usage}
+
+
+@bp.get("/hosts")
+def hosts():
+    return jsonify(_hosts(_params(), csv=False))
+
+
+@bp.get("/hosts.csv")
+def hosts_csv():
+    return _csv("hosts", _hosts(_params(), csv=True)["rows"])
+
+
+@bp.get("/hosts/<ip>")
+def host(ip):
+    p = _params()
+    ip = p.ip("ip", value=ip)
+    since, until = p.time_range()
+    p.finish()
+    step = next((s for s in HOST_STEPS if s * 120 >= until - since), HOST_STEPS[-1])   # at most 120 buckets
+    detail = q.host_detail(db(), ip, since, until, p.now, step, policy())
+    if detail is None:
+        response = jsonify(error=f"no traffic for {ip} in this time range")
+        response.status_code = 404
+        return response
+    return jsonify(since=since, until=until, **detail)
+
+
+def _processes(p, csv):
+    since, until = p.time_range()
+    sort, descending = p.sort(q.PROCESS_SORTS, "bytes")
+    group = p.choice("group", q.PROCESS_GROUPS, "instance")
+    limit, offset = _page(p, csv)
+    p.finish()
+    usage = q.process_usage(db(), since, until, p.now, sort, descending, limit, offset, group, policy())
+    return {"since": since, "until": until, "group": group, "limit": limit, "offset": offset, **usage}
+
+
+@bp.get("/processes")
+def processes():
+    return jsonify(_processes(_params(), csv=False))
+
+
+@bp.get("/processes.csv")
+def processes_csv():
+    return _csv("processes", _processes(_params(), csv=True)["rows"])
+
+
+def _flows(p, csv):
+    since, until = p.time_range()
+    flt = q.FlowFilter(since=since, until=until, host=p.ip("host"), port=p.integer("port", None, 0, 65535),
+                       proto=p.proto("proto"), process=p.text("process"), iface=p.text("iface"))
+    sort, descending = p.sort(q.FLOW_SORTS, "last_seen")
+    limit, offset = _page(p, csv)
+    p.finish()
+    total, rows = q.flow_search(db(), flt, sort, descending, limit, offset)
+    return {"since": since, "until": until, "limit": limit, "offset": offset, "total": total, "rows": rows}
+
+
+@bp.get("/flows")
+def flows():
+    return jsonify(_flows(_params(), csv=False))
+
+
+@bp.get("/flows.csv")
+def flows_csv():
+    return _csv("flows", _flows(_params(), csv=True)["rows"])
+
+
+@bp.get("/interfaces")
+def interfaces():
+    p = _params()
+    since, until = p.time_range()
+    p.finish()
+    return jsonify(since=since, until=until, **q.interface_usage(db(), since, until, p.now, policy()))
+
+
+@bp.get("/traffic_types")
+def traffic_types():
+    p = _params()
+    since, until = p.time_range(default_since="1h")
+    top = p.integer("limit", 8, 1, 50)
+    p.finish()
+    return jsonify(since=since, until=until, **q.traffic_by_class(db(), since, until, p.now, top, policy()))
+
+
+@bp.get("/alerts")
+def alerts():
+    p = _params()
+    state = p.choice("state", ("open", "closed", "all"), "all")
+    since, until = p.time_range(default_since="7d")
+    limit = p.integer("limit", 100, 1, PAGE_MAX)
+    p.finish()
+    if alert_list is None:
+        return jsonify(available=False, since=since, until=until, rows=[])
+    rows = alert_list(db(), state=None if state == "all" else state, since=since, until=until, limit=limit)
+    return jsonify(available=True, since=since, until=until, rows=rows)

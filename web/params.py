@@ -1,0 +1,107 @@
+"""Query parameters of the API, checked in one place.
+
+Every endpoint reads its parameters through a `Params`; anything malformed, out of range, given
+twice or not known to the endpoint raises ParamError, which the app turns into
+400 {"error": "...", "parameter": name}.
+"""
+import ipaddress
+
+from capture.records import proto_number
+from storage.timerange import parse_time
+
+MAX_TEXT = 200
+
+
+class ParamError(ValueError):
+    def __init__(self, parameter, message):
+        super().__init__(f"{parameter}: {message}")
+        self.parameter = parameter
+
+
+class Params:
+    def __init__(self, args, now):
+        self.args = args           # werkzeug MultiDict
+        self.now = now
+        self.used = set()
+
+    def _raw(self, name):
+        self.used.add(name)
+        values = self.args.getlist(name)
+        if len(values) > 1:
+            raise ParamError(name, "given more than once")
+        if not values or values[0] == "":
+            return None
+        if len(values[0]) > MAX_TEXT:
+            raise ParamError(name, f"longer than {MAX_TEXT} characters")
+        return values[0]
+
+    def finish(self):
+        """Raises for a parameter the endpoint does not take (a typo must not silently widen a filter)."""
+        for name in self.args:
+            if name not in self.used:
+                raise ParamError(name, "unknown parameter")
+
+    def choice(self, name, options, default):
+        value = self._raw(name)
+        if value is None:
+            return default
+        if value not in options:
+            raise ParamError(name, f"must be one of {', '.join(options)}")
+        return value
+
+    def integer(self, name, default, lo, hi):
+        value = self._raw(name)
+        if value is None:
+            return default
+        try:
+            number = int(value, 10)
+        except ValueError:
+            raise ParamError(name, "must be an integer") from None
+        if not lo <= number <= hi:
+            raise ParamError(name, f"must be between {lo} and {hi}")
+        return number
+
+    def time(self, name, default):
+        """Epoch seconds, ISO 8601, or a span ago (90s, 30m, 24h, 7d); `default` likewise."""
+        value = self._raw(name)
+        try:
+            return parse_time(default if value is None else value, now=self.now)
+        except ValueError as e:
+            raise ParamError(name, str(e)) from None
+
+    def time_range(self, default_since="24h"):
+        since = self.time("since", default_since)
+        until = self.time("until", None)
+        until = self.now + 60 if until is None else until     # the current minute included
+        if since is not None and since >= until:
+            raise ParamError("since", "must be before until")
+        return since, until
+
+    def ip(self, name, value=None):
+        value = self._raw(name) if value is None else value
+        if value is None:
+            return None
+        try:
+            return str(ipaddress.ip_address(value.strip()))
+        except ValueError:
+            raise ParamError(name, "not an IP address") from None
+
+    def proto(self, name):
+        value = self._raw(name)
+        if value is None:
+            return None
+        try:
+            return proto_number(value)
+        except ValueError:
+            raise ParamError(name, "must be tcp, udp, sctp, icmp, icmpv6 or a number 0-255") from None
+
+    def text(self, name):
+        value = self._raw(name)
+        if value is not None and any(ord(c) < 32 for c in value):
+            raise ParamError(name, "contains control characters")
+        return value
+
+    def sort(self, options, default):
+        """(key, descending) from sort=KEY and order=asc|desc (default: desc)."""
+        key = self.choice("sort", tuple(options), default)
+        return key, self.choice("order", ("asc", "desc"), "desc") == "desc"

@@ -1,0 +1,235 @@
+/* Shared helpers. Every value from the API is written with textContent (el(), cell()):
+   host names, process names and command lines are hostile text and never become HTML. */
+"use strict";
+
+const NT = (() => {
+  const UNITS = ["B", "KB", "MB", "GB", "TB", "PB"];
+  const RATE_UNITS = ["bit/s", "kbit/s", "Mbit/s", "Gbit/s", "Tbit/s"];
+
+  function scaled(n, units) {
+    if (n === null || n === undefined || Number.isNaN(n)) return "–";
+    let i = 0;
+    let v = Number(n);
+    while (Math.abs(v) >= 1000 && i < units.length - 1) { v /= 1000; i += 1; }
+    const digits = i === 0 || Math.abs(v) >= 100 ? 0 : Math.abs(v) >= 10 ? 1 : 2;
+    return `${v.toFixed(digits)} ${units[i]}`;
+  }
+  const bytes = (n) => scaled(n, UNITS);
+  const rate = (bps) => scaled(bps, RATE_UNITS);
+  const count = (n) => (n === null || n === undefined ? "–" : Number(n).toLocaleString());
+
+  function pad(n) { return String(n).padStart(2, "0"); }
+  function time(epoch) {
+    if (epoch === null || epoch === undefined) return "–";
+    const d = new Date((typeof epoch === "string" ? Date.parse(epoch) / 1000 : epoch) * 1000);
+    if (Number.isNaN(d.getTime())) return String(epoch);
+    const date = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+    return `${date} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  }
+  function clock(epoch) {
+    const d = new Date(epoch * 1000);
+    return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  }
+  function shortTime(epoch, step) {
+    const d = new Date(epoch * 1000);
+    const hm = `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+    return step >= 3600 ? `${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${hm}` : hm;
+  }
+
+  /* el("a", {href: "/x", className: "c", title: t}, "text", child...) */
+  function el(tag, props, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(props || {})) {
+      if (v === undefined || v === null) continue;
+      if (k === "href") node.setAttribute("href", v);
+      else if (k === "dataset") Object.assign(node.dataset, v);
+      else node[k] = v;
+    }
+    for (const c of children) {
+      if (c === null || c === undefined) continue;
+      node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+    return node;
+  }
+
+  function hostLink(ip) {
+    if (!ip) return "–";
+    return el("a", {href: `/hosts/${encodeURIComponent(ip)}`, className: "mono"}, ip);
+  }
+
+  /* columns: [{value: row => text|Node, num: bool, className}] */
+  function fillTable(table, rows, columns, empty) {
+    const body = table.tBodies[0];
+    const fresh = document.createElement("tbody");
+    for (const row of rows) {
+      const tr = el("tr");
+      for (const col of columns) {
+        const v = col.value(row);
+        const cls = [col.num ? "num" : "", col.className || ""].join(" ").trim();
+        const td = el("td", {className: cls || undefined}, v === null || v === undefined || v === "" ? "–" : v);
+        if (col.title) td.title = col.title(row) || "";
+        tr.append(td);
+      }
+      fresh.append(tr);
+    }
+    if (!rows.length) {
+      const note = el("td", {colSpan: columns.length, className: "muted"}, empty || "nothing in this range");
+      fresh.append(el("tr", {}, note));
+    }
+    table.replaceChild(fresh, body);
+  }
+
+  function status(message, isError) {
+    const s = document.getElementById("status");
+    s.textContent = message || "";
+    s.classList.toggle("error", !!isError);
+  }
+
+  async function api(path, params) {
+    const url = new URL(path, window.location.origin);
+    for (const [k, v] of Object.entries(params || {})) {
+      if (v !== "" && v !== null && v !== undefined) url.searchParams.set(k, v);
+    }
+    const response = await fetch(url, {credentials: "same-origin", headers: {Accept: "application/json"}});
+    let body = null;
+    try { body = await response.json(); } catch (e) { body = null; }
+    if (!response.ok) {
+      const error = new Error((body && body.error) || `${response.status} ${response.statusText}`);
+      error.status = response.status;
+      throw error;
+    }
+    return body;
+  }
+
+  /* Runs load() now and every `seconds`, reporting failures in the status line. */
+  function every(seconds, load) {
+    const run = async () => {
+      try { await load(); status(""); } catch (e) { status(e.message, true); }
+    };
+    run();
+    return window.setInterval(run, seconds * 1000);
+  }
+
+  function cssVar(name) {
+    return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+  }
+  const PALETTE = ["#2563eb", "#d97706", "#16a34a", "#dc2626", "#9333ea", "#0891b2", "#db2777", "#65a30d",
+                   "#ea580c", "#4f46e5", "#0d9488", "#a16207"];
+
+  /* A line dataset (rates in bit/s) and a line chart of them with readable axes and tooltips. */
+  function series(label, color, dashed) {
+    return {label, data: [], borderColor: color, backgroundColor: color, pointRadius: 0, borderWidth: 1.5,
+            tension: 0.2, borderDash: dashed ? [5, 3] : []};
+  }
+  function rateChart(canvasId, datasets, yOptions) {
+    return new Chart(document.getElementById(canvasId), {
+      type: "line",
+      data: {labels: [], datasets},
+      options: {
+        interaction: {mode: "index", intersect: false},
+        scales: {x: {ticks: {maxTicksLimit: 10, maxRotation: 0}},
+                 y: {beginAtZero: true, ticks: {callback: (v) => rate(v)}, ...(yOptions || {})}},
+        plugins: {tooltip: {callbacks: {label: (c) => `${c.dataset.label}: ${rate(c.parsed.y)}`}}},
+      },
+    });
+  }
+
+  function chartDefaults() {
+    if (!window.Chart) return;
+    Chart.defaults.color = cssVar("--muted");
+    Chart.defaults.borderColor = cssVar("--grid");
+    Chart.defaults.font.family = cssVar("--font");
+    Chart.defaults.animation = false;
+    Chart.defaults.maintainAspectRatio = false;
+  }
+
+  /* Sortable table headers (server-side sort): state = {sort, order}; onChange() reloads. */
+  function sortable(table, state, onChange) {
+    const heads = table.querySelectorAll("th[data-key]");
+    const mark = () => heads.forEach((th) => {
+      if (th.dataset.key !== state.sort) th.removeAttribute("aria-sort");
+      else th.setAttribute("aria-sort", state.order === "asc" ? "ascending" : "descending");
+    });
+    heads.forEach((th) => th.addEventListener("click", () => {
+      if (state.sort === th.dataset.key) state.order = state.order === "asc" ? "desc" : "asc";
+      else { state.sort = th.dataset.key; state.order = "desc"; }
+      state.offset = 0;
+      mark();
+      onChange();
+    }));
+    mark();
+  }
+
+  function pager(root, state, total, onChange) {
+    const box = root.querySelector(".pager");
+    const prev = box.querySelector(".prev");
+    const next = box.querySelector(".next");
+    const end = Math.min(state.offset + state.limit, total);
+    box.querySelector(".page-info").textContent = total ? `${state.offset + 1}–${end} of ${count(total)}` : "";
+    prev.disabled = state.offset === 0;
+    next.disabled = end >= total;
+    prev.onclick = () => { state.offset = Math.max(0, state.offset - state.limit); onChange(); };
+    next.onclick = () => { state.offset += state.limit; onChange(); };
+  }
+
+  function formValues(form) {
+    const out = {};
+    for (const [k, v] of new FormData(form).entries()) out[k] = String(v).trim();
+    return out;
+  }
+
+  function csvHref(path, params) {
+    const url = new URL(path, window.location.origin);
+    for (const [k, v] of Object.entries(params)) {
+      if (v !== "" && v !== null && v !== undefined && k !== "limit" && k !== "offset") url.searchParams.set(k, v);
+    }
+    return url.pathname + url.search;
+  }
+
+  /* A filterable, sortable, paged table: the form's fields, sort, order and page go to `path`
+     (and its CSV twin); the address bar keeps them so the view can be bookmarked. */
+  function listPage({path, csvPath, table, columns, sort, refresh, empty, after}) {
+    const form = document.getElementById("filters");
+    const state = {sort, order: "desc", limit: 100, offset: 0};
+    const given = new URLSearchParams(window.location.search);
+    for (const [k, v] of given) {
+      if (form.elements[k]) form.elements[k].value = v;
+      else if (k === "sort" || k === "order") state[k] = v;
+      else if (k === "offset") state.offset = Math.max(0, parseInt(v, 10) || 0);
+    }
+    const params = () => ({...formValues(form), sort: state.sort, order: state.order, limit: state.limit,
+                           offset: state.offset});
+    async function load() {
+      const p = params();
+      const shown = new URLSearchParams();
+      for (const [k, v] of Object.entries(p)) if (v !== "" && k !== "limit" && !(k === "offset" && !v)) shown.set(k, v);
+      window.history.replaceState(null, "", `?${shown}`);
+      if (csvPath) document.getElementById("csv").href = csvHref(csvPath, p);
+      const d = await api(path, p);
+      fillTable(table, d.rows, columns, empty);
+      pager(document, state, d.total, reload);
+      if (after) after(d);
+    }
+    const reload = () => load().then(() => status(""), (e) => status(e.message, true));
+    form.addEventListener("submit", (e) => { e.preventDefault(); state.offset = 0; reload(); });
+    form.querySelectorAll("select").forEach((s) => s.addEventListener("change", () => { state.offset = 0; reload(); }));
+    sortable(table, state, reload);
+    if (refresh) window.setInterval(reload, refresh * 1000);
+    reload();
+  }
+
+  /* Alert rows come from the alerts part; show whichever of its usual fields are there. */
+  const pick = (r, names) => {
+    for (const n of names) if (r[n] !== undefined && r[n] !== null) return r[n];
+    return null;
+  };
+  const alertColumns = [
+    {value: (r) => time(pick(r, ["opened", "started", "first_seen", "ts", "time"]))},
+    {value: (r) => pick(r, ["state", "status"]), className: "state"},
+    {value: (r) => pick(r, ["message", "summary", "text", "rule", "name"])},
+  ];
+
+  chartDefaults();
+  return {bytes, rate, count, time, clock, shortTime, el, hostLink, fillTable, status, api, every,
+          PALETTE, cssVar, sortable, pager, formValues, csvHref, pick, alertColumns, listPage, series, rateChart};
+})();

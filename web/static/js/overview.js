@@ -1,0 +1,146 @@
+/* Overview: live chart from /api/stream, numbers and top lists polled from the API. */
+"use strict";
+
+(() => {
+  const WINDOW = 300;                       // seconds shown on the live chart
+  const seconds = new Map();                // second -> Map(iface -> [up, down]) in bytes
+  const ifaces = new Set();
+  const select = document.getElementById("live-iface");
+
+  const chart = NT.rateChart("live-chart", [NT.series("up (sent)", NT.cssVar("--up")),
+                                            NT.series("down (received)", NT.cssVar("--down"))], {suggestedMax: 8000});
+
+  function redraw() {
+    if (!seconds.size) return;
+    const keys = [...seconds.keys()].sort((a, b) => a - b);
+    const chosen = select.value;
+    const labels = [];
+    const up = [];
+    const down = [];
+    for (const s of keys) {
+      let u = 0;
+      let d = 0;
+      for (const [iface, v] of seconds.get(s)) {
+        if (!chosen || iface === chosen) { u += v[0]; d += v[1]; }
+      }
+      labels.push(NT.clock(s));
+      up.push(u * 8);
+      down.push(d * 8);
+    }
+    chart.data.labels = labels;
+    chart.data.datasets[0].data = up;
+    chart.data.datasets[1].data = down;
+    chart.update("none");
+    const recent = keys.slice(-5);
+    const sum = (arr) => arr.slice(-5).reduce((a, b) => a + b, 0) / Math.max(1, recent.length);
+    document.getElementById("now-up").textContent = NT.rate(sum(up));
+    document.getElementById("now-down").textContent = NT.rate(sum(down));
+  }
+
+  function addIface(name) {
+    if (ifaces.has(name)) return;
+    ifaces.add(name);
+    select.append(NT.el("option", {value: name}, name));
+  }
+
+  function onUsage(event) {
+    const d = JSON.parse(event.data);
+    for (let s = d.first; s <= d.last; s += 1) seconds.set(s, new Map());
+    for (const [s, iface, up, down] of d.points) {
+      addIface(iface);
+      seconds.get(s).set(iface, [up, down]);
+    }
+    for (const s of [...seconds.keys()]) if (s <= d.last - WINDOW) seconds.delete(s);
+    redraw();
+  }
+
+  // The browser reconnects a dropped stream by itself (after the server's retry: 2 s); a refused
+  // one (503: too many streams open) it gives up on, so that case is retried here.
+  function connect() {
+    const stream = new EventSource("/api/stream");
+    stream.addEventListener("usage", onUsage);
+    stream.addEventListener("problem", (e) => NT.status(JSON.parse(e.data).error, true));
+    stream.onopen = () => NT.status("");
+    stream.onerror = () => {
+      if (stream.readyState === EventSource.CLOSED) {
+        NT.status("live stream refused; trying again in 10 s", true);
+        window.setTimeout(connect, 10000);
+      } else {
+        NT.status("live stream interrupted; reconnecting…", true);
+      }
+    };
+  }
+  connect();
+  select.addEventListener("change", redraw);
+
+  async function loadUsage() {
+    const u = await NT.api("/api/current_usage");
+    document.getElementById("total-up").textContent = NT.bytes(u.total.up_bytes);
+    document.getElementById("total-down").textContent = NT.bytes(u.total.down_bytes);
+    const since = u.total.counted_since;
+    document.getElementById("total-since").textContent = since === null ? "nothing counted yet"
+      : `sent / received since ${new Date(since * 1000).toISOString().slice(0, 10)} (UTC day)`;
+    const cov = u.coverage;
+    const covCard = document.getElementById("coverage-card");
+    document.getElementById("coverage").textContent = cov.ratio === null ? "–" : `${(cov.ratio * 100).toFixed(1)} %`;
+    const reasons = Object.entries(cov.reasons).map(([r, b]) => `${r} ${NT.bytes(b)}`).join(", ");
+    document.getElementById("coverage-detail").textContent =
+      `${NT.bytes(cov.attributed_bytes)} of ${NT.bytes(cov.attributed_bytes + cov.unattributed_bytes)} this hour` +
+      (reasons ? ` (not: ${reasons})` : "");
+    covCard.classList.toggle("good", cov.ratio !== null && cov.ratio >= 0.95);
+    document.getElementById("drops").textContent = NT.count(u.drops.frames);
+    document.getElementById("drops-detail").textContent =
+      `frames the kernel dropped; ${NT.count(u.drops.last_hour)} in the last hour`;
+    document.getElementById("drops-card").classList.toggle("bad", u.drops.last_hour > 0);
+    document.getElementById("drops-card").classList.toggle("good", u.drops.frames === 0);
+    for (const i of u.interfaces) addIface(i.iface);
+    NT.fillTable(document.getElementById("iface-table"), u.interfaces, [
+      {value: (r) => r.iface, className: "mono"},
+      {value: (r) => NT.rate(r.up_bps), num: true}, {value: (r) => NT.rate(r.down_bps), num: true},
+      {value: (r) => NT.bytes(r.up_bytes), num: true}, {value: (r) => NT.bytes(r.down_bytes), num: true},
+      {value: (r) => NT.count(r.drops), num: true},
+    ], "no interface has counted anything yet");
+  }
+
+  async function loadTop() {
+    const [hosts, procs] = await Promise.all([
+      NT.api("/api/hosts", {since: "10m", limit: 10}),
+      NT.api("/api/processes", {since: "10m", limit: 10, group: "name"}),
+    ]);
+    const rates = [{value: (r) => NT.rate(r.current_bps), num: true},
+                   {value: (r) => NT.bytes(r.tx_bytes), num: true}, {value: (r) => NT.bytes(r.rx_bytes), num: true}];
+    NT.fillTable(document.getElementById("top-hosts"), hosts.rows, [{value: (r) => NT.hostLink(r.ip)}, ...rates],
+                 "no traffic in the last 10 minutes");
+    NT.fillTable(document.getElementById("top-processes"), procs.rows, [{value: (r) => r.process, className: "mono"},
+                 ...rates], "no traffic attributed in the last 10 minutes");
+  }
+
+  const typesChart = new Chart(document.getElementById("types-chart"), {
+    type: "doughnut",
+    data: {labels: [], datasets: [{data: [], backgroundColor: NT.PALETTE, borderWidth: 0}]},
+    options: {plugins: {legend: {position: "right"},
+                        tooltip: {callbacks: {label: (c) => `${c.label}: ${NT.bytes(c.parsed)}`}}}},
+  });
+
+  async function loadTypes() {
+    const t = await NT.api("/api/traffic_types", {since: "1h"});
+    typesChart.data.labels = t.rows.map((r) => r.class);
+    typesChart.data.datasets[0].data = t.rows.map((r) => r.bytes);
+    typesChart.update("none");
+  }
+
+  async function loadAlerts() {
+    const a = await NT.api("/api/alerts", {since: "24h"});
+    const empty = document.getElementById("alerts-empty");
+    const table = document.getElementById("recent-alerts");
+    empty.hidden = a.rows.length > 0;
+    table.hidden = a.rows.length === 0;
+    empty.textContent = a.available ? "no alerts in the last 24 hours" : "alerts are not set up in this build";
+    NT.fillTable(table, a.rows.slice(0, 5), NT.alertColumns, "none");
+  }
+
+  NT.every(5, loadUsage);
+  NT.every(5, loadTop);
+  NT.every(10, loadTypes);
+  NT.every(30, loadAlerts);
+})();

@@ -1,0 +1,145 @@
+"""Live numbers by Server-Sent Events: /api/stream.
+
+One poller thread (LiveFeed) reads, four times a second, the per-second interface points the
+collector writes every half second; every client's stream sends what changed, so a hundred open dashboards cost one
+query per poll. Each `usage` event carries a run of whole seconds [first, last] and, for each
+second and interface with traffic, [second, iface, up_bytes, down_bytes] (absent = 0). The
+latest RESEND seconds go out again in every event because the collector adds to a second in
+pieces until it is over; the client keeps the newest value per second.
+
+Reconnects: the stream starts with `retry:` and gives each event an id (its last second); a
+browser that reconnects sends Last-Event-ID and gets the seconds it missed (up to BACKLOG).
+Heartbeat comments keep idle proxies from closing the connection, and a stream ends after
+`STREAM_LIFETIME` seconds so server threads are recycled; the browser reconnects by itself.
+"""
+import json
+import threading
+import time
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from storage.dashboard import live_seconds
+from web.params import Params
+
+BACKLOG = 120         # seconds of points kept and sent to a new client
+RESEND = 3
+REREAD = 15           # seconds the feed reads again at each poll
+POLL_INTERVAL = 0.25
+HEARTBEAT = 15.0
+RETRY_MS = 2000
+
+bp = Blueprint("stream", __name__)
+
+
+class LiveFeed:
+    """Polls iface_seconds on its own connection; clients wait for a new version."""
+
+    def __init__(self, con, clock, interval=POLL_INTERVAL):
+        self.con, self.clock, self.interval = con, clock, interval
+        self.points = {}              # second -> [(iface, up, down)]
+        self.version = 0              # 0: not polled yet (clients wait for the first poll)
+        self.error = None
+        self._changed = threading.Condition()
+        self._thread = None
+
+    def start(self):
+        with self._changed:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="live-feed", daemon=True)
+                self._thread.start()
+
+    def _run(self):
+        while True:
+            self.poll()
+            time.sleep(self.interval)
+
+    def poll(self):
+        """Reads the last REREAD seconds (all BACKLOG seconds the first time): the collector adds
+        to a second until a little after it is over, older ones no longer change."""
+        now = int(self.clock())
+        since = now - (REREAD if self.version else BACKLOG)
+        try:
+            rows = live_seconds(self.con, since)
+            self.error = None
+        except Exception as e:        # a locked or vanished database: say so in the stream, go on
+            self.error = str(e)
+            return
+        points = {s: p for s, p in self.points.items() if now - BACKLOG <= s < since}
+        for second, iface, up, down in rows:
+            points.setdefault(second, []).append((iface, up, down))
+        with self._changed:
+            self.points = points
+            self.version += 1
+            self._changed.notify_all()
+
+    def wait(self, seen_version, timeout):
+        """The current version, after waiting up to `timeout` for one newer than `seen_version`."""
+        with self._changed:
+            self._changed.wait_for(lambda: self.version != seen_version, timeout)
+            return self.version, self.points
+
+
+def usage_event(points, first, last):
+    flat = [[s, iface, up, down] for s in range(first, last + 1) for iface, up, down in points.get(s, ())]
+    data = json.dumps({"first": first, "last": last, "points": flat}, separators=(",", ":"))
+    return f"id: {last}\nevent: usage\ndata: {data}\n\n"
+
+
+class _Stream:
+    """The response body; close() (called by the server whether or not the body was ever
+    iterated) gives the client's slot back exactly once."""
+
+    def __init__(self, body, release):
+        self.body, self._release = body, release
+
+    def __iter__(self):
+        return self.body
+
+    def close(self):
+        self.body.close()
+        release, self._release = self._release, None
+        if release:
+            release()
+
+
+def events(feed, clock, last_event_id, lifetime, heartbeat=HEARTBEAT):
+    """The text of one client's stream."""
+    yield f"retry: {RETRY_MS}\n\n"
+    newest = int(clock()) - 1
+    sent = max(last_event_id if last_event_id is not None else newest - BACKLOG, newest - BACKLOG)
+    version, deadline, next_beat = 0, time.monotonic() + lifetime, time.monotonic() + heartbeat
+    previous = None
+    while time.monotonic() < deadline:
+        version, points = feed.wait(version, timeout=1.0)
+        newest = int(clock()) - 1          # the last whole second
+        first = max(min(sent + 1, newest - RESEND + 1), newest - BACKLOG + 1)
+        if newest >= first:
+            event = usage_event(points, first, newest)
+            if event != previous:             # the feed polls twice a second; unchanged news is no news
+                yield event
+                previous = event
+            sent = max(sent, newest)
+        if feed.error:
+            yield f"event: problem\ndata: {json.dumps({'error': feed.error})}\n\n"
+        if time.monotonic() >= next_beat:
+            yield f": heartbeat {int(clock())}\n\n"
+            next_beat = time.monotonic() + heartbeat
+
+
+@bp.get("/api/stream")
+def stream():
+    app = current_app
+    Params(request.args, app.config["CLOCK"]()).finish()
+    last_id = request.headers.get("Last-Event-ID", "")
+    last_id = int(last_id) if last_id.isdigit() else None
+    slots = app.extensions["nettally.stream_slots"]
+    if not slots.acquire(blocking=False):
+        response = jsonify(error="too many live streams open; retry later")
+        response.status_code, response.headers["Retry-After"] = 503, "5"
+        return response
+    feed = app.extensions["nettally.feed"]
+    feed.start()
+    body = _Stream(events(feed, app.config["CLOCK"], last_id, app.config["STREAM_LIFETIME"],
+                          app.config["STREAM_HEARTBEAT"]), slots.release)
+    return Response(body, mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
