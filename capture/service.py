@@ -1,0 +1,254 @@
+"""The main job: a capture process feeding a collector that attributes, stores and alerts.
+
+    capture process (capture/live.py)  --pipe-->  collector (this process)
+                                                    pipe reader thread -> inbox
+                                                    main thread: attribution (observe/tick/attribute)
+                                                    storage.writer.WriterThread: the single SQLite
+                                                      writer; alert rules after each commit
+                                                  web process (web/serve.py spawn), unprivileged
+
+The collector never blocks the capture: a thread drains the pipe as fast as the capture writes
+it, and the SQLite commits happen on their own thread. On SIGINT/SIGTERM the capture stops,
+sends everything it counted, and the collector writes it all before exiting 0.
+"""
+import fcntl
+import multiprocessing
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+
+from capture.ring import privilege_problem
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+READY_TIMEOUT = 60.0
+_F_SETPIPE_SZ = 1031
+_PIPE_BYTES = 1 << 20
+
+
+def _say(line, err=False):
+    print(f"run.py: {line}", file=sys.stderr if err else sys.stdout, flush=True)
+
+
+def run_service(settings, web=True):
+    problem = privilege_problem()
+    if problem:
+        _say(problem, err=True)
+        return EXIT_USAGE
+    import sqlite3
+
+    from storage.db import DatabaseError, connect_checked
+    try:        # creates / migrates (or moves a damaged file aside) now, so a bad path is one line
+        connect_checked(settings.db).close()
+    except (DatabaseError, sqlite3.Error) as e:
+        _say(f"{settings.db}: {_one_line(e)}" if isinstance(e, sqlite3.Error) else str(e), err=True)
+        return EXIT_USAGE
+
+    capture, inbox = _start_capture(settings)
+    try:
+        first = inbox.get(timeout=READY_TIMEOUT)
+    except queue.Empty:
+        first = ("error", f"the capture process did not start within {READY_TIMEOUT:.0f} s")
+        capture.kill()
+    if first is None or first[0] != "ready":
+        capture.join(5)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+        _say(first[1] if first else "the capture process stopped before it was ready", err=True)
+        return EXIT_USAGE if first else EXIT_FAILED
+    return Collector(settings, capture, inbox, first[1], web).run()
+
+
+def _start_capture(settings):
+    from capture.live import run_capture
+    ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    try:        # room for bursts of messages while the reader thread waits for the GIL
+        fcntl.fcntl(send.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
+    except (OSError, AttributeError):
+        pass
+    # signals stay blocked until each process has its handler (the child unblocks its own)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        capture = ctx.Process(target=run_capture, args=(settings, send), name="nettally-capture")
+        capture.start()
+    finally:
+        send.close()
+    inbox = queue.Queue()
+    threading.Thread(target=_pump, args=(receive, inbox), name="capture-pipe", daemon=True).start()
+    return capture, inbox
+
+
+def _pump(conn, inbox):
+    """Moves messages from the capture pipe to the inbox; None when the capture is gone."""
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            inbox.put(None)
+            return
+        inbox.put(message)
+        if message[0] in ("done", "error"):
+            inbox.put(None)
+            return
+
+
+class Collector:
+    def __init__(self, settings, capture, inbox, interfaces, web):
+        self.settings = settings
+        self.capture = capture
+        self.inbox = inbox
+        self.interfaces = interfaces
+        self.web = web
+        self.stopping = False
+        self.frames = self.drops = 0
+        self.attributor = _optional_attributor(settings)
+        self.alerts = None          # opened once the writer has its connection: see run()
+        from storage.writer import WriterThread
+        self.writer = WriterThread(settings.db, settings, source=("live", ",".join(n for n, _ in interfaces)),
+                                   after_write=self._after_write)
+        self._failed = set()
+
+    def _stop(self, signum, frame):
+        if not self.stopping:
+            self.stopping = True
+            try:
+                os.kill(self.capture.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def run(self):
+        signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+        self.writer.start()
+        # The writer's first open checks the file with a plain open()/close(), and closing any
+        # descriptor of a file drops every POSIX lock this process holds on it, including those
+        # of other SQLite connections: another process could then delete the live WAL under
+        # them. So no other connection may be open in this process before the writer's.
+        self.writer.ready.wait(READY_TIMEOUT)
+        self.alerts = _optional_alerts(self.settings)
+        web_proc, where = self._start_web()
+        names = ", ".join(name for name, _ in self.interfaces)
+        bpf = f" (filter: {self.settings.bpf})" if self.settings.bpf else ""
+        _say(f"capturing on {names}{bpf} into {self.settings.db}; {where}")
+        clean = self._collect()
+        self.capture.join(10)
+        if self.capture.is_alive():     # it said "done": nothing of it is left to lose
+            self.capture.kill()
+            self.capture.join(5)
+        if self.attributor is not None:
+            self._guard("attribution", self.attributor.close)
+        status = EXIT_OK if clean else EXIT_FAILED
+        written = f"written to {self.settings.db}"
+        try:
+            self.writer.close(frames=self.frames)
+        except Exception as e:      # the database went away (disk full, deleted...)
+            _say(f"writing {self.settings.db} failed: {_one_line(e)}", err=True)
+            status, written = EXIT_FAILED, "NOT all written"
+        if self.alerts is not None:
+            self._guard("alerts", self.alerts.close)
+        if web_proc is not None:
+            web_proc.terminate()
+            web_proc.join(5)
+        _say(f"stopped: {self.frames} frames counted, {self.drops} dropped by the kernel; {written}")
+        if not clean:
+            _say("the capture process ended unexpectedly; counts up to then were written", err=True)
+        return status
+
+    def _start_web(self):
+        if not self.web:
+            return None, "no dashboard (--no-web)"
+        try:
+            from web.serve import spawn
+        except ImportError:
+            return None, "dashboard not available in this build"
+        try:
+            proc = spawn(self.settings)
+        except Exception as e:
+            return None, f"no dashboard: {_one_line(e)}"
+        return proc, f"dashboard at http://{_url_host(self.settings.host)}:{self.settings.port}/"
+
+    def _collect(self):
+        """Handles capture messages until it is done; False if it vanished without 'done'."""
+        next_tick = time.monotonic() + 1.0
+        while True:
+            try:
+                message = self.inbox.get(timeout=max(0.0, next_tick - time.monotonic()))
+            except queue.Empty:
+                message = ()
+            if message is None:
+                return False
+            if message:
+                kind = message[0]
+                if kind == "flows":
+                    self._guard("attribution", lambda: self.attributor and self.attributor.observe(message[1]))
+                elif kind == "rollups":
+                    self.writer.submit(self._attribute(message[1]))
+                elif kind == "seconds":
+                    self.writer.submit_seconds(message[1])
+                elif kind == "drops":
+                    self.drops += sum(message[2].values())
+                    self.writer.submit_drops(message[1], message[2])
+                elif kind == "warning":
+                    _say(message[1], err=True)
+                elif kind == "done":
+                    self.frames = message[1]
+                    return True
+            if time.monotonic() >= next_tick:
+                self._guard("attribution", lambda: self.attributor and self.attributor.tick())
+                next_tick = time.monotonic() + 1.0
+
+    def _after_write(self, rollups):
+        """On the writer thread, once `rollups` are committed: alert rules see them."""
+        if self.alerts is not None:
+            self._guard("alerts", lambda: self.alerts.after_write(rollups))
+
+    def _attribute(self, rollups):
+        if self.attributor is None:
+            return rollups
+        attributed = self._guard("attribution", lambda: self.attributor.attribute(rollups))
+        return rollups if attributed is None else attributed
+
+    def _guard(self, feature, call):
+        """A failing feature costs its own output, never the counts: say so once and go on."""
+        try:
+            return call()
+        except Exception as e:
+            if feature not in self._failed:
+                self._failed.add(feature)
+                _say(f"{feature} failed ({_one_line(e)}); counting goes on without it", err=True)
+            return None
+
+
+def _optional_attributor(settings):
+    try:
+        from attribution.service import Attributor
+    except ImportError:
+        return None
+    try:
+        return Attributor(settings)
+    except Exception as e:
+        _say(f"attribution off: {_one_line(e)}", err=True)
+        return None
+
+
+def _optional_alerts(settings):
+    try:
+        from alerts.service import AlertRunner
+    except ImportError:
+        return None
+    try:
+        return AlertRunner(settings, settings.db)
+    except Exception as e:
+        _say(f"alerts off: {_one_line(e)}", err=True)
+        return None
+
+
+def _url_host(host):
+    return f"[{host}]" if ":" in host else host
+
+
+def _one_line(e):
+    return " ".join(str(e).split()) or e.__class__.__name__
