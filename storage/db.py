@@ -31,7 +31,7 @@ def connect(path, readonly=False):
             con = sqlite3.connect(path, check_same_thread=False)
         con.execute("PRAGMA busy_timeout = 10000")
         if not readonly:
-            con.execute("PRAGMA journal_mode = WAL")
+            _wal(con)
             con.execute("PRAGMA synchronous = NORMAL")
             con.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
             _migrate(con, path)
@@ -98,11 +98,25 @@ def _check_version(con, path):
     return version
 
 
+def _wal(con):
+    """Switches a new database to WAL (persistent: later connections find it set). Switching needs
+    the file to itself and SQLite answers 'locked' at once, without waiting out busy_timeout,
+    when another connection (the writer thread creating the file, say) has it open: retry."""
+    deadline = time.monotonic() + 10
+    while con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        try:
+            con.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _migrate(con, path):
     if _check_version(con, path) == SCHEMA_VERSION:
         return
     here = Path(__file__).parent
-    with con:
-        for name in SCHEMA_FILES:
-            con.executescript((here / name).read_text())
-        con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    # One immediate transaction (it waits for the write lock): two connections creating the
+    # schema at once run one after the other; every statement is IF NOT EXISTS.
+    script = "".join((here / name).read_text() + "\n" for name in SCHEMA_FILES)
+    con.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;")
