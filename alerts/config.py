@@ -13,9 +13,12 @@
     enabled = true
 
 A rule in the file replaces the built-in rule of the same name (`enabled = false` switches one
-off); rules saved through the API (storage table alert_rules) replace both.
+off); rules saved through the API (storage table alert_rules) replace both. `effective_rules`
+says which is in force and where it comes from (the runner and /api/alerts/rules share it);
+`RuleError` names the field at fault, so the API's 400 can name it too.
 """
 import json
+import math
 import re
 import tomllib
 
@@ -30,7 +33,8 @@ DEFAULT_RULES = (
     Rule("attribution-coverage", "coverage", "all", threshold=0.5, window=900),
 )
 MAX_WINDOW = 48 * 3600            # minute rollups are kept 48 h by default: longer windows cannot be measured
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+RULE_NAME = _NAME                 # the API checks names in addresses with it
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
 _SPAN_UNIT = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _AMOUNT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z%/]*)\s*$")
@@ -41,92 +45,108 @@ _RATE_UNITS = {"": 1, "bps": 1, "bit/s": 1, "kbps": 10 ** 3, "kbit/s": 10 ** 3, 
 _FIELDS = ("name", "kind", "scope", "threshold", "window", "direction", "match", "hysteresis", "enabled")
 
 
+class RuleError(ValueError):
+    """A rule that does not validate: one line, and `field`, the rule field at fault (None: the
+    rule as a whole), so the API can name it (400 {"error": ..., "parameter": field})."""
+
+    def __init__(self, field, message):
+        super().__init__(message)
+        self.field = field
+
+
 def validate_rule(data) -> Rule:
     """A Rule from a dict (TOML table, API JSON body), or ValueError with one line saying what
     is wrong."""
     if not isinstance(data, dict):
-        raise ValueError("a rule is an object with at least 'name' and 'kind'")
+        raise RuleError(None, "a rule is an object with at least 'name' and 'kind'")
     unknown = sorted(set(data) - set(_FIELDS))
     if unknown:
-        raise ValueError(f"unknown rule field {unknown[0]!r} (fields: {', '.join(_FIELDS)})")
+        raise RuleError(unknown[0], f"unknown rule field {unknown[0]!r} (fields: {', '.join(_FIELDS)})")
     name = data.get("name")
     if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError("rule name: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        raise RuleError("name", "rule name: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
     kind = data.get("kind")
     if kind not in KINDS:
-        raise ValueError(f"rule {name}: kind must be one of {', '.join(KINDS)}")
+        raise RuleError("kind", f"rule {name}: kind must be one of {', '.join(KINDS)}")
     scope = data.get("scope", SCOPES_OF[kind][0])
     if scope not in SCOPES_OF[kind]:
-        raise ValueError(f"rule {name}: a {kind} rule's scope is one of {', '.join(SCOPES_OF[kind])}")
+        raise RuleError("scope", f"rule {name}: a {kind} rule's scope is one of {', '.join(SCOPES_OF[kind])}")
     window = _window(name, data.get("window", 3600))
     if window >= 60 and window % 60:
-        raise ValueError(f"rule {name}: window must be whole minutes (counts are kept per minute)")
+        raise RuleError("window", f"rule {name}: window must be whole minutes (counts are kept per minute)")
     if window < 60 and not (kind == "rate" and scope in ("interface", "all")):
-        raise ValueError(f"rule {name}: window under 60 s only for rate rules on interfaces or all")
+        raise RuleError("window", f"rule {name}: window under 60 s only for rate rules on interfaces or all")
     threshold = 0.0
     if kind != "new_device":
         if "threshold" not in data:
-            raise ValueError(f"rule {name}: threshold is required")
+            raise RuleError("threshold", f"rule {name}: threshold is required")
         threshold = _threshold(name, kind, data["threshold"])
     direction = data.get("direction", "both")
     if direction not in DIRECTIONS:
-        raise ValueError(f"rule {name}: direction is one of {', '.join(DIRECTIONS)}")
+        raise RuleError("direction", f"rule {name}: direction is one of {', '.join(DIRECTIONS)}")
     match = data.get("match", ())
     if isinstance(match, str):
         match = (match,)
     if not isinstance(match, (list, tuple)) or len(match) > 256 or not all(isinstance(m, str) and m for m in match):
-        raise ValueError(f"rule {name}: match is a list of up to 256 non-empty strings")
+        raise RuleError("match", f"rule {name}: match is a list of up to 256 non-empty strings")
     hysteresis = data.get("hysteresis", 0.1)
     if isinstance(hysteresis, bool) or not isinstance(hysteresis, (int, float)) or not 0 <= hysteresis < 1:
-        raise ValueError(f"rule {name}: hysteresis is a number from 0 to below 1")
+        raise RuleError("hysteresis", f"rule {name}: hysteresis is a number from 0 to below 1")
     enabled = data.get("enabled", True)
     if not isinstance(enabled, bool):
-        raise ValueError(f"rule {name}: enabled is true or false")
+        raise RuleError("enabled", f"rule {name}: enabled is true or false")
     try:
         return Rule(name, kind, scope, float(threshold), window, direction, tuple(match), float(hysteresis), enabled)
     except ValueError as e:      # a host match that is no address or network
-        raise ValueError(f"rule {name}: match: {e}") from None
+        raise RuleError("match", f"rule {name}: match: {e}") from None
 
 
 def _window(name, value):
     if isinstance(value, bool):
-        raise ValueError(f"rule {name}: window is seconds or a span like 90s, 5m, 1h")
+        raise RuleError("window", f"rule {name}: window is seconds or a span like 90s, 5m, 1h")
     if isinstance(value, (int, float)):
         seconds = value
     else:
         m = _SPAN.match(str(value))
         if not m:
-            raise ValueError(f"rule {name}: window is seconds or a span like 90s, 5m, 1h")
+            raise RuleError("window", f"rule {name}: window is seconds or a span like 90s, 5m, 1h")
         seconds = float(m.group(1)) * _SPAN_UNIT[m.group(2)]
-    if seconds != int(seconds) or not 1 <= seconds <= MAX_WINDOW:
-        raise ValueError(f"rule {name}: window must be whole seconds from 1 to {MAX_WINDOW}")
+    if not 1 <= seconds <= MAX_WINDOW or seconds != int(seconds):     # range first: int(inf) raises
+        raise RuleError("window", f"rule {name}: window must be whole seconds from 1 to {MAX_WINDOW}")
     return int(seconds)
 
 
 def _threshold(name, kind, value):
     if isinstance(value, bool):
-        raise ValueError(f"rule {name}: threshold must be a number")
+        raise RuleError("threshold", f"rule {name}: threshold must be a number")
     if isinstance(value, (int, float)):
-        number, unit = float(value), ""
+        try:
+            number, unit = float(value), ""
+        except OverflowError:            # an integer beyond any float (JSON allows it)
+            number, unit = math.inf, ""
     else:
         m = _AMOUNT.match(str(value))
         if not m:
-            raise ValueError(f"rule {name}: unreadable threshold {value!r}")
+            raise RuleError("threshold", f"rule {name}: unreadable threshold {value!r}")
         number, unit = float(m.group(1)), m.group(2).lower()
+    if not math.isfinite(number):        # JSON's 1e999 and NaN, or a string of 400 digits
+        raise RuleError("threshold", f"rule {name}: threshold must be a finite number")
     if kind in ("drops", "coverage"):
         if unit == "%":
             number /= 100
         elif unit:
-            raise ValueError(f"rule {name}: a share is a fraction (0.05) or a percentage ('5%')")
+            raise RuleError("threshold", f"rule {name}: a share is a fraction (0.05) or a percentage ('5%')")
         if not 0 < number <= 1:
-            raise ValueError(f"rule {name}: share must be above 0 and at most 1 (100%)")
+            raise RuleError("threshold", f"rule {name}: share must be above 0 and at most 1 (100%)")
         return number
     units = _BYTE_UNITS if kind == "bytes" else _RATE_UNITS
     if unit not in units:
-        raise ValueError(f"rule {name}: unknown unit {unit!r} (use {', '.join(u for u in units if u)})")
+        raise RuleError("threshold", f"rule {name}: unknown unit {unit!r} (use {', '.join(u for u in units if u)})")
     number *= units[unit]
+    if not math.isfinite(number):
+        raise RuleError("threshold", f"rule {name}: threshold must be a finite number")
     if number <= 0:
-        raise ValueError(f"rule {name}: threshold must be above 0")
+        raise RuleError("threshold", f"rule {name}: threshold must be above 0")
     return number
 
 
@@ -134,30 +154,58 @@ def rule_to_dict(rule):
     """The rule as the API shows it and alert_rules stores it (validate_rule reads it back)."""
     out = {name: getattr(rule, name) for name in _FIELDS}
     out["match"] = list(rule.match)
+    out["threshold"] = float(rule.threshold)      # built-in rules say 100_000_000; shown as the others
     return out
+
+
+def file_rules(path):
+    """The rules of the TOML file at `path` (settings.alerts_config) by name, {} for no path.
+    ValueError (one line naming the file and the rule) on a file that cannot be read or a bad rule."""
+    if not path:
+        return {}
+    try:
+        with open(path, "rb") as f:
+            loaded = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ValueError(f"alert rules {path}: {e}") from None
+    extra = sorted(set(loaded) - {"rule"})
+    if extra:
+        raise ValueError(f"alert rules {path}: unknown key {extra[0]!r} (rules are [[rule]] tables)")
+    rules = {}
+    for table in loaded.get("rule", []):
+        try:
+            rule = validate_rule(table)
+        except ValueError as e:
+            raise ValueError(f"alert rules {path}: {e}") from None
+        rules[rule.name] = rule
+    return rules
+
+
+BUILT_IN, FILE, API = "built-in", "file", "api"
+
+
+def effective_rules(from_file, overrides, skipped=None):
+    """[(rule, source, replaces)] in force: the built-in rules, replaced by name by `from_file`
+    (file_rules), replaced by `overrides` (rule dicts or JSON saved through the API). `source` is
+    where the rule in force comes from, `replaces` the source of the one it hides (None).
+    A stored override that no longer validates is left out and its one-line reason passed to
+    `skipped` (a callable), so one bad row cannot switch every rule off."""
+    rules = {r.name: (r, BUILT_IN, None) for r in DEFAULT_RULES}
+    for name, rule in from_file.items():
+        rules[name] = (rule, FILE, rules[name][1] if name in rules else None)
+    for data in overrides:
+        try:
+            rule = validate_rule(json.loads(data) if isinstance(data, str) else data)
+        except ValueError as e:
+            if skipped is None:
+                raise
+            skipped(f"rule saved through the API left out: {e}")
+            continue
+        rules[rule.name] = (rule, API, rules[rule.name][1] if rule.name in rules else None)
+    return list(rules.values())
 
 
 def load_rules(settings, overrides=()):
     """Built-in rules, replaced by name by the TOML file (settings.alerts_config), replaced by
     `overrides` (rule dicts saved through the API). ValueError (one line) on a bad file or rule."""
-    rules = {r.name: r for r in DEFAULT_RULES}
-    path = getattr(settings, "alerts_config", "")
-    if path:
-        try:
-            with open(path, "rb") as f:
-                loaded = tomllib.load(f)
-        except (OSError, tomllib.TOMLDecodeError) as e:
-            raise ValueError(f"alert rules {path}: {e}") from None
-        extra = sorted(set(loaded) - {"rule"})
-        if extra:
-            raise ValueError(f"alert rules {path}: unknown key {extra[0]!r} (rules are [[rule]] tables)")
-        for table in loaded.get("rule", []):
-            try:
-                rule = validate_rule(table)
-            except ValueError as e:
-                raise ValueError(f"alert rules {path}: {e}") from None
-            rules[rule.name] = rule
-    for data in overrides:
-        rule = validate_rule(json.loads(data) if isinstance(data, str) else data)
-        rules[rule.name] = rule
-    return list(rules.values())
+    return [rule for rule, _, _ in effective_rules(file_rules(getattr(settings, "alerts_config", "")), overrides)]

@@ -14,7 +14,7 @@ import threading
 import time
 
 from alerts import messages
-from alerts.config import load_rules
+from alerts.config import effective_rules, file_rules, load_rules
 from alerts.rules import Event, Rule, SlidingWindow, Tracker, measure
 from storage import alerts as store
 from storage.db import DatabaseError, connect
@@ -102,6 +102,7 @@ class AlertRunner:
         from storage.writer import health
         self.health = health(db_path)
         self.trackers = {}
+        self._file_rules = None       # the rules file, read once (changes to it apply at restart)
         self._overrides = None
         self._candidates = set()      # addresses in rollups since the last evaluation (new devices)
         self._known = set()
@@ -190,15 +191,20 @@ class AlertRunner:
                 self._candidates.update(ip for ip in r.hosts if ip not in self._known)
 
     def _load_rules(self, now):
+        """Rules saved through the API (web/alerts_api.py) apply at the next evaluation: one
+        small read of alert_rules per evaluation; trackers are rebuilt only when it changed."""
         overrides = store.rule_overrides(self.con)
         if overrides == self._overrides:
             return []
         self._overrides = overrides
-        try:
-            rules = [r for r in load_rules(self.settings, overrides) if r.enabled]
-        except ValueError as e:
-            log.error("alerts: %s; using the built-in rules", e)
-            rules = [r for r in load_rules(None) if r.enabled]
+        if self._file_rules is None:
+            try:
+                self._file_rules = file_rules(getattr(self.settings, "alerts_config", ""))
+            except ValueError as e:
+                log.error("alerts: %s; using the built-in rules and those saved through the API", e)
+                self._file_rules = {}
+        rules = [r for r, _, _ in effective_rules(self._file_rules, overrides,
+                                                  skipped=lambda why: log.error("alerts: %s", why)) if r.enabled]
         events, open_peaks = [], {}
         for a in store.open_alerts(self.con, "live"):
             open_peaks.setdefault(a["rule"], {})[a["subject"]] = a["peak"]
@@ -231,6 +237,7 @@ class AlertRunner:
 
     def evaluate(self, now):
         events = self._load_rules(now) if self._connected() else []
+        self._forget_acknowledged()
         for tracker in self.trackers.values() if self.con is not None else ():
             rule = tracker.rule
             if rule.kind == "new_device":
@@ -246,6 +253,18 @@ class AlertRunner:
         self.delivery.flush()
         self.delivery.deliver(events)
         return events
+
+    def _forget_acknowledged(self):
+        """A new-device alert closes when acknowledged (through the API, in the web process):
+        its subject leaves the tracker, so it is not closed a second time (log, webhook) when
+        the rule changes. Reads the open alerts only while such a tracker holds any."""
+        instant = [t for t in self.trackers.values() if t.rule.instant and t.open]
+        if not instant or self.con is None or self.delivery.pending:     # pending: not in the table yet
+            return
+        still = {(a["rule"], a["subject"]) for a in store.open_alerts(self.con, "live")}
+        for tracker in instant:
+            for subject in [s for s in tracker.open if (tracker.rule.name, s) not in still]:
+                del tracker.open[subject]
 
     def _new_devices(self, rule, now):
         candidates = [ip for ip in self._candidates if rule.matches(ip)]

@@ -1,9 +1,12 @@
 """All alert SQL: what rules measure (per-bucket sources), the alerts table (open, peak, close,
 acknowledge, list, export) and rules saved through the API. Schema: storage/alerts.sql."""
 import json
+import os
 import sqlite3
 from datetime import datetime, timezone
+from urllib.request import pathname2url
 
+from storage.db import SCHEMA_VERSION, DatabaseError
 from storage.tiers import floor, immediate
 
 # What a rule kind and scope reads: rows (t: bucket, s: subject, a, b) with t in [?1, ?2).
@@ -156,6 +159,27 @@ def alert_list(con, state=None, since=None, until=None, limit=1000):
         raise
 
 
+def alert_by_id(con, alert_id):
+    """One alert as a dict (columns of alerts.sql), None for an unknown id."""
+    row = con.execute(f"SELECT {', '.join(_COLUMNS)} FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+    return _as_dict(row) if row else None
+
+
+def alert_snapshot(con, limit=20):
+    """What the dashboard's live stream says about alerts: the newest alert id (None: none yet),
+    how many are open, and the `limit` newest open ones (dicts, newest first). Small indexed reads:
+    the stream's poller runs this every second."""
+    try:
+        latest = con.execute("SELECT max(id) FROM alerts").fetchone()[0]
+        count = con.execute("SELECT count(*) FROM alerts WHERE state = 'open'").fetchone()[0]
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):
+            return {"latest": None, "open_count": 0, "open": []}
+        raise
+    rows = alert_list(con, state="open", limit=limit) if count else []
+    return {"latest": latest, "open_count": count, "open": rows}
+
+
 ALERT_FIELDS = (
     ("id", "alert number"),
     ("rule", "name of the rule that fired (docs/ALERTS.md)"),
@@ -177,10 +201,11 @@ ALERT_FIELDS = (
 )
 
 
-def alert_rows_for_export(con, since=None, until=None):
-    """Alerts open at some time in [since, until), oldest first, with the ALERT_FIELDS keys."""
+def alert_rows_for_export(con, since=None, until=None, state=None, limit=-1):
+    """Alerts open at some time in [since, until), oldest first, with the ALERT_FIELDS keys;
+    `state` and `limit` (the newest N; -1: all) as for alert_list."""
     rows = []
-    for a in reversed(alert_list(con, since=since, until=until, limit=-1)):
+    for a in reversed(alert_list(con, state=state, since=since, until=until, limit=limit)):
         rows.append({"id": a["id"], "rule": a["rule"], "kind": a["kind"], "scope": a["scope"],
                      "subject": a["subject"], "state": a["state"], "opened": _iso(a["opened"]),
                      "closed": _iso(a["closed"]), "value": a["value"], "peak": a["peak"],
@@ -201,6 +226,30 @@ def _as_dict(row):
 
 
 # ---- rules saved through the API ----------------------------------------------------------------
+
+def changes_connection(path, wait=5.0):
+    """The read-write connection of the web side's alert changes (web/changes.py). It never
+    creates or migrates the database (the collector does): DatabaseError if the file is missing
+    or its schema is not this version's. A change waits up to `wait` seconds for the collector's
+    writer to let go of the write lock, then gives up (sqlite3.OperationalError "database is
+    locked"), so a request is never held long. Reads once, so its -wal and -shm are open before
+    the web process gives up root."""
+    uri = f"file:{pathname2url(os.path.abspath(path))}?mode=rw"
+    try:
+        con = sqlite3.connect(uri, uri=True, check_same_thread=False)
+    except sqlite3.DatabaseError as e:
+        raise DatabaseError(f"{path}: {e}") from None
+    try:
+        con.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+        version = con.execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            raise DatabaseError(f"{path}: schema version {version}, not {SCHEMA_VERSION} (the collector updates it)")
+        alert_snapshot(con)
+    except (sqlite3.DatabaseError, DatabaseError):
+        con.close()
+        raise
+    return con
+
 
 def rule_overrides(con):
     """Rule dicts saved through the API, oldest change first."""

@@ -1,5 +1,6 @@
 """The JSON API and CSV exports (docs/API.md). Each endpoint checks its parameters, makes one
-storage call and renders it; the CSV variants take the same parameters as their JSON ones."""
+storage call and renders it; the CSV variants take the same parameters as their JSON ones.
+Alerts have their own blueprint (web/alerts_api.py)."""
 import time
 
 from flask import Blueprint, Response, jsonify, request
@@ -8,13 +9,6 @@ from storage import dashboard as q
 from storage.export import render
 from web.app import db, now, policy
 from web.params import Params
-
-try:
-    from storage.alerts import alert_list
-except ModuleNotFoundError as e:          # alerts are another part's; until then the list is empty
-    if e.name != "storage.alerts":
-        raise
-    alert_list = None
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -35,9 +29,9 @@ def _page(p, csv):
     return p.integer("limit", 100, 1, PAGE_MAX), p.integer("offset", 0, 0, 10 ** 9)
 
 
-def _csv(table, rows):
+def csv_response(table, rows, fields=None):
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now()))
-    return Response(render(table, rows, "csv"), mimetype="text/csv",
+    return Response(render(table, rows, "csv", fields), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="nettally-{table}-{stamp}.csv"'})
 
 
@@ -78,7 +72,7 @@ def hosts():
 
 @bp.get("/hosts.csv")
 def hosts_csv():
-    return _csv("hosts", _hosts(_params(), csv=True)["rows"])
+    return csv_response("hosts", _hosts(_params(), csv=True)["rows"])
 
 
 @bp.get("/hosts/<ip>")
@@ -113,7 +107,7 @@ def processes():
 
 @bp.get("/processes.csv")
 def processes_csv():
-    return _csv("processes", _processes(_params(), csv=True)["rows"])
+    return csv_response("processes", _processes(_params(), csv=True)["rows"])
 
 
 def _flows(p, csv):
@@ -134,7 +128,7 @@ def flows():
 
 @bp.get("/flows.csv")
 def flows_csv():
-    return _csv("flows", _flows(_params(), csv=True)["rows"])
+    return csv_response("flows", _flows(_params(), csv=True)["rows"])
 
 
 @bp.get("/interfaces")
@@ -153,15 +147,3 @@ def traffic_types():
     p.finish()
     return jsonify(since=since, until=until, **q.traffic_by_class(db(), since, until, p.now, top, policy()))
 
-
-@bp.get("/alerts")
-def alerts():
-    p = _params()
-    state = p.choice("state", ("open", "closed", "all"), "all")
-    since, until = p.time_range(default_since="7d")
-    limit = p.integer("limit", 100, 1, PAGE_MAX)
-    p.finish()
-    if alert_list is None:
-        return jsonify(available=False, since=since, until=until, rows=[])
-    rows = alert_list(db(), state=None if state == "all" else state, since=since, until=until, limit=limit)
-    return jsonify(available=True, since=since, until=until, rows=rows)

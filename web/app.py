@@ -6,29 +6,35 @@ import time
 
 from flask import Flask, current_app, g, jsonify, request
 
+from alerts.config import file_rules
 from settings import Settings
 from storage.retention import RetentionPolicy
 from web import auth
+from web.changes import AlertChanges, ChangeRefused
 from web.params import ParamError
 from web.pool import ConnectionPool, PoolTimeout
 from web.stream import HEARTBEAT, LiveFeed
 
 SERVER_THREADS = 12          # waitress worker threads (web/serve.py)
 MAX_STREAMS = 6              # live streams at once: each holds a server thread
+MAX_BODY = 64 * 1024         # request bodies (alert rule changes) are small
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 _UNSET = object()
 
 
 def create_app(settings=None, test_config=None):
-    """settings: a settings.Settings (db, host, token_file). test_config: overrides such as
-    DB, CLOCK (callable giving epoch seconds), TOKEN (None: open), POOL_SIZE, STREAM_LIFETIME.
-    Opens the database read-only now (raises storage.db.DatabaseError if it cannot)."""
+    """settings: a settings.Settings (db, host, token_file, alerts_config). test_config:
+    overrides such as DB, CLOCK (callable giving epoch seconds), TOKEN (None: open), POOL_SIZE,
+    STREAM_LIFETIME. Opens the database now: read-only for every request, plus the one
+    read-write connection of alert changes (web/changes.py); raises storage.db.DatabaseError
+    if it cannot be read. The alert rules file is read now too (before any privilege drop)."""
     settings = settings or Settings()
     app = Flask(__name__, static_folder=None)
     app.config.update(DB=settings.db, BIND_HOST=settings.host, CLOCK=time.time, POOL_SIZE=SERVER_THREADS + 1,
-                      POLICY=RetentionPolicy.from_settings(settings),
-                      STREAM_LIFETIME=600.0, STREAM_HEARTBEAT=HEARTBEAT, MAX_STREAMS=MAX_STREAMS, TOKEN=_UNSET)
+                      POLICY=RetentionPolicy.from_settings(settings), ALERTS_CONFIG=settings.alerts_config,
+                      STREAM_LIFETIME=600.0, STREAM_HEARTBEAT=HEARTBEAT, MAX_STREAMS=MAX_STREAMS, TOKEN=_UNSET,
+                      MAX_CONTENT_LENGTH=MAX_BODY, CHANGE_WAIT=5.0)
     app.config.update(test_config or {})
     app.json.sort_keys = False
 
@@ -39,20 +45,33 @@ def create_app(settings=None, test_config=None):
     pool = ConnectionPool(app.config["DB"], app.config["POOL_SIZE"])
     app.extensions["nettally.pool"] = pool
     app.extensions["nettally.feed"] = LiveFeed(pool.acquire(), app.config["CLOCK"])
+    app.extensions["nettally.changes"] = AlertChanges(app.config["DB"], app.config["CHANGE_WAIT"])
+    app.extensions["nettally.rules_file"] = _rules_file(app.config["ALERTS_CONFIG"])
     app.extensions["nettally.stream_slots"] = threading.BoundedSemaphore(app.config["MAX_STREAMS"])
     auth.install(app, token, app.config["BIND_HOST"])
 
+    from web.alerts_api import bp as alerts_bp
     from web.api import bp as api_bp
     from web.pages import StaticFiles, bp as pages_bp
     from web.stream import bp as stream_bp
     app.extensions["nettally.static"] = StaticFiles()
     app.register_blueprint(api_bp)
+    app.register_blueprint(alerts_bp)
     app.register_blueprint(stream_bp)
     app.register_blueprint(pages_bp)
     _install_errors(app)
     app.after_request(_security_headers)
     app.teardown_appcontext(_release_connection)
     return app
+
+
+def _rules_file(path):
+    """(rules by name, path, problem): the alert rules file, read once at start as the collector's
+    alert runner does. A bad one is not in force; /api/alerts/rules says why."""
+    try:
+        return file_rules(path), path, None
+    except ValueError as e:
+        return {}, path, str(e)
 
 
 def db():
@@ -102,11 +121,15 @@ def _install_errors(app):
     def busy(e):
         return _json_error(503, str(e))
 
+    @app.errorhandler(ChangeRefused)
+    def refused(e):
+        return _json_error(503, str(e))
+
     @app.errorhandler(sqlite3.OperationalError)
     def database_busy(e):
         return _json_error(503, f"database not readable now: {e}")
 
-    for status in (404, 405):
+    for status in (404, 405, 413):
         @app.errorhandler(status)
         def not_here(e, status=status):
             if request.path.startswith("/api/"):

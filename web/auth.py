@@ -8,6 +8,13 @@ the token from the address bar and history).
 
 The token is made at the first non-loopback start, printed once, and kept in a file only its
 owner can read (0600), next to the database unless settings.token_file says otherwise.
+
+Changes (POST, PUT, PATCH, DELETE: acknowledging alerts, alert rules) must come from the
+dashboard's own scripts, never from another site the browser visits: they need the header
+`X-NetTally-Request: 1` (a page elsewhere can only send it after a CORS preflight, which this
+server never grants), a same-origin `Origin` / `Sec-Fetch-Site` where the browser sends them,
+and a JSON body. Otherwise 403 (415 for a body that is not JSON). The loopback Host check and
+the token apply to them as to every request.
 """
 import hmac
 import ipaddress
@@ -20,6 +27,8 @@ from urllib.parse import urlencode
 from flask import jsonify, make_response, redirect, request
 
 COOKIE = "nettally_token"
+WRITE_HEADER = "X-NetTally-Request"
+CHANGE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 
 
@@ -94,6 +103,28 @@ def install(app, token, bind_host):
         if _matches(_bearer() or request.cookies.get(COOKIE), token):
             return None
         return _refuse(401, "access token required: Authorization: Bearer TOKEN, or open /?token=TOKEN once")
+
+    @app.before_request
+    def check_change():        # after check_access: a request without the token is 401 first
+        if request.method not in CHANGE_METHODS:
+            return None
+        return _cross_site_refusal()
+
+
+def _cross_site_refusal():
+    """None for a change the dashboard's own script may have sent, else the refusal."""
+    if request.headers.get(WRITE_HEADER) != "1":
+        return _refuse(403, f"changes need the header {WRITE_HEADER}: 1 (the dashboard sends it); "
+                            "requests from other sites are refused")
+    origin = request.headers.get("Origin")
+    if origin is not None and origin.split("://", 1)[-1].lower() != (request.host or "").lower():
+        return _refuse(403, "changes are accepted only from this dashboard's own pages (Origin differs)")
+    if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+        return _refuse(403, "changes are accepted only from this dashboard's own pages (cross-site request)")
+    if request.content_length or request.headers.get("Transfer-Encoding"):
+        if request.mimetype != "application/json":
+            return _refuse(415, "a change's body is JSON (Content-Type: application/json)")
+    return None
 
 
 def _token_in_url(given, token):

@@ -5,7 +5,9 @@ privileges. SQLite keeps a connection's files (the database, its -wal and the sh
 open for the connection's lifetime, so connections opened before the drop go on reading a
 database whose -shm / -wal the unprivileged user could not open or create itself (root made
 them, or the directory is not writable to that user). A fixed pool sized to the server's threads
-is all the web side ever needs. Each connection reads once here so its WAL handles are open too.
+is all the web side ever needs for reading. Each connection reads once here so its WAL handles
+are open too. (The web side's only writes, alert changes, have their own connection opened the
+same way: web/changes.py.)
 """
 import queue
 from contextlib import contextmanager

@@ -3,9 +3,10 @@ the capture service (`spawn`).
 
 Order matters, and is the same for both:
 1. as the starting user (root under sudo): read or make the access token, open the database
-   connections (web/pool.py says why), read templates and static files into memory, answer one
-   request of each kind in-process (`warm_up`: every module a request needs is then loaded) and
-   bind the port;
+   connections (the read-only pool, and the one read-write connection of alert changes:
+   web/pool.py and web/changes.py say why), read the alert rules file, templates and static
+   files into memory, answer one request of each kind in-process (`warm_up`: every module a
+   request needs is then loaded; it never writes) and bind the port;
 2. drop root (to settings.web_user: the invoking SUDO_USER, else nobody), for good;
 3. serve until SIGTERM / SIGINT.
 """
@@ -39,7 +40,13 @@ WARM_UP = ("/", "/hosts", "/hosts/127.0.0.1", "/processes", "/flows", "/history"
            "/api/hosts", "/api/hosts.csv?limit=1", "/api/hosts/127.0.0.1", "/api/processes",
            "/api/processes.csv?limit=1",
            "/api/flows?host=127.0.0.1&port=1&proto=tcp&process=x", "/api/flows.csv?limit=1", "/api/interfaces",
-           "/api/traffic_types", "/api/alerts", "/api/hosts?limit=0", "/api/none", "/none", "/static/none")
+           "/api/traffic_types", "/api/alerts", "/api/alerts.csv?limit=1", "/api/alerts/rules",
+           "/api/alerts/rules/host-bytes-hour", "/api/alerts/rules/%20", "/api/hosts?limit=0", "/api/none", "/none",
+           "/static/none")
+# Changes that fail their checks before they reach the database: the warm-up never writes.
+WARM_UP_CHANGES = (("POST", "/api/alerts/x/acknowledge", None), ("POST", "/api/alerts/1/acknowledge", '{"by": 0}'),
+                   ("PUT", "/api/alerts/rules/warm-up", '{"kind": "bytes", "threshold": "none"}'),
+                   ("PATCH", "/api/alerts/rules/%20", "{}"), ("DELETE", "/api/alerts/rules/%20", None))
 CODECS = ("idna", "unicode_escape", "raw_unicode_escape", "latin_1", "ascii", "utf_8", "punycode")
 
 
@@ -52,6 +59,11 @@ def warm_up(app):
     client = app.test_client()
     for url in WARM_UP + tuple(f"/static/{name}" for name in app.extensions["nettally.static"].files):
         client.get(url, headers=headers).close()
+    from web.auth import WRITE_HEADER
+    for method, url, body in WARM_UP_CHANGES:
+        client.open(url, method=method, data=body, headers={**headers, WRITE_HEADER: "1"},
+                    content_type="application/json" if body else None).close()
+    client.post("/api/alerts/1/acknowledge", headers=headers).close()      # the cross-site refusal
     client.get("/api/current_usage").close()               # the refusal path, in token mode
 
 

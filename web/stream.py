@@ -7,8 +7,15 @@ second and interface with traffic, [second, iface, up_bytes, down_bytes] (absent
 latest RESEND seconds go out again in every event because the collector adds to a second in
 pieces until it is over; the client keeps the newest value per second.
 
-Reconnects: the stream starts with `retry:` and gives each event an id (its last second); a
+Alerts ride on the same stream: the poller also reads, once a second, the newest alert id and
+the open alerts (storage.alerts.alert_snapshot); each client gets an `alerts` event when it
+connects and whenever that changes (an alert opened, closed or was acknowledged), so the
+dashboard's panel follows and it can show a toast for every open alert newer than it knew.
+
+Reconnects: the stream starts with `retry:` and gives each usage event an id (its last second); a
 browser that reconnects sends Last-Event-ID and gets the seconds it missed (up to BACKLOG).
+Alert events carry no id (the browser keeps the last one it saw), and a reconnected client gets
+the alerts as they are now, so one that opened during the gap and is still open is not missed.
 Heartbeat comments keep idle proxies from closing the connection, and a stream ends after
 `STREAM_LIFETIME` seconds so server threads are recycled; the browser reconnects by itself.
 """
@@ -18,6 +25,7 @@ import time
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from storage.alerts import alert_snapshot
 from storage.dashboard import live_seconds
 from web.params import Params
 
@@ -27,6 +35,8 @@ REREAD = 15           # seconds the feed reads again at each poll
 POLL_INTERVAL = 0.25
 HEARTBEAT = 15.0
 RETRY_MS = 2000
+ALERTS_EVERY = 1.0    # seconds between reads of the alerts
+ALERTS_SHOWN = 20     # open alerts an `alerts` event lists (newest first); `open_count` counts all
 
 bp = Blueprint("stream", __name__)
 
@@ -39,6 +49,9 @@ class LiveFeed:
         self.points = {}              # second -> [(iface, up, down)]
         self.version = 0              # 0: not polled yet (clients wait for the first poll)
         self.error = None
+        self.alerts = None            # the last alert_snapshot (None: not read yet)
+        self.alerts_version = 0       # counts changes of `alerts`
+        self._alerts_due = 0.0        # time.monotonic() of the next read of the alerts
         self._changed = threading.Condition()
         self._thread = None
 
@@ -67,16 +80,42 @@ class LiveFeed:
         points = {s: p for s, p in self.points.items() if now - BACKLOG <= s < since}
         for second, iface, up, down in rows:
             points.setdefault(second, []).append((iface, up, down))
+        alerts = self._read_alerts()
         with self._changed:
             self.points = points
+            if alerts is not None and alerts != self.alerts:
+                self.alerts = alerts
+                self.alerts_version += 1
             self.version += 1
             self._changed.notify_all()
+
+    def _read_alerts(self):
+        if time.monotonic() < self._alerts_due:
+            return None
+        self._alerts_due = time.monotonic() + ALERTS_EVERY
+        try:
+            return alert_snapshot(self.con, ALERTS_SHOWN)
+        except Exception as e:        # as for the points: say so, keep streaming numbers
+            self.error = f"alerts: {e}"
+            return None
+
+    def alerts_after(self, seen_version):
+        """(version, snapshot) of the alerts if they changed since `seen_version`, else None."""
+        with self._changed:
+            if self.alerts is None or self.alerts_version == seen_version:
+                return None
+            return self.alerts_version, self.alerts
 
     def wait(self, seen_version, timeout):
         """The current version, after waiting up to `timeout` for one newer than `seen_version`."""
         with self._changed:
             self._changed.wait_for(lambda: self.version != seen_version, timeout)
             return self.version, self.points
+
+
+def alerts_event(snapshot):
+    """No `id:` line: the browser's Last-Event-ID stays the last usage second."""
+    return f"event: alerts\ndata: {json.dumps(snapshot, separators=(',', ':'))}\n\n"
 
 
 def usage_event(points, first, last):
@@ -108,9 +147,13 @@ def events(feed, clock, last_event_id, lifetime, heartbeat=HEARTBEAT):
     newest = int(clock()) - 1
     sent = max(last_event_id if last_event_id is not None else newest - BACKLOG, newest - BACKLOG)
     version, deadline, next_beat = 0, time.monotonic() + lifetime, time.monotonic() + heartbeat
-    previous = None
+    previous, alerts_sent = None, 0
     while time.monotonic() < deadline:
         version, points = feed.wait(version, timeout=1.0)
+        changed = feed.alerts_after(alerts_sent)
+        if changed is not None:
+            alerts_sent, snapshot = changed
+            yield alerts_event(snapshot)
         newest = int(clock()) - 1          # the last whole second
         first = max(min(sent + 1, newest - RESEND + 1), newest - BACKLOG + 1)
         if newest >= first:

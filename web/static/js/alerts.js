@@ -1,21 +1,89 @@
-/* Alerts: what crossed a limit, from the alerts part's history. */
+/* Alerts: what crossed a limit (acknowledge from here), and the rules in force (switch a rule
+   off or on, or back to its file / built-in version). Everything is written as text. */
 "use strict";
 
 (() => {
   const form = document.getElementById("filters");
   const table = document.getElementById("alerts");
-  const details = (r) => {
-    const skip = new Set(["id", "state", "status", "message", "summary", "text", "opened"]);
-    return Object.entries(r).filter(([k, v]) => !skip.has(k) && v !== null && typeof v !== "object")
-      .map(([k, v]) => `${k}=${v}`).join("  ");
-  };
-  async function load() {
-    const a = await NT.api("/api/alerts", NT.formValues(form));
+  const DETAILS = ["rule", "kind", "scope", "subject", "origin", "value", "peak", "threshold", "unit", "window", "closed"];
+  const details = (r) => DETAILS.filter((k) => r[k] !== null && r[k] !== undefined && r[k] !== "")
+    .map((k) => `${k}=${k === "closed" ? NT.time(r[k]) : r[k]}`).join("  ");
+
+  async function loadAlerts() {
+    const params = NT.formValues(form);
+    window.history.replaceState(null, "", `?${new URLSearchParams(params)}`);
+    document.getElementById("csv").href = NT.csvHref("/api/alerts.csv", params);
+    const a = await NT.api("/api/alerts", params);
     const empty = document.getElementById("alerts-empty");
     empty.hidden = a.rows.length > 0;
-    empty.textContent = a.available ? "no alerts in this range" : "alerts are not set up in this build";
-    NT.fillTable(table, a.rows, [...NT.alertColumns, {value: details, className: "mono"}], "none");
+    empty.textContent = "no alerts in this range";
+    NT.fillTable(table, a.rows, [...NT.alertColumns, NT.alertActionColumn(a.writable), {value: details, className: "mono"}],
+                 "none");
   }
-  form.addEventListener("change", () => load().catch((e) => NT.status(e.message, true)));
-  NT.every(15, load);
+
+  const WINDOWS = [[86400, "d"], [3600, "h"], [60, "min"]];
+  function span(seconds) {
+    for (const [size, name] of WINDOWS) if (seconds >= size && seconds % size === 0) return `${seconds / size} ${name}`;
+    return `${seconds} s`;
+  }
+  function limit(entry) {
+    const t = entry.rule.threshold;
+    if (entry.unit === "bytes") return NT.bytes(t);
+    if (entry.unit === "bit/s") return NT.rate(t);
+    if (entry.unit === "share") return `${+(t * 100).toFixed(3)} %`;
+    return "–";
+  }
+  const KIND_TEXT = {bytes: "bytes", rate: "rate", new_device: "new devices", drops: "dropped frames",
+                     coverage: "share attributed to processes"};
+  function measures(rule) {
+    const what = KIND_TEXT[rule.kind] || rule.kind;
+    const per = rule.scope === "all" || rule.kind === "new_device" ? "" : ` per ${rule.scope}`;
+    const direction = ["bytes", "rate"].includes(rule.kind) ? {tx: ", sent", rx: ", received"}[rule.direction] || "" : "";
+    return `${what}${per}${direction}`;
+  }
+
+  async function change(method, name, body) {
+    await NT.send(method, `/api/alerts/rules/${encodeURIComponent(name)}`, body);
+    await loadRules();
+  }
+
+  function actions(entry) {
+    const name = entry.rule.name;
+    const box = NT.el("span", {className: "actions"});
+    const toggle = NT.el("button", {type: "button", className: "toggle"}, entry.rule.enabled ? "Switch off" : "Switch on");
+    toggle.addEventListener("click", () => change("PATCH", name, {enabled: !entry.rule.enabled})
+      .catch((e) => NT.status(e.message, true)));
+    box.append(toggle);
+    if (entry.source === "api") {
+      const reset = NT.el("button", {type: "button", className: "reset",
+                                     title: entry.replaces ? `back to the ${entry.replaces} rule` : "remove this rule"},
+                          entry.replaces ? "Reset" : "Remove");
+      reset.addEventListener("click", () => change("DELETE", name).catch((e) => NT.status(e.message, true)));
+      box.append(" ", reset);
+    }
+    return box;
+  }
+
+  async function loadRules() {
+    const r = await NT.api("/api/alerts/rules");
+    const writable = r.writable;
+    const problems = document.getElementById("rules-problems");
+    problems.hidden = r.problems.length === 0;
+    problems.textContent = r.problems.join("; ");
+    NT.fillTable(document.getElementById("rules"), r.rules, [
+      {value: (e) => e.rule.name, className: "mono"},
+      {value: (e) => measures(e.rule)},
+      {value: limit, num: true},
+      {value: (e) => span(e.rule.window)},
+      {value: (e) => e.rule.match.join(", ") || "all", className: "mono"},
+      {value: (e) => (e.replaces ? `${e.source} (over ${e.replaces})` : e.source)},
+      {value: (e) => (e.rule.enabled ? "on" : "off")},
+      {value: (e) => (writable ? actions(e) : null)},
+    ], "no rules");
+  }
+
+  form.addEventListener("change", () => loadAlerts().catch((e) => NT.status(e.message, true)));
+  NT.live({});
+  NT.onAlerts(loadAlerts, 15);
+  NT.every(60, loadRules);
 })();

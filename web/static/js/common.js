@@ -90,7 +90,21 @@ const NT = (() => {
     for (const [k, v] of Object.entries(params || {})) {
       if (v !== "" && v !== null && v !== undefined) url.searchParams.set(k, v);
     }
-    const response = await fetch(url, {credentials: "same-origin", headers: {Accept: "application/json"}});
+    return answer(await fetch(url, {credentials: "same-origin", headers: {Accept: "application/json"}}));
+  }
+
+  /* A change (POST, PUT, PATCH, DELETE). The server takes changes only with this header, which
+     a page on another site cannot send (web/auth.py), and with a JSON body. */
+  async function send(method, path, body) {
+    const init = {method, credentials: "same-origin", headers: {Accept: "application/json", "X-NetTally-Request": "1"}};
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    return answer(await fetch(new URL(path, window.location.origin), init));
+  }
+
+  async function answer(response) {
     let body = null;
     try { body = await response.json(); } catch (e) { body = null; }
     if (!response.ok) {
@@ -218,18 +232,7 @@ const NT = (() => {
     reload();
   }
 
-  /* Alert rows come from the alerts part; show whichever of its usual fields are there. */
-  const pick = (r, names) => {
-    for (const n of names) if (r[n] !== undefined && r[n] !== null) return r[n];
-    return null;
-  };
-  const alertColumns = [
-    {value: (r) => time(pick(r, ["opened", "started", "first_seen", "ts", "time"]))},
-    {value: (r) => pick(r, ["state", "status"]), className: "state"},
-    {value: (r) => pick(r, ["message", "summary", "text", "rule", "name"])},
-  ];
-
   chartDefaults();
-  return {bytes, rate, count, time, clock, shortTime, el, hostLink, fillTable, status, api, every,
-          PALETTE, cssVar, sortable, pager, formValues, csvHref, pick, alertColumns, listPage, series, rateChart};
+  return {bytes, rate, count, time, clock, shortTime, el, hostLink, fillTable, status, api, send, every,
+          PALETTE, cssVar, sortable, pager, formValues, csvHref, listPage, series, rateChart};
 })();

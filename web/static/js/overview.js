@@ -54,23 +54,7 @@
     redraw();
   }
 
-  // The browser reconnects a dropped stream by itself (after the server's retry: 2 s); a refused
-  // one (503: too many streams open) it gives up on, so that case is retried here.
-  function connect() {
-    const stream = new EventSource("/api/stream");
-    stream.addEventListener("usage", onUsage);
-    stream.addEventListener("problem", (e) => NT.status(JSON.parse(e.data).error, true));
-    stream.onopen = () => NT.status("");
-    stream.onerror = () => {
-      if (stream.readyState === EventSource.CLOSED) {
-        NT.status("live stream refused; trying again in 10 s", true);
-        window.setTimeout(connect, 10000);
-      } else {
-        NT.status("live stream interrupted; reconnecting…", true);
-      }
-    };
-  }
-  connect();
+  NT.live({usage: onUsage});
   select.addEventListener("change", redraw);
 
   async function loadUsage() {
@@ -129,18 +113,22 @@
     typesChart.update("none");
   }
 
+  // Open alerts first (they want acknowledging), then the latest of the last 24 hours.
   async function loadAlerts() {
-    const a = await NT.api("/api/alerts", {since: "24h"});
+    const [open, recent] = await Promise.all([NT.api("/api/alerts", {state: "open", since: "0", limit: 20}),
+                                              NT.api("/api/alerts", {since: "24h", limit: 10})]);
+    const ids = new Set(open.rows.map((r) => r.id));
+    const rows = [...open.rows, ...recent.rows.filter((r) => !ids.has(r.id))].slice(0, Math.max(5, open.rows.length));
     const empty = document.getElementById("alerts-empty");
     const table = document.getElementById("recent-alerts");
-    empty.hidden = a.rows.length > 0;
-    table.hidden = a.rows.length === 0;
-    empty.textContent = a.available ? "no alerts in the last 24 hours" : "alerts are not set up in this build";
-    NT.fillTable(table, a.rows.slice(0, 5), NT.alertColumns, "none");
+    empty.hidden = rows.length > 0;
+    table.hidden = rows.length === 0;
+    empty.textContent = "no alerts open, none in the last 24 hours";
+    NT.fillTable(table, rows, [...NT.alertColumns, NT.alertActionColumn(open.writable)], "none");
   }
 
   NT.every(5, loadUsage);
   NT.every(5, loadTop);
   NT.every(10, loadTypes);
-  NT.every(30, loadAlerts);
+  NT.onAlerts(loadAlerts, 30);
 })();
