@@ -106,6 +106,7 @@ def cmd_import(settings, files):
     from capture.flows import FlowTable
     from capture.offline import import_file
     from storage.db import DatabaseError, connect
+    from storage.import_writer import ImportWriter
     from storage.writer import RollupStore
 
     from alerts.config import load_rules
@@ -121,15 +122,24 @@ def cmd_import(settings, files):
     for path in files:
         table = FlowTable(idle_timeout=settings.idle_timeout, active_timeout=settings.active_timeout,
                           max_flows=settings.max_flows)
-        tally = _ImportTally(store.apply)
         source = store.begin_source("file", path)
+        writer = ImportWriter(settings.db)   # SQLite on the other core
+        tally = _ImportTally(writer.submit)
         try:
-            result = import_file(path, tally, table)
+            try:
+                result = import_file(path, tally, table)
+            finally:
+                writer.close()
+        except DatabaseError as e:
+            raise UsageError(str(e)) from None
         except CaptureError as e:
             store.end_source(source, 0, damage=str(e))
             print(f"run.py import: {e}", file=sys.stderr)
             status = max(status, EXIT_USAGE)
             continue
+        if writer.span:
+            spans = [writer.span] + ([store.span] if store.span else [])
+            store.span = (min(s[0] for s in spans), max(s[1] for s in spans))
         store.end_source(source, result.frames, result.clamped, result.damage)
         line = f"{path}: {result.frames} frames ({tally.summary()})"
         if result.clamped:

@@ -127,12 +127,17 @@ class FlowTable:
             if outbound:
                 out_frames += 1
                 out_bytes += n
-            # Fast path: untagged Ethernet, IPv4 without options or IPv6 without extension headers,
-            # unfragmented TCP/UDP with the ports captured. Everything else goes through decode().
+            # Fast path: Ethernet with at most one 802.1Q tag, IPv4 without options or IPv6 without
+            # extension headers, unfragmented TCP/UDP with the ports captured. Everything else goes
+            # through decode(). A tag moves what follows by 4 bytes: the same layouts apply at +4.
             if ethernet:
                 size = len(data)
-                if size >= 48 and data[12] == 8 and data[13] == 0:
-                    _, vihl, total, _, frag, proto, src, dst, sport, dport, flags = _ETH_IPV4_UNPACK(data)
+                off = 0
+                if size >= 18 and data[12] == 0x81 and data[13] == 0:
+                    off = 4
+                    size -= 4
+                if size >= 48 and data[12 + off] == 8 and data[13 + off] == 0:
+                    _, vihl, total, _, frag, proto, src, dst, sport, dport, flags = _ETH_IPV4_UNPACK(data, off)
                     if vihl == 0x45 and not frag & 0x3FFF and (
                             (proto == 6 and total >= 34) or (proto == 17 and total >= 24)):
                         key = (proto, src, sport, dst, dport)
@@ -147,8 +152,8 @@ class FlowTable:
                         ip_frames += 1
                         ip_bytes += n
                         continue
-                elif size >= 68 and data[12] == 0x86 and data[13] == 0xDD:
-                    _, version, plen, proto, src, dst, sport, dport, flags = _ETH_IPV6_UNPACK(data)
+                elif size >= 68 and data[12 + off] == 0x86 and data[13 + off] == 0xDD:
+                    _, version, plen, proto, src, dst, sport, dport, flags = _ETH_IPV6_UNPACK(data, off)
                     if version >> 4 == 6 and ((proto == 6 and plen >= 14) or (proto == 17 and plen >= 4)):
                         key = (proto, src, sport, dst, dport)
                         c = get(key) or new_flow(key, ts, iface)
@@ -240,7 +245,7 @@ class FlowTable:
             self._ready.append(self.drain(self._bucket_end))
         start = int(ts // self.bucket_seconds * self.bucket_seconds)
         self._bucket_start = start
-        self._bucket_end = start + self.bucket_seconds
+        self._bucket_end = float(start + self.bucket_seconds)   # compared with every packet's float time
 
     def take_new_flows(self):
         """Flows created since the last call, as (proto, a, a_port, b, b_port, ts) with text

@@ -1,0 +1,67 @@
+"""RollupStore.apply in a process of its own, for `run.py import`.
+
+An import is CPU-bound in the counting process (frames -> flow table -> SQLite); the SQLite part
+goes to this process and the other core. A thread cannot take it over: the sqlite3 module lets go
+of the GIL only inside each statement step, so a writer thread waits a switch interval (5 ms) for
+every row while the counting thread runs. Rollups are tuples, dicts and lists: cheap to pickle.
+"""
+import signal
+import threading
+
+from storage.db import DatabaseError, connect
+from storage.writer import RollupStore
+
+
+class ImportWriter:
+    def __init__(self, path):
+        import multiprocessing        # only imports pay for it
+        # fork is quick and safe while this process has no other thread; spawn otherwise
+        method = "fork" if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods() \
+            else "spawn"
+        ctx = multiprocessing.get_context(method)
+        inbox, self._outbox = ctx.Pipe(duplex=False)
+        self._reply, reply_end = ctx.Pipe(duplex=False)
+        self._process = ctx.Process(target=_serve, args=(path, inbox, reply_end, self._outbox),
+                                    name="import-writer", daemon=True)
+        self._process.start()
+        inbox.close()
+        reply_end.close()
+        self.span = None              # like RollupStore.span, known after close()
+
+    def submit(self, rollups):
+        self._outbox.send(rollups)
+
+    def close(self):
+        """Returns once everything submitted is committed; raises DatabaseError if it was not."""
+        try:
+            self._outbox.send(None)
+            outcome = self._reply.recv()
+        except (EOFError, OSError):
+            outcome = ("error", "the import's writer process ended unexpectedly")
+        self._outbox.close()
+        self._process.join()
+        if outcome[0] == "error":
+            raise DatabaseError(outcome[1])
+        self.span = outcome[1]
+
+
+def _serve(path, inbox, reply, importer_end):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)      # the importing process decides when to stop
+    importer_end.close()
+    store, error = None, None
+    try:
+        store = RollupStore(connect(path))
+    except DatabaseError as e:
+        error = str(e)
+    while True:
+        rollups = inbox.recv()
+        if rollups is None:
+            break
+        if error is None:             # after an error, keep reading so the importer never blocks
+            try:
+                store.apply(rollups)
+            except Exception as e:
+                error = f"{path}: {e}"
+    reply.send(("error", error) if error else ("ok", store.span))
+    if store is not None:
+        store.con.close()
