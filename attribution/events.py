@@ -56,7 +56,7 @@ def available():
                 return "this kernel has no tracefs"
     except OSError:
         return "no /proc/filesystems"
-    return None
+    return _tracefs()[1]          # mounts it if nothing has: a mount that fails is a reason too
 
 
 def parse_line(line):
