@@ -31,8 +31,10 @@ _SECONDS = {   # sub-minute rate rules read the 1-second interface points
 _DROPS = ("SELECT minute AS t, {subject} AS s, frames AS a, 0 AS b FROM capture_drops "
           "WHERE minute >= ?1 AND minute < ?2 UNION ALL "
           "SELECT minute, {subject}, 0, frames FROM iface_minutes WHERE minute >= ?1 AND minute < ?2")
+# coverage = attributed / this host's own bytes: traffic with no local side is left out of both
 _COVERAGE = ("SELECT minute AS t, 'all' AS s, CASE WHEN reason = 'attributed' THEN bytes ELSE 0 END AS a, "
-             "bytes AS b FROM attribution_minutes WHERE minute >= ?1 AND minute < ?2")
+             "CASE WHEN reason = 'no_local_endpoint' THEN 0 ELSE bytes END AS b "
+             "FROM attribution_minutes WHERE minute >= ?1 AND minute < ?2")
 
 
 def _source(kind, scope, seconds=False):

@@ -186,7 +186,8 @@ def attribution_coverage(con, since, until, now, policy=RetentionPolicy()):
     reasons = dict(con.execute(f"SELECT reason, sum(bytes) FROM ({sub}) GROUP BY reason ORDER BY reason",
                                args).fetchall())
     attributed = reasons.pop("attributed", 0)
-    unattributed = sum(reasons.values())
+    # traffic with no local side (forwarded, broadcast, mirrored) is not this host's: not in coverage
+    unattributed = sum(b for reason, b in reasons.items() if reason != "no_local_endpoint")
     whole = attributed + unattributed
     return {"since": lo, "attributed_bytes": attributed, "unattributed_bytes": unattributed,
             "ratio": round(attributed / whole, 4) if whole else None, "reasons": reasons}

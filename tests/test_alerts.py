@@ -210,3 +210,20 @@ def test_alert_list_on_a_database_from_before_alerts(tmp_path):
     path = tmp_path / "old.db"
     sqlite3.connect(path).execute("CREATE TABLE t (a)").connection.commit()
     assert store.alert_list(sqlite3.connect(path)) == []
+
+
+def test_coverage_leaves_traffic_without_a_local_side_out(tmp_path):
+    """Coverage is attributed / this host's own bytes, wherever it is computed (dashboard, alert
+    rule, storage.processes): forwarded or broadcast traffic (no_local_endpoint) is in neither."""
+    from capture.flows import Rollup
+    from storage import dashboard, processes
+    from storage.writer import RollupStore
+    con = connect(str(tmp_path / "c.db"))
+    now = 1_700_001_030.5
+    minute = int(now // 60 * 60) - 120
+    RollupStore(con).apply([Rollup(minute, [], {}, {}, {}, {}, {
+        "attributed": [900_000, 10], "socket_closed_before_lookup": [100_000, 1], "no_local_endpoint": [9_000_000, 90]})])
+    shown = dashboard.attribution_coverage(con, now - 3600, now + 60, now)
+    assert (shown["attributed_bytes"], shown["unattributed_bytes"], shown["ratio"]) == (900_000, 100_000, 0.9)
+    assert store.window_totals(con, "coverage", "all", minute, minute + 60) == {"all": (900_000, 1_000_000)}
+    assert processes.attribution_coverage(con)["coverage"] == 0.9

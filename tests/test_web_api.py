@@ -47,7 +47,8 @@ def test_current_usage(client):
                           "frames": 30, "counted_since": int(T0 // 86400 * 86400)}
     assert u["drops"] == {"frames": 4, "last_hour": 4}
     assert u["coverage"] == {"since": int((NOW - 3600) // 60 * 60), "attributed_bytes": 6890, "unattributed_bytes": 120,
-                             "ratio": 0.9829, "reasons": {"no_local_endpoint": 120}}
+                             "ratio": 0.9829,
+                             "reasons": {"no_local_endpoint": 300, "socket_closed_before_lookup": 120}}
 
 
 def test_hosts_rates_and_order(client):

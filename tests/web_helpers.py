@@ -53,7 +53,7 @@ def rollups():
     ], {A: [690, 120, 5, 1], B: [0, 600, 0, 4], C: [320, 90, 3, 1], "224.0.0.251": [0, 200, 0, 2]},
         {"eth0": _iface(1010, 8, 690, 5)}, {},
         {curl: [600, 0, 4, 0], evil: [200, 0, 2, 0], formula: [90, 120, 1, 1]},
-        {"attributed": [890, 7], "no_local_endpoint": [120, 1]})
+        {"attributed": [890, 7], "socket_closed_before_lookup": [120, 1], "no_local_endpoint": [300, 2]})
     return [first, second]
 
 
