@@ -104,7 +104,7 @@ class AlertRunner:
         self.trackers = {}
         self._file_rules = None       # the rules file, read once (changes to it apply at restart)
         self._overrides = None
-        self._candidates = set()      # addresses in rollups since the last evaluation (new devices)
+        self._candidates = {}         # address -> first bucket it had traffic in, since the last evaluation
         self._known = set()
         self._storage_open = False
         if self._connected():
@@ -188,7 +188,9 @@ class AlertRunner:
     def _take_hosts(self, rollups):
         if any(t.rule.kind == "new_device" for t in self.trackers.values()):
             for r in rollups:
-                self._candidates.update(ip for ip in r.hosts if ip not in self._known)
+                for ip in r.hosts:
+                    if ip not in self._known and r.bucket < self._candidates.get(ip, float("inf")):
+                        self._candidates[ip] = r.bucket
 
     def _load_rules(self, now):
         """Rules saved through the API (web/alerts_api.py) apply at the next evaluation: one
@@ -267,12 +269,14 @@ class AlertRunner:
                 del tracker.open[subject]
 
     def _new_devices(self, rule, now):
-        candidates = [ip for ip in self._candidates if rule.matches(ip)]
+        candidates = {ip: bucket for ip, bucket in self._candidates.items() if rule.matches(ip)}
         self._candidates.clear()
         if not candidates:
             return {}
         earliest = store.earliest_traffic(self.con)
-        seen = store.seen_before(self.con, candidates, floor(now, "minute"))
+        # new = no traffic before the bucket it first showed up in (not before now: the
+        # evaluation may come after that minute ended, when its own row would count as "before")
+        seen = {ip for ip, bucket in candidates.items() if store.seen_before(self.con, [ip], bucket)}
         self._known.update(candidates)
         if earliest is None or now - earliest < rule.window:
             return {}                 # still learning what is normal here

@@ -227,3 +227,32 @@ def test_coverage_leaves_traffic_without_a_local_side_out(tmp_path):
     assert (shown["attributed_bytes"], shown["unattributed_bytes"], shown["ratio"]) == (900_000, 100_000, 0.9)
     assert store.window_totals(con, "coverage", "all", minute, minute + 60) == {"all": (900_000, 1_000_000)}
     assert processes.attribution_coverage(con)["coverage"] == 0.9
+
+
+@pytest.mark.parametrize("late", [30, 62, 300])
+def test_a_new_device_alerts_however_late_its_minute_is_evaluated(tmp_path, late):
+    """The device's own first minute is not 'traffic seen before': evaluated 30 s into that minute
+    or minutes after it ended, it is new exactly once."""
+    from alerts.service import AlertRunner
+    from capture.flows import Rollup
+    from settings import Settings
+    from storage.writer import RollupStore
+    path = str(tmp_path / "nd.db")
+    con = connect(path)
+    writer = RollupStore(con)
+    minute = 1_700_000_000 // 60 * 60
+    writer.apply([Rollup(minute - 7200, [], {"10.0.0.1": [100, 100, 1, 1]}, {}, {})])   # 2 h of history
+    now = [minute + 10]
+    runner = AlertRunner(Settings(db=path), path, clock=lambda: now[0], start=False)
+    runner.step(now[0])
+    new = Rollup(minute, [], {"10.0.0.99": [100, 100, 1, 1]}, {}, {})
+    writer.apply([new])
+    runner.after_write([new])
+    now[0] = minute + late
+    runner.step(now[0])
+    again = Rollup(minute + late // 60 * 60 + 60, [], {"10.0.0.99": [100, 100, 1, 1]}, {}, {})
+    writer.apply([again])
+    runner.after_write([again])
+    runner.step(now[0] + 60)
+    assert [a["subject"] for a in store.alert_list(con) if a["kind"] == "new_device"] == ["10.0.0.99"]
+    runner.close()
