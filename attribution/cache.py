@@ -71,7 +71,7 @@ class OwnerCache:
             return True
         return False
 
-    def refresh(self, now=None):
+    def refresh(self, now=None, again=False):
         now = self.clock() if now is None else now
         self._last_try = now
         began = time.perf_counter()
@@ -82,13 +82,22 @@ class OwnerCache:
             self.last_error = f"{e.strerror or e}"
             self.sync()
             return
-        processes, gone = {}, []
+        processes, gone, reborn = {}, [], []
         for pid in set(table.owners.values()):
+            known = self._by_pid.get(pid)
             process = self._current(pid)
             if process is None:
                 gone.append(pid)
             else:
                 processes[pid] = process
+                if known is not None and known.start_time != process.start_time:
+                    reborn.append(pid)
+        if reborn and self.forget is not None and not again:
+            # A pid was reused. A source that remembers who held each socket (the Linux inode
+            # map) may still name the old holder's number for a socket a child inherited: make
+            # it look again, and read the table once more before charging anyone.
+            self.forget(gone + reborn)
+            return self.refresh(now, again=True)
         owners = self.owners
         for key, pid in table.owners.items():
             process = processes.get(pid)

@@ -317,3 +317,27 @@ def test_a_late_correction_never_reopens_a_closed_flow(tmp_path):
     assert (row["closed"], row["orig_pid"], row["orig_process"], row["orig_bytes"]) == (1, 10, "client", 110)
     assert [(r["pid"], r["tx_bytes"], r["rx_bytes"]) for r in process_totals(con)] == [(10, 110, 1000)]
     assert attribution_coverage(con)["reasons"] == {}
+
+
+def test_a_reused_pid_makes_a_remembering_table_look_again():
+    """A listener inherited by a child: its parent exits and its pid is reused by an unrelated
+    process. A source that remembers socket holders (the Linux inode map) would go on naming the
+    pid; the cache makes it forget and reads again, so the child is charged, not the newcomer."""
+    w = World()
+    w.processes = {10: (1.0, "parent"), 20: (2.0, "child")}
+    w.sockets = {LISTEN: 10}
+    forgotten = []
+
+    def forget(pids):
+        forgotten.extend(pids)
+        if 10 in pids:
+            w.sockets = {LISTEN: 20}        # looking again finds who really holds it
+    cache = OwnerCache(w.table, w.process_key, w.start_time, forget=forget, clock=w.clock)
+    a = Attributor(Settings(), cache=cache, addresses=lambda: (OWN, OTHER_NS), clock=w.clock)
+    [out] = one(a, flow())
+    assert [p.name for p in out.processes] == ["parent"]
+    w.processes = {10: (50.0, "newcomer"), 20: (2.0, "child")}
+    w.now += 1.5
+    a.tick()
+    [out] = one(a, flow(ap=40001, first=w.now))
+    assert [p.name for p in out.processes] == ["child"] and 10 in forgotten
