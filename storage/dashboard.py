@@ -390,7 +390,7 @@ def _flow_where(f):
         pattern = "%" + f.process.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         match = "orig_process LIKE ? ESCAPE '\\' OR resp_process LIKE ? ESCAPE '\\'"
         args += [pattern, pattern]
-        if f.process.isdigit():
+        if f.process.isascii() and f.process.isdigit() and len(f.process) <= 10:   # a pid
             match += " OR orig_pid = ? OR resp_pid = ?"
             args += [int(f.process), int(f.process)]
         clauses.append(f"({match})")

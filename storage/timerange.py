@@ -14,6 +14,8 @@ def parse_time(text, now=None):
     if text is None or str(text).strip() == "":
         return None
     text = str(text).strip()
+    if not text.isascii():       # float() and \d would take other scripts' digits
+        raise ValueError(f"unreadable time {text!r}: use epoch seconds, ISO 8601 or a span like 1h")
     span = _SPAN.match(text)
     if span:
         return (time.time() if now is None else now) - float(span.group(1)) * _UNIT[span.group(2)]

@@ -226,3 +226,19 @@ def test_empty_database(tmp_path):
     assert get(client, "/api/hosts")["rows"] == [] and get(client, "/api/flows")["total"] == 0
     assert all(s == [] for s in (get(client, "/api/historical?range=30d&by=host")["series"],
                                  get(client, "/api/traffic_types")["rows"]))
+
+
+@pytest.mark.parametrize("url,parameter", [
+    ("/api/hosts?since=-1e20", "since"), ("/api/hosts?until=99999999999999999999", "until"),
+    ("/api/hosts?since=99999999999999999999d", "since"), ("/api/hosts?since=%D9%A1h", "since"),
+    ("/api/hosts?limit=%EF%BC%91", "limit"), ("/api/hosts?limit=1_0", "limit"), ("/api/flows?host=fe80::1%25eth0", "host"),
+])
+def test_odd_numbers_and_scripts_are_400_not_500(client, url, parameter):
+    """Found in review: huge times overflowed SQLite's INTEGER, non-ASCII digits passed isdigit()."""
+    response = client.get(url)
+    assert response.status_code == 400 and response.get_json()["parameter"] == parameter
+
+
+def test_process_filter_and_last_event_id_with_unicode_digits_are_no_error(client):
+    assert client.get("/api/flows?process=%C2%B2").status_code == 200          # '²': a name, not a pid
+    assert client.get("/api/flows?process=99999999999999999999").status_code == 200

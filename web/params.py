@@ -5,11 +5,14 @@ twice or not known to the endpoint raises ParamError, which the app turns into
 400 {"error": "...", "parameter": name}.
 """
 import ipaddress
+import re
 
 from capture.records import proto_number
 from storage.timerange import parse_time
 
 MAX_TEXT = 200
+LATEST_TIME = 2 ** 40          # epoch seconds: beyond any real capture, inside SQLite's INTEGER
+_INTEGER = re.compile(r"-?[0-9]{1,18}")     # ASCII digits only: int() would take '١' or '1_0'
 
 
 class ParamError(ValueError):
@@ -53,10 +56,9 @@ class Params:
         value = self._raw(name)
         if value is None:
             return default
-        try:
-            number = int(value, 10)
-        except ValueError:
-            raise ParamError(name, "must be an integer") from None
+        if not _INTEGER.fullmatch(value):
+            raise ParamError(name, "must be an integer")
+        number = int(value, 10)
         if not lo <= number <= hi:
             raise ParamError(name, f"must be between {lo} and {hi}")
         return number
@@ -65,9 +67,12 @@ class Params:
         """Epoch seconds, ISO 8601, or a span ago (90s, 30m, 24h, 7d); `default` likewise."""
         value = self._raw(name)
         try:
-            return parse_time(default if value is None else value, now=self.now)
+            moment = parse_time(default if value is None else value, now=self.now)
         except ValueError as e:
             raise ParamError(name, str(e)) from None
+        if moment is not None and not 0 <= moment <= LATEST_TIME:
+            raise ParamError(name, "must lie between 1970 and 36812 (epoch seconds 0 to 2^40)")
+        return moment
 
     def time_range(self, default_since="24h"):
         since = self.time("since", default_since)
@@ -82,9 +87,12 @@ class Params:
         if value is None:
             return None
         try:
-            return str(ipaddress.ip_address(value.strip()))
+            address = ipaddress.ip_address(value.strip())
         except ValueError:
             raise ParamError(name, "not an IP address") from None
+        if getattr(address, "scope_id", None):      # fe80::1%eth0: never stored, never shown
+            raise ParamError(name, "not an IP address (no scope ids)")
+        return str(address)
 
     def proto(self, name):
         value = self._raw(name)

@@ -174,7 +174,7 @@ def stream():
     app = current_app
     Params(request.args, app.config["CLOCK"]()).finish()
     last_id = request.headers.get("Last-Event-ID", "")
-    last_id = int(last_id) if last_id.isdigit() else None
+    last_id = int(last_id) if last_id.isascii() and last_id.isdigit() and len(last_id) <= 18 else None
     slots = app.extensions["nettally.stream_slots"]
     if not slots.acquire(blocking=False):
         response = jsonify(error="too many live streams open; retry later")
