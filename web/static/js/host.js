@@ -26,7 +26,9 @@
     fact(dl, "MAC", h.mac || "unknown");
     fact(dl, "Now", NT.rate(h.current_bps));
     fact(dl, "Average", NT.rate(h.avg_bps));
-    fact(dl, "Peak minute", NT.rate(h.peak_bps));
+    // the peak is of the buckets the range was read at: minutes, or hours/days past their retention
+    const peakOf = {60: "Peak minute", 3600: "Peak hour", 86400: "Peak day"}[h.resolution] || "Peak";
+    fact(dl, peakOf, NT.rate(h.peak_bps));
     fact(dl, "Sent", NT.bytes(h.tx_bytes));
     fact(dl, "Received", NT.bytes(h.rx_bytes));
     fact(dl, "First seen", NT.time(h.first_seen));
