@@ -23,13 +23,13 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 import netns
+from running import Running
 
 ROOT = Path(__file__).resolve().parent.parent
 THIS = Path(__file__).resolve()
@@ -154,55 +154,6 @@ ROLES = {"serve-bulk": serve_bulk, "run-paced": run_paced, "send-bulk": send_bul
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
-
-class Running:
-    """A started process whose output lines are collected by a thread (wait with a deadline)."""
-
-    def __init__(self, argv, env=None):
-        self.argv = argv
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-                                     env=env)
-        self.lines, self.eof = [], False
-        self._cond = threading.Condition()
-        threading.Thread(target=self._collect, daemon=True).start()
-
-    def _collect(self):
-        for line in self.proc.stdout:
-            with self._cond:
-                self.lines.append(line)
-                self._cond.notify_all()
-        with self._cond:
-            self.eof = True
-            self._cond.notify_all()
-
-    def wait_for(self, text, timeout=60.0):
-        """The first output line containing `text`."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for line in self.lines:
-                    if text in line:
-                        return line
-                left = deadline - time.monotonic()
-                if left <= 0 or self.eof:
-                    raise AssertionError(f"{self.argv} did not print {text!r}:\n{''.join(self.lines)}")
-                self._cond.wait(left)
-
-    def finish(self, sig=None, timeout=120.0):
-        if sig is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        status = self.proc.wait(timeout=timeout)
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not self.eof and time.monotonic() < deadline:
-                self._cond.wait(deadline - time.monotonic())
-        return status
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
 
 def addresses_of(ns):
     out = subprocess.run(["ip", "-n", ns, "-j", "addr", "show"], capture_output=True, text=True, timeout=30,

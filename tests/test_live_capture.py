@@ -17,14 +17,13 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 import netns
+from running import running
 
 ROOT = Path(__file__).resolve().parent.parent
 THIS = Path(__file__).resolve()
@@ -55,68 +54,6 @@ def udp_reply(size):
 
 
 # ---- processes and their output ----------------------------------------------------------------
-
-class Running:
-    """A started process whose merged stdout/stderr is collected by a thread, so tests can wait
-    for a line with a deadline."""
-
-    def __init__(self, argv, **kw):
-        self.argv = argv
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     cwd=ROOT, **kw)
-        self.lines = []
-        self.eof = False
-        self._cond = threading.Condition()
-        threading.Thread(target=self._collect, daemon=True).start()
-
-    def _collect(self):
-        for line in self.proc.stdout:
-            with self._cond:
-                self.lines.append(line)
-                self._cond.notify_all()
-        with self._cond:
-            self.eof = True
-            self._cond.notify_all()
-
-    @property
-    def output(self):
-        with self._cond:
-            return "".join(self.lines)
-
-    def wait_for(self, text, timeout=30.0):
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not any(text in line for line in self.lines):
-                left = deadline - time.monotonic()
-                if left <= 0 or self.eof:
-                    raise AssertionError(f"{self.argv[:4]} did not print {text!r}:\n{''.join(self.lines)}")
-                self._cond.wait(left)
-
-    def finish(self, sig=None, timeout=60.0):
-        """Sends `sig` (if any) and waits for exit and the end of output; the exit status."""
-        if sig is not None:
-            self.proc.send_signal(sig)
-        status = self.proc.wait(timeout=timeout)
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not self.eof and time.monotonic() < deadline:
-                self._cond.wait(deadline - time.monotonic())
-        return status
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
-@contextmanager
-def running(argv, **kw):
-    process = Running(argv, **kw)
-    try:
-        yield process
-    finally:
-        process.kill()
-
 
 def run_py(*args):
     return [PY, str(ROOT / "run.py"), *args]

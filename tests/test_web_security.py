@@ -12,7 +12,7 @@ import pytest
 
 from settings import Settings
 from conftest import ROOT, needs_root
-from web_helpers import EVIL_PROCESS, NOW, free_port, get_json, http_get, listening_pid, make_db, uids_of, \
+from web_helpers import EVIL_PROCESS, NOW, free_port, get_json, listening_pid, make_db, uids_of, \
     wait_for
 from web.app import CSP, create_app
 from web.auth import TokenError, load_or_create_token
