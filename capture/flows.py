@@ -90,6 +90,7 @@ class FlowTable:
         self._left = []                    # flows evicted by the memory bound, awaiting the next drain
         self._frag_ports = {}
         self._bucket_start = None
+        self._bucket_floor = float("inf")      # float twin of _bucket_start for the per-packet compare
         self._bucket_end = float("-inf")
         self._ready = []                   # rollups of closed buckets, for take()
         self.new_flows = []                # (proto, a, a_port, b, b_port, ts) raw, since take_new_flows()
@@ -109,15 +110,15 @@ class FlowTable:
             counters = self._ifaces[iface] = [0] * len(IFACE_FIELDS)
         get = self._dirs.get
         new_flow = self._new_flow
-        bucket_end = self._bucket_end
+        bucket_start, bucket_end = self._bucket_floor, self._bucket_end
         ethernet = linktype == _LINKTYPE_ETHERNET
         frames_n = bytes_n = ip_frames = ip_bytes = out_frames = out_bytes = 0
         for ts, n, data, outbound in frames:
-            if ts >= bucket_end:
+            if not bucket_start <= ts < bucket_end:      # a new minute, or time stepped back
                 _add(counters, frames_n, bytes_n, ip_frames, ip_bytes, out_frames, out_bytes)
                 frames_n = bytes_n = ip_frames = ip_bytes = out_frames = out_bytes = 0
                 self._roll_bucket(ts)
-                bucket_end = self._bucket_end
+                bucket_start, bucket_end = self._bucket_floor, self._bucket_end
                 # the drained counters went out with the closed bucket: count on in fresh ones
                 counters = self._ifaces.get(iface)
                 if counters is None:
@@ -245,6 +246,7 @@ class FlowTable:
             self._ready.append(self.drain(self._bucket_end))
         start = int(ts // self.bucket_seconds * self.bucket_seconds)
         self._bucket_start = start
+        self._bucket_floor = float(start)
         self._bucket_end = float(start + self.bucket_seconds)   # compared with every packet's float time
 
     def take_new_flows(self):

@@ -227,6 +227,20 @@ def test_buckets_roll_over_at_minute_boundaries_and_sum_to_the_totals():
     assert sum(p[1] for p in per_minute) == sum(len(d) for _, d in frames)
 
 
+def test_a_time_far_ahead_does_not_drag_later_frames_into_its_minute():
+    """One record stamped in 2096 among frames a minute apart (found in review): every other frame
+    still lands in its own minute, and the odd one in its own."""
+    times = [T0 + 60 * k for k in range(10)]
+    times.insert(3, 4_000_000_000.0)
+    table = FlowTable()
+    table.ingest("eth0", 1, [(ts, 60, udp(A, B, 1, 2), False) for ts in times])
+    rollups = table.take() + [table.drain(0.0, close_all=True)]
+    per_bucket = {}
+    for r in rollups:
+        per_bucket[r.bucket] = per_bucket.get(r.bucket, 0) + r.interfaces["eth0"][0]
+    assert per_bucket == {**{T0 + 60 * k: 1 for k in range(10)}, 3_999_999_960: 1}
+
+
 def test_rollups_do_not_share_attribution_dicts():
     table = FlowTable()
     table.ingest("eth0", 1, [(T0, 60, udp(A, B, 1, 2), False), (T0 + 60, 60, udp(A, B, 1, 2), False)])
