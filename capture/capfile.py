@@ -23,6 +23,7 @@ PCAP_MAGIC = {
 }
 PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
 GZIP_MAGIC = b"\x1f\x8b"
+MAX_OTHER_BLOCK = 64 << 20         # a non-packet pcapng block larger than this is corrupt
 MAX_CAPTURED = 262144 + 65536     # beyond this a record length is corrupt, not a big frame
 # pcapng timestamps are 64-bit counts in a per-interface unit plus a signed offset: a damaged one
 # can name a time no date or database column holds. They are clamped into the years 1970..9999.
@@ -223,7 +224,10 @@ class CaptureFile:
                     break
                 section = []
             btype, blen = struct.unpack_from(endian + "II", buf, pos)
-            if blen < 12 + _MIN_BODY.get(btype, 0) or blen % 4 or blen > MAX_CAPTURED + 1024:
+            # packet blocks are bounded by the largest frame; others (name resolution, TLS keys,
+            # custom blocks) can be large in real files: only an absurd length is damage
+            limit = MAX_CAPTURED + 1024 if btype in (2, 3, 6) else MAX_OTHER_BLOCK
+            if blen < 12 + _MIN_BODY.get(btype, 0) or blen % 4 or blen > limit:
                 self.damage = f"corrupt block length {blen} at byte {s.offset}"
                 break
             if not s.need(blen):

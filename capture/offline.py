@@ -10,6 +10,7 @@ one-core machines are read in this process, as before.
 """
 import os
 import signal
+import stat
 import threading
 from array import array
 from dataclasses import dataclass, field
@@ -55,10 +56,12 @@ def _open_source(path, parallel):
     if parallel is False or (parallel is None and _cores() < 2):
         return _InProcess(path)
     try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):    # a pipe or FIFO can be read once, and only in order
+            return _InProcess(path)
         with open(path, "rb") as f:
             plain_pcap = f.read(4) in PCAP_MAGIC
-            size = os.fstat(f.fileno()).st_size
-        if plain_pcap and (parallel or size >= PARALLEL_MIN_BYTES):
+        if plain_pcap and (parallel or info.st_size >= PARALLEL_MIN_BYTES):
             return _ReaderProcess(path)
     except OSError:                   # unreadable, or no process to be had: CaptureFile says the rest
         pass

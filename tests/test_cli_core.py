@@ -10,7 +10,7 @@ import pytest
 from scapy.all import IP, UDP, Ether
 
 import run
-from captures import epb, gz, idb, pcap_bytes, pcapng_bytes, shb
+from captures import block, epb, gz, idb, pcap_bytes, pcapng_bytes, shb
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 1_700_000_040.0
@@ -236,3 +236,21 @@ def test_system_deps_installs_tshark_as_root_on_debian(tmp_path):
     install = [c for c in calls.splitlines() if c.startswith("apt-get") and " install " in c]
     assert install and " -y " in install[0] and " tshark" in install[0]
     assert "wireshark-common/install-setuid boolean false" in calls
+
+
+def test_a_large_name_resolution_block_is_not_damage(tmp_path, capsys):
+    """Found in review: a valid 400 KB non-packet block was taken for a corrupt length."""
+    p = tmp_path / "big-nrb.pcapng"
+    p.write_bytes(shb() + idb(1) + epb(0, int(T0 * 1e6), FRAMES[0]) + block(4, b"\x00" * 400_000)
+                  + epb(0, int(T0 * 1e6) + 1, FRAMES[1]))
+    code, out, err = cli(capsys, "import", p, "--db", tmp_path / "n.db")
+    assert (code, out, err) == (EXIT_OK, f"{p}: 2 frames (2 IP, 0 non-IP, 0 undecodable)\n", "")
+
+
+def test_import_from_a_pipe(tmp_path, run_py):
+    """A capture piped in (/dev/stdin) is read once, in order: no peeking at its magic first."""
+    p = tmp_path / "in.pcap"
+    p.write_bytes(pcap_bytes(1, [(T0 + i, f) for i, f in enumerate(FRAMES[:3])]))
+    done = subprocess.run(run_py + ["import", "/dev/stdin", "--db", str(tmp_path / "p.db")], input=p.read_bytes(),
+                          capture_output=True, timeout=60)           # input= goes through a pipe
+    assert (done.returncode, done.stdout, done.stderr) == (0, b"/dev/stdin: 3 frames (3 IP, 0 non-IP, 0 undecodable)\n", b"")
