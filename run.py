@@ -89,10 +89,13 @@ def main(argv=None):
         from capture.service import run_service
         return run_service(settings, web=not args.get("no_web"))
     except UsageError as e:
-        print(f"run.py {command if command != 'capture' else ''}: {e}".replace("  ", " "), file=sys.stderr)
+        print(f"run.py{'' if command == 'capture' else ' ' + command}: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:         # `run.py export ... | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except Exception as e:      # a bug: one line, the traceback only on request
         if os.environ.get("NETTALLY_DEBUG"):
             raise

@@ -83,6 +83,22 @@ def build(cli: dict, environ=None) -> Settings:
         values["web_user"] = environ["SUDO_USER"]   # under sudo the dashboard runs as who asked
     values.update({k: v for k, v in cli.items() if v is not None and k in NAMES})
     try:
-        return Settings(**{k: _coerce(k, v) for k, v in values.items()})
+        built = Settings(**{k: _coerce(k, v) for k, v in values.items()})
     except (TypeError, ValueError) as e:
         raise ValueError(f"bad setting: {e}") from None
+    for name, (lo, hi) in _RANGES.items():
+        value = getattr(built, name)
+        if not lo <= value <= hi:
+            raise ValueError(f"bad setting: {name} must be between {lo} and {hi}, not {value}")
+    return built
+
+
+# Bounds a value must lie in (inclusive). A port past 65535 would wrap; a huge ring would ask the
+# kernel for more memory than the machine has.
+_RANGES = {
+    "port": (1, 65535), "count": (0, 2 ** 62), "duration": (0, 10 ** 9), "flush_interval": (0.05, 3600),
+    "idle_timeout": (1, 10 ** 7), "active_timeout": (1, 10 ** 8), "max_flows": (1, 10 ** 8), "ring_mb": (1, 4096),
+    "retention_seconds": (60, 10 ** 9), "retention_minutes": (1, 10 ** 6), "retention_hours": (1, 10 ** 6),
+    "retention_days": (1, 10 ** 6), "retention_flows": (1, 10 ** 6), "maintenance_interval": (1, 86400),
+    "writer_backlog_rows": (1000, 10 ** 9),
+}

@@ -36,7 +36,10 @@ def connect(path, readonly=False):
             con.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
             _migrate(con, path)
         else:
-            _check_version(con, path)
+            version = _check_version(con, path)
+            if version == 0:
+                raise DatabaseError(f"{path}: not a NetTally database (no schema): import a capture or "
+                                    "run the capture into it first")
     except sqlite3.DatabaseError as e:
         if con is not None:
             con.close()

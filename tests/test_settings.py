@@ -47,3 +47,18 @@ def test_bad_config_files_are_one_line_errors(tmp_path, text, words):
 def test_a_missing_config_file_is_a_one_line_error(tmp_path):
     with pytest.raises(ValueError, match="config file .*missing.toml"):
         settings.build({"config": str(tmp_path / "missing.toml")}, environ={})
+
+
+@pytest.mark.parametrize("cli, words", [
+    ({"port": 99999}, "port must be between 1 and 65535"), ({"port": -1}, "port"), ({"count": -1}, "count"),
+    ({"duration": -5.0}, "duration"), ({"max_flows": 0}, "max_flows"), ({"flush_interval": 0.0}, "flush_interval"),
+])
+def test_values_out_of_range_are_one_line_errors(cli, words):
+    """Found in review: --port 99999 wrapped to another port, -c -1 counted nothing for ever."""
+    with pytest.raises(ValueError, match=words):
+        settings.build(cli, environ={})
+
+
+def test_a_huge_ring_from_the_environment_is_refused():
+    with pytest.raises(ValueError, match="ring_mb"):
+        settings.build({}, environ={"NETTALLY_RING_MB": "100000"})

@@ -214,3 +214,17 @@ def test_a_hand_made_rollup_round_trips(tmp_path):
     assert (row["first_seen"], row["last_seen"]) == ("2023-11-14T22:14:01.500000Z", "2023-11-14T22:14:02.250000Z")
     assert hosts_table(hosts) == {C: [100, 0, 1, 0], "ff02::fb": [0, 100, 0, 1]}
     assert (iface["iface"], iface["out_bytes"]) == ("wlan0", 100)
+
+
+@pytest.mark.parametrize("content", [b"", None])
+def test_reading_a_file_that_is_not_a_nettally_database_is_a_one_line_error(tmp_path, content):
+    """Found in review: an empty file or a foreign SQLite file gave 'no such table' tracebacks."""
+    import sqlite3
+    from storage.db import DatabaseError
+    path = tmp_path / "other.db"
+    if content is None:
+        sqlite3.connect(path).execute("CREATE TABLE t (x)").connection.close()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(DatabaseError, match="not a NetTally database"):
+        connect(str(path), readonly=True)
