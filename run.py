@@ -12,11 +12,12 @@ damaged part-way (everything before the damage was imported).
 """
 import argparse
 import os
+import signal
 import sys
 
 import settings as settings_mod
 
-EXIT_OK, EXIT_USAGE, EXIT_DAMAGED = 0, 2, 3
+EXIT_OK, EXIT_USAGE, EXIT_DAMAGED, EXIT_INTERRUPTED = 0, 2, 3, 130
 COMMANDS = ("import", "serve", "export")
 
 
@@ -122,6 +123,7 @@ def cmd_import(settings, files):
     except (DatabaseError, ValueError) as e:
         raise UsageError(str(e)) from None
     status = EXIT_OK
+    signal.signal(signal.SIGTERM, _interrupt)    # a stop request ends an import as Ctrl-C does
     for path in files:
         table = FlowTable(idle_timeout=settings.idle_timeout, active_timeout=settings.active_timeout,
                           max_flows=settings.max_flows)
@@ -131,6 +133,10 @@ def cmd_import(settings, files):
         try:
             try:
                 result = import_file(path, tally, table)
+            except KeyboardInterrupt:
+                # keep what was counted: the flow table's open buckets go to storage too
+                tally(table.take() + [table.drain(0.0, close_all=True)])
+                result = None
             finally:
                 writer.close()
         except DatabaseError as e:
@@ -143,6 +149,11 @@ def cmd_import(settings, files):
         if writer.span:
             spans = [writer.span] + ([store.span] if store.span else [])
             store.span = (min(s[0] for s in spans), max(s[1] for s in spans))
+        if result is None:
+            store.end_source(source, tally.frames, damage="interrupted")
+            print(f"{path}: interrupted after {tally.frames} frames ({tally.summary()}); what was counted is stored")
+            status = EXIT_INTERRUPTED
+            break
         store.end_source(source, result.frames, result.clamped, result.damage)
         line = f"{path}: {result.frames} frames ({tally.summary()})"
         if result.clamped:
@@ -156,6 +167,10 @@ def cmd_import(settings, files):
             print(line)
     build_pending(store.con)                 # hour and day tiers of what was imported
     return status
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 class _ImportTally:
@@ -175,6 +190,10 @@ class _ImportTally:
             for (_, reason), c in rollup.undecodable.items():
                 self.reasons[reason] = self.reasons.get(reason, 0) + c[0]
         self.sink(rollups)
+
+    @property
+    def frames(self):
+        return self.ip + self.non_ip + self.undecodable
 
     def summary(self):
         text = f"{self.ip} IP, {self.non_ip} non-IP, {self.undecodable} undecodable"

@@ -54,7 +54,10 @@ def _serve(path, inbox, reply, importer_end):
     except DatabaseError as e:
         error = str(e)
     while True:
-        rollups = inbox.recv()
+        try:
+            rollups = inbox.recv()
+        except EOFError:              # the importing process went away without saying so
+            break
         if rollups is None:
             break
         if error is None:             # after an error, keep reading so the importer never blocks
@@ -62,6 +65,9 @@ def _serve(path, inbox, reply, importer_end):
                 store.apply(rollups)
             except Exception as e:
                 error = f"{path}: {e}"
-    reply.send(("error", error) if error else ("ok", store.span))
+    try:
+        reply.send(("error", error) if error else ("ok", store.span))
+    except OSError:
+        pass                          # nobody is waiting for the answer
     if store is not None:
         store.con.close()
