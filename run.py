@@ -106,24 +106,35 @@ def main(argv=None):
 
 
 def cmd_import(settings, files):
-    from capture.capfile import CaptureError
-    from capture.flows import FlowTable
-    from capture.offline import import_file
-    from storage.db import DatabaseError, connect
-    from storage.import_writer import ImportWriter
-    from storage.writer import RollupStore
-
     from alerts.config import load_rules
-    from alerts.service import evaluate_import
-    from storage.tiers import build_pending
+    from storage.db import DatabaseError, connect
+    from storage.writer import RollupStore
 
     try:
         load_rules(settings)                 # a bad rules file: one line, before any work
         store = RollupStore(connect(settings.db))
     except (DatabaseError, ValueError) as e:
         raise UsageError(str(e)) from None
+    stop_asked = []                 # Ctrl-C or SIGTERM: the import ends after the batch at hand
+    before = {signum: signal.signal(signum, lambda signum, frame: stop_asked.append(signum))
+              for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _import_files(settings, files, store, stop_asked)
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
+def _import_files(settings, files, store, stop_asked):
+    from capture.capfile import CaptureError
+    from capture.flows import FlowTable
+    from capture.offline import import_file
+    from storage.db import DatabaseError
+    from storage.import_writer import ImportWriter
+    from alerts.service import evaluate_import
+    from storage.tiers import build_pending
+
     status = EXIT_OK
-    signal.signal(signal.SIGTERM, _interrupt)    # a stop request ends an import as Ctrl-C does
     for path in files:
         table = FlowTable(idle_timeout=settings.idle_timeout, active_timeout=settings.active_timeout,
                           max_flows=settings.max_flows)
@@ -132,11 +143,7 @@ def cmd_import(settings, files):
         tally = _ImportTally(writer.submit)
         try:
             try:
-                result = import_file(path, tally, table)
-            except KeyboardInterrupt:
-                # keep what was counted: the flow table's open buckets go to storage too
-                tally(table.take() + [table.drain(0.0, close_all=True)])
-                result = None
+                result = import_file(path, tally, table, stop=lambda: bool(stop_asked))
             finally:
                 writer.close()
         except DatabaseError as e:
@@ -149,9 +156,9 @@ def cmd_import(settings, files):
         if writer.span:
             spans = [writer.span] + ([store.span] if store.span else [])
             store.span = (min(s[0] for s in spans), max(s[1] for s in spans))
-        if result is None:
-            store.end_source(source, tally.frames, damage="interrupted")
-            print(f"{path}: interrupted after {tally.frames} frames ({tally.summary()}); what was counted is stored")
+        if result.interrupted:
+            store.end_source(source, result.frames, result.clamped, damage="interrupted")
+            print(f"{path}: interrupted after {result.frames} frames ({tally.summary()}); what was counted is stored")
             status = EXIT_INTERRUPTED
             break
         store.end_source(source, result.frames, result.clamped, result.damage)
@@ -167,10 +174,6 @@ def cmd_import(settings, files):
             print(line)
     build_pending(store.con)                 # hour and day tiers of what was imported
     return status
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 class _ImportTally:
@@ -190,10 +193,6 @@ class _ImportTally:
             for (_, reason), c in rollup.undecodable.items():
                 self.reasons[reason] = self.reasons.get(reason, 0) + c[0]
         self.sink(rollups)
-
-    @property
-    def frames(self):
-        return self.ip + self.non_ip + self.undecodable
 
     def summary(self):
         text = f"{self.ip} IP, {self.non_ip} non-IP, {self.undecodable} undecodable"

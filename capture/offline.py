@@ -32,24 +32,30 @@ class ImportResult:
     clamped: int = 0
     damage: str | None = None
     interfaces: list = field(default_factory=list)
+    interrupted: bool = False
 
 
-def import_file(path, sink, table: FlowTable, parallel=None) -> ImportResult:
+def import_file(path, sink, table: FlowTable, parallel=None, stop=None) -> ImportResult:
     """Counts every frame of one file into `table`, handing closed-bucket rollups to `sink` as
     they come and the rest when the file ends. Raises CaptureError if the file is unreadable.
     `parallel`: None decides by file and machine; False reads in this process; True uses a
-    reader process for any plain pcap file."""
+    reader process for any plain pcap file. `stop()`, asked between batches (never inside one,
+    so every counter stays consistent), ends the import early with what was counted."""
     source = _open_source(path, parallel)
+    interrupted = False
     try:
         for name, linktype, frames in source.batches():
             table.ingest(name, linktype, frames)
             ready = table.take()
             if ready:
                 sink(ready)
+            if stop is not None and stop():
+                interrupted = True
+                break
     finally:
         source.close()
     sink(table.take() + [table.drain(0.0, close_all=True)])
-    return ImportResult(path, source.frames, source.clamped, source.damage, source.interfaces)
+    return ImportResult(path, source.frames, source.clamped, source.damage, source.interfaces, interrupted)
 
 
 def _open_source(path, parallel):
@@ -165,7 +171,8 @@ def _reader_main(path, conn, importer_end):
     header and the captured bytes, so a frame's place in the file follows from the lengths:
     per batch it sends the first record's offset and each frame's time, wire length and the start
     and end of its bytes from that offset (a batch spans far less than the 4 GiB 'I' can say)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)      # the importing process decides when to stop
+    for signum in (signal.SIGINT, signal.SIGTERM):     # the importing process decides when to stop
+        signal.signal(signum, signal.SIG_IGN)
     importer_end.close()              # else a forked copy keeps the pipe open after the importer quits
     capture = None
     try:

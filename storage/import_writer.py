@@ -46,7 +46,8 @@ class ImportWriter:
 
 
 def _serve(path, inbox, reply, importer_end):
-    signal.signal(signal.SIGINT, signal.SIG_IGN)      # the importing process decides when to stop
+    for signum in (signal.SIGINT, signal.SIGTERM):     # the importing process decides when to stop
+        signal.signal(signum, signal.SIG_IGN)
     importer_end.close()
     store, error = None, None
     try:

@@ -3,6 +3,7 @@ no traceback, damaged captures keep what came before the damage; and tools/syste
 import csv
 import io
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -254,3 +255,43 @@ def test_import_from_a_pipe(tmp_path, run_py):
     done = subprocess.run(run_py + ["import", "/dev/stdin", "--db", str(tmp_path / "p.db")], input=p.read_bytes(),
                           capture_output=True, timeout=60)           # input= goes through a pipe
     assert (done.returncode, done.stdout, done.stderr) == (0, b"/dev/stdin: 3 frames (3 IP, 0 non-IP, 0 undecodable)\n", b"")
+
+
+def test_a_stopped_import_keeps_what_it_counted_and_says_so(tmp_path, run_py):
+    """SIGTERM during an import: exit 130, one line saying how far it got, the source marked
+    interrupted, and every frame it counted in storage (hosts and interface totals agree)."""
+    import signal
+    import sqlite3
+    import time
+    from bench import gen_capture
+    path, db = tmp_path / "long.pcap", tmp_path / "s.db"
+    gen_capture.generate(str(path), packets=600_000, flows=2_000, seconds=1200.0, seed=3)
+    proc = subprocess.Popen(run_py + ["import", str(path), "--db", str(db)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (db.exists() and _committed_minutes(sqlite3, db)):      # the first minute is stored
+        assert proc.poll() is None and time.monotonic() < deadline, "the import ended before it could be stopped"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err) == (130, "")
+    frames, ip = (int(x) for x in re.fullmatch(
+        rf"{re.escape(str(path))}: interrupted after (\d+) frames \((\d+) IP, \d+ non-IP, 0 undecodable\); "
+        r"what was counted is stored\n", out).groups())
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT frames, damage FROM sources").fetchall() == [(frames, "interrupted")]
+    assert con.execute("SELECT sum(frames), sum(ip_frames) FROM iface_minutes").fetchone() == (frames, ip)
+    assert con.execute("SELECT sum(tx_packets) FROM host_minutes").fetchone() == (ip,)
+    assert 0 < frames < 600_000
+    con.close()
+
+
+def _committed_minutes(sqlite3, db):
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            return con.execute("SELECT count(*) FROM iface_minutes").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:          # not created yet
+        return 0
