@@ -57,6 +57,7 @@ class Rollup(NamedTuple):
     # filled by attribution in the collector:
     processes: dict = {}                 # records.ProcessKey -> [tx_bytes, rx_bytes, tx_packets, rx_packets]
     attribution: dict = {}               # 'attributed' or an unattributed reason -> [bytes, packets]
+    macs: dict = {}                      # IPv4 address -> MAC, as ARP senders announced them
 
 
 IFACE_FIELDS = ("frames", "bytes", "ip_frames", "ip_bytes", "non_ip_frames", "non_ip_bytes",
@@ -96,6 +97,7 @@ class FlowTable:
         self.new_flows = []                # (proto, a, a_port, b, b_port, ts) raw, since take_new_flows()
         self._ifaces = {}
         self._undecodable = {}
+        self._macs = {}                    # raw IPv4 -> raw MAC, learnt since the last drain
         self.evicted_flows = 0
 
     def __len__(self):
@@ -176,6 +178,8 @@ class FlowTable:
             elif pkt is None:
                 counters[4] += 1
                 counters[5] += n
+                if ethernet:
+                    self._learn_mac(data)
             else:
                 counters[6] += 1
                 counters[7] += n
@@ -183,6 +187,16 @@ class FlowTable:
                 reason[0] += 1
                 reason[1] += n
         _add(counters, frames_n, bytes_n, ip_frames, ip_bytes, out_frames, out_bytes)
+
+    def _learn_mac(self, data):
+        """IPv4 address -> MAC from an ARP frame's sender fields (Ethernet/IPv4 ARP, at most one
+        VLAN tag): the host's own announcement, unlike the source MAC of a routed IP frame."""
+        off = 16 if data[12:14] == b"\x81\x00" else 12
+        if data[off:off + 2] == b"\x08\x06" and data[off + 2:off + 8] == b"\x00\x01\x08\x00\x06\x04" \
+                and len(data) >= off + 18:
+            ip = data[off + 16:off + 20]
+            if len(ip) == 4 and ip != b"\x00\x00\x00\x00":       # 0.0.0.0: an ARP probe, no address yet
+                self._macs[ip] = data[off + 10:off + 16]
 
     def _count_packet(self, pkt, ts, n, iface):
         src, dst, proto, sport, dport, flags, frag = pkt
@@ -282,7 +296,9 @@ class FlowTable:
         self._left = []
         ifaces, self._ifaces = self._ifaces, {}
         undecodable, self._undecodable = self._undecodable, {}
-        return Rollup(bucket, flows, hosts, ifaces, undecodable, {}, {})   # not the shared defaults
+        macs, self._macs = self._macs, {}
+        macs = {ip_text(ip): ":".join(f"{b:02x}" for b in mac) for ip, mac in macs.items()}
+        return Rollup(bucket, flows, hosts, ifaces, undecodable, {}, {}, macs)   # not the shared defaults
 
     @staticmethod
     def _delta(flow, closed, hosts):

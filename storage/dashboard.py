@@ -12,6 +12,7 @@ bucket counts when its start lies in the range); rates are bits per second; on a
 is what this host sent (out_bytes), "down" the rest. Sort keys and directions arrive checked
 against the whitelists below: no caller text ever becomes SQL.
 """
+import sqlite3
 from typing import NamedTuple
 
 from storage import tiers
@@ -304,8 +305,21 @@ def host_usage(con, since, until, now, sort="bytes", descending=True, limit=100,
                                   f"AND minute >= ? AND minute < ? GROUP BY ip", (*ips, lo, hi)).fetchall())
         for r in rows:
             r["last_seen"] = latest.get(r["subject"], r["last_seen"])
-    rows = [{"ip": r["subject"], "mac": None, **{k: v for k, v in r.items() if k != "subject"}} for r in rows]
+    macs = _macs_of(con, [r["subject"] for r in rows])
+    rows = [{"ip": r["subject"], "mac": macs.get(r["subject"]), **{k: v for k, v in r.items() if k != "subject"}}
+            for r in rows]
     return {"total": total, "resolution": size, "rows": rows}
+
+
+def _macs_of(con, ips):
+    """ip -> MAC for the addresses whose ARP announcements were seen (IPv4 on Ethernet)."""
+    if not ips:
+        return {}
+    try:
+        return dict(con.execute(f"SELECT ip, mac FROM host_macs WHERE ip IN ({','.join('?' * len(ips))})",
+                                ips).fetchall())
+    except sqlite3.OperationalError:      # a database from before schema 3, read but never migrated here
+        return {}
 
 
 def host_detail(con, ip, since, until, now, step, policy=RetentionPolicy()):

@@ -24,6 +24,13 @@ from storage.tiers import immediate
 
 log = logging.getLogger("nettally.storage")
 
+_HOST_MAC = """
+INSERT INTO host_macs (ip, mac, first_seen, last_seen) VALUES (?, ?, ?, ?)
+ON CONFLICT (ip) DO UPDATE SET
+    first_seen = CASE WHEN mac = excluded.mac THEN min(first_seen, excluded.first_seen)
+                      WHEN excluded.last_seen >= last_seen THEN excluded.first_seen ELSE first_seen END,
+    last_seen = max(last_seen, excluded.last_seen),
+    mac = CASE WHEN excluded.last_seen >= last_seen THEN excluded.mac ELSE mac END"""
 _FLOW_UPSERT = """
 INSERT INTO flows (proto, orig_h, orig_p, resp_h, resp_p, first_seen, last_seen, orig_bytes,
                    orig_packets, resp_bytes, resp_packets, tcp_flags, iface, closed,
@@ -129,6 +136,7 @@ class RollupStore:
                         [(minute, reason, *c) for reason, c in rollup.attribution.items()]),
         }
         tiers.mark_pending(con, pending)
+        con.executemany(_HOST_MAC, [(ip, mac, minute, minute) for ip, mac in rollup.macs.items()])
 
     def add_seconds(self, points):
         """Per-second interface points: [(second, iface, frames, bytes, out_frames, out_bytes)]."""

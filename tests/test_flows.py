@@ -304,3 +304,24 @@ def test_random_frames_are_all_counted(frames, linktype):
     assert c["frames"] == len(frames) == c["ip_frames"] + c["non_ip_frames"] + c["undecodable_frames"]
     assert sum(f.orig_packets + f.resp_packets for r in rollups for f in r.flows) == c["ip_frames"]
     assert all(isinstance(f, FlowDelta) for r in rollups for f in r.flows)
+
+
+def test_arp_senders_name_the_mac_of_their_address():
+    """IPv4 address -> MAC from ARP requests and replies (tagged or not); a probe from 0.0.0.0 and
+    the source MAC of IP frames (a router's, for remote hosts) teach nothing."""
+    bcast = "ff:ff:ff:ff:ff:ff"
+    frames = [
+        (T0, bytes(Ether(src="02:00:00:00:00:05", dst=bcast) / ARP(op=1, hwsrc="02:00:00:00:00:05", psrc="10.0.0.5",
+                                                                    pdst="10.0.0.1"))),
+        (T0 + 1, bytes(Ether(src="02:00:00:00:00:07", dst=bcast) / Dot1Q(vlan=3)
+                       / ARP(op=2, hwsrc="02:00:00:00:00:07", psrc="10.0.0.7", pdst="10.0.0.5"))),
+        (T0 + 2, bytes(Ether(src="02:00:00:00:00:09", dst=bcast) / ARP(op=1, hwsrc="02:00:00:00:00:09", psrc="0.0.0.0",
+                                                                    pdst="10.0.0.9"))),
+        (T0 + 3, udp("192.0.2.1", "10.0.0.5", 53, 999)),
+        (T0 + 61, bytes(Ether(src="02:00:00:00:00:06", dst=bcast) / ARP(op=1, hwsrc="02:00:00:00:00:06", psrc="10.0.0.5",
+                                                                     pdst="10.0.0.1"))),
+    ]
+    rollups = run(FlowTable(), frames)
+    assert [r.macs for r in rollups if r.macs] == [
+        {"10.0.0.5": "02:00:00:00:00:05", "10.0.0.7": "02:00:00:00:00:07"}, {"10.0.0.5": "02:00:00:00:00:06"}]
+    assert iface_of(rollups)["non_ip_frames"] == 4

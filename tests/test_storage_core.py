@@ -228,3 +228,18 @@ def test_reading_a_file_that_is_not_a_nettally_database_is_a_one_line_error(tmp_
         path.write_bytes(content)
     with pytest.raises(DatabaseError, match="not a NetTally database"):
         connect(str(path), readonly=True)
+
+
+def test_host_macs_keep_the_latest_announcement_and_show_in_the_hosts_api(tmp_path):
+    from storage import dashboard
+    con = connect(str(tmp_path / "m.db"))
+    store = RollupStore(con)
+    hosts = {"10.0.0.5": [100, 0, 1, 0]}
+    store.apply([Rollup(60, [], hosts, {}, {}, {}, {}, {"10.0.0.5": "02:00:00:00:00:05"}),
+                 Rollup(120, [], hosts, {}, {}, {}, {}, {"10.0.0.5": "02:00:00:00:00:05"}),
+                 Rollup(180, [], hosts, {}, {}, {}, {}, {"10.0.0.5": "02:00:00:00:00:06"})])
+    store.apply([Rollup(120, [], {}, {}, {}, {}, {}, {"10.0.0.5": "02:00:00:00:00:05"})])   # a late, older one
+    assert con.execute("SELECT ip, mac, first_seen, last_seen FROM host_macs").fetchall() == [
+        ("10.0.0.5", "02:00:00:00:00:06", 180, 180)]
+    rows = dashboard.host_usage(con, 0, 240, 240)["rows"]
+    assert [(r["ip"], r["mac"]) for r in rows] == [("10.0.0.5", "02:00:00:00:00:06")]

@@ -19,6 +19,8 @@ import urllib.request
 
 import pytest
 
+from storage.db import SCHEMA_VERSION
+
 from alerts.service import AlertRunner
 from conftest import IS_ROOT, ROOT, needs_root
 from settings import Settings
@@ -229,7 +231,7 @@ def test_the_web_side_never_migrates_an_older_database_it_only_reads_it(db_path)
     response = client.post("/api/alerts/1/acknowledge", headers=CHANGE)
     assert response.status_code == 503
     assert response.get_json()["error"] == ("alert changes are off: the database cannot be opened for writing "
-                                            f"({db_path}: schema version 1, not 2 (the collector updates it))")
+                                            f"({db_path}: schema version 1, not {SCHEMA_VERSION} (the collector updates it))")
     con = sqlite3.connect(db_path)
     assert con.execute("PRAGMA user_version").fetchone()[0] == 1 and stored(db_path, 1)[2] is None
     con.close()
