@@ -89,15 +89,25 @@ def safe_cell(value):
     return value
 
 
+def render_csv_chunks(table, rows, fields=None, rows_per_chunk=1000):
+    """The CSV text of `render(table, rows, "csv", fields)` in pieces, for rows from an iterator."""
+    names = [name for name, _ in (fields or TABLES[table])]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(names)
+    for n, r in enumerate(rows, 1):
+        writer.writerow([safe_cell(r.get(name)) for name in names])
+        if n % rows_per_chunk == 0:
+            yield buf.getvalue()
+            buf.seek(0)
+            buf.truncate()
+    yield buf.getvalue()
+
+
 def render(table, rows, fmt, fields=None):
     """Text of `rows` (dicts) as CSV (header + rows, columns of TABLES[table] or `fields`) or a
     JSON array. Extra keys in the rows are not exported."""
     names = [name for name, _ in (fields or TABLES[table])]
     if fmt == "json":
         return json.dumps([{n: r.get(n) for n in names} for r in rows], indent=1) + "\n"
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(names)
-    for r in rows:
-        writer.writerow([safe_cell(r.get(n)) for n in names])
-    return buf.getvalue()
+    return "".join(render_csv_chunks(table, rows, fields))

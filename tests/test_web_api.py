@@ -103,10 +103,19 @@ def test_flows_filter_sort_page(client):
     assert get(client, "/api/flows?process=50%25")["total"] == 0        # % is a character, not a wildcard
 
 
+def test_flows_csv_is_streamed_in_pieces_and_matches_one_piece_rendering():
+    """Found in review: a CSV of every flow was built whole in memory; it now streams from the cursor."""
+    from storage.export import render, render_csv_chunks
+    rows = [{"proto": "udp", "orig_h": f"10.0.{i // 250}.{i % 250}", "orig_p": i, "orig_process": "=x" if i % 7 else None}
+            for i in range(2500)]
+    pieces = list(render_csv_chunks("flows", iter(rows), rows_per_chunk=1000))
+    assert len(pieces) == 3 and "".join(pieces) == render("flows", rows, "csv")
+
+
 def test_flows_csv_is_the_json_rows_neutralised(client):
     rows = get(client, "/api/flows?proto=udp")["rows"]
     response = client.get("/api/flows.csv?proto=udp")
-    assert response.status_code == 200 and response.mimetype == "text/csv"
+    assert response.status_code == 200 and response.mimetype == "text/csv" and response.is_streamed
     assert response.headers["Content-Disposition"].startswith('attachment; filename="nettally-flows-')
     table = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
     assert [r["resp_p"] for r in table] == [str(r["resp_p"]) for r in rows]

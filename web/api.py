@@ -3,10 +3,10 @@ storage call and renders it; the CSV variants take the same parameters as their 
 Alerts have their own blueprint (web/alerts_api.py)."""
 import time
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify, request, stream_with_context
 
 from storage import dashboard as q
-from storage.export import render
+from storage.export import render_csv_chunks
 from web.app import db, now, policy
 from web.params import Params
 
@@ -30,8 +30,10 @@ def _page(p, csv):
 
 
 def csv_response(table, rows, fields=None):
+    """A CSV download. `rows` may be an iterator: the text is then streamed as the rows come,
+    with this request's connection held until the last one."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now()))
-    return Response(render(table, rows, "csv", fields), mimetype="text/csv",
+    return Response(stream_with_context(render_csv_chunks(table, rows, fields)), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="nettally-{table}-{stamp}.csv"'})
 
 
@@ -110,25 +112,28 @@ def processes_csv():
     return csv_response("processes", _processes(_params(), csv=True)["rows"])
 
 
-def _flows(p, csv):
+def _flow_query(p, csv):
     since, until = p.time_range()
     flt = q.FlowFilter(since=since, until=until, host=p.ip("host"), port=p.integer("port", None, 0, 65535),
                        proto=p.proto("proto"), process=p.text("process"), iface=p.text("iface"))
     sort, descending = p.sort(q.FLOW_SORTS, "last_seen")
     limit, offset = _page(p, csv)
     p.finish()
-    total, rows = q.flow_search(db(), flt, sort, descending, limit, offset)
-    return {"since": since, "until": until, "limit": limit, "offset": offset, "total": total, "rows": rows}
+    return flt, sort, descending, limit, offset
 
 
 @bp.get("/flows")
 def flows():
-    return jsonify(_flows(_params(), csv=False))
+    flt, sort, descending, limit, offset = _flow_query(_params(), csv=False)
+    total, rows = q.flow_search(db(), flt, sort, descending, limit, offset)
+    return jsonify({"since": flt.since, "until": flt.until, "limit": limit, "offset": offset, "total": total,
+                    "rows": rows})
 
 
 @bp.get("/flows.csv")
 def flows_csv():
-    return csv_response("flows", _flows(_params(), csv=True)["rows"])
+    flt, sort, descending, limit, offset = _flow_query(_params(), csv=True)
+    return csv_response("flows", q.iter_flows(db(), flt, sort, descending, limit, offset))
 
 
 @bp.get("/interfaces")
