@@ -165,6 +165,8 @@ def _import_files(settings, files, store, stop_asked):
         line = f"{path}: {result.frames} frames ({tally.summary()})"
         if result.clamped:
             line += f", {result.clamped} wire lengths clamped to 262144"
+        if result.bad_times:
+            line += f", {result.bad_times} timestamps outside 1970-9999 clamped"
         if result.damage:
             line += f"; stopped early: {result.damage}"
             status = max(status, EXIT_DAMAGED)

@@ -33,6 +33,7 @@ class ImportResult:
     damage: str | None = None
     interfaces: list = field(default_factory=list)
     interrupted: bool = False
+    bad_times: int = 0          # pcapng timestamps outside 1970..9999, clamped into that range
 
 
 def import_file(path, sink, table: FlowTable, parallel=None, stop=None) -> ImportResult:
@@ -55,7 +56,8 @@ def import_file(path, sink, table: FlowTable, parallel=None, stop=None) -> Impor
     finally:
         source.close()
     sink(table.take() + [table.drain(0.0, close_all=True)])
-    return ImportResult(path, source.frames, source.clamped, source.damage, source.interfaces, interrupted)
+    return ImportResult(path, source.frames, source.clamped, source.damage, source.interfaces, interrupted,
+                        source.bad_times)
 
 
 def _open_source(path, parallel):
@@ -99,6 +101,7 @@ class _InProcess:
     frames = property(lambda self: self._capture.frames)
     clamped = property(lambda self: self._capture.clamped)
     damage = property(lambda self: self._capture.damage)
+    bad_times = property(lambda self: self._capture.bad_times)
     interfaces = property(lambda self: [(i.name, i.linktype) for i in self._capture.interfaces])
 
 
@@ -108,6 +111,7 @@ class _ReaderProcess:
     def __init__(self, path):
         self.path = path
         self.frames = self.clamped = 0
+        self.bad_times = 0            # a classic pcap's 32-bit seconds cannot leave 1970..2106
         self.damage = None
         self.interfaces = []
         import multiprocessing        # here: a small import never starts a process, nor pays for this

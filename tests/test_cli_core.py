@@ -149,7 +149,7 @@ def test_timestamps_beyond_any_date_import_and_export(tmp_path, capsys):
     p = tmp_path / "future.pcapng"
     p.write_bytes(shb() + idb(1, tsresol=0) + epb(0, 2**64 - 1, FRAMES[0]) + epb(0, 2**40, FRAMES[1]))
     code, out, err = cli(capsys, "import", p, "--db", tmp_path / "f.db")
-    assert (code, out, err) == (EXIT_OK, f"{p}: 2 frames (2 IP, 0 non-IP, 0 undecodable)\n", "")
+    assert (code, out, err) == (EXIT_OK, f"{p}: 2 frames (2 IP, 0 non-IP, 0 undecodable), 2 timestamps outside 1970-9999 clamped\n", "")
     assert hosts(capsys, tmp_path / "f.db")["10.0.0.1"] == sent(2)
     code, out, err = cli(capsys, "export", "flows", "--db", tmp_path / "f.db")
     [row] = csv.DictReader(io.StringIO(out))
