@@ -22,3 +22,19 @@ def needs_tool(name):
 def run_py():
     """argv prefix that runs this checkout's run.py with the current interpreter."""
     return [sys.executable, str(ROOT / "run.py")]
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    """No NETTALLY_* variable of the caller's environment reaches run.py's settings."""
+    for name in list(os.environ):
+        if name.startswith("NETTALLY_"):
+            monkeypatch.delenv(name)
+
+
+def cli(capsys, *argv):
+    """run.py in this process: (exit status, stdout, stderr)."""
+    import run
+    code = run.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from scapy.all import IP, UDP, Ether
 
-import run
+from conftest import cli
 from captures import block, epb, gz, idb, pcap_bytes, pcapng_bytes, shb
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,17 +20,7 @@ FRAMES = [bytes(E / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=1, dport=2) /
 EXIT_OK, EXIT_USAGE, EXIT_DAMAGED = 0, 2, 3
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch):
-    for name in list(os.environ):
-        if name.startswith("NETTALLY_"):
-            monkeypatch.delenv(name)
-
-
-def cli(capsys, *argv):
-    code = run.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def sub(run_py, *argv):

@@ -20,7 +20,7 @@ from scapy.layers.vxlan import VXLAN
 
 import captures
 import oracle
-import run
+from conftest import cli
 from capture.records import MAX_WIRE_LEN, proto_number
 from storage import queries
 from storage.db import connect
@@ -345,18 +345,6 @@ def expected(cases):
 
 # ---- import and export through run.py ---------------------------------------------------------------
 
-@pytest.fixture
-def clean_env(monkeypatch):
-    import os
-    for name in list(os.environ):
-        if name.startswith("NETTALLY_"):
-            monkeypatch.delenv(name)
-
-
-def cli(capsys, *argv):
-    code = run.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def import_export(capsys, capture, db):
