@@ -9,7 +9,6 @@
 """
 import csv
 import io
-import os
 import signal
 import subprocess
 import sys
@@ -18,12 +17,10 @@ import tempfile
 import pytest
 
 from conftest import IS_ROOT, ROOT
-from web_helpers import EVIL_PROCESS, FORMULA_PROCESS, free_port, get_json, make_db, wait_for
+from web_helpers import EVIL_PROCESS, FORMULA_PROCESS, chromium_missing, free_port, get_json, make_db, \
+    start_chromium, wait_for
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-pytestmark = pytest.mark.skipif(
-    not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
-    reason="chromium and chromium-driver are not installed (make test installs them as root)")
+pytestmark = pytest.mark.skipif(bool(chromium_missing()), reason=str(chromium_missing()))
 TALKER_NAME = "ntwebtalker"
 SCREENSHOT = ROOT / "docs" / "dashboard.png"
 
@@ -57,21 +54,9 @@ print("closed", flush=True)
 
 @pytest.fixture
 def browser(tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     downloads = tmp_path / "downloads"
     downloads.mkdir()
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}", "--window-size=1366,900"):
-        options.add_argument(flag)
-    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                              "download.prompt_for_download": False})
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    driver = start_chromium(tempfile.mkdtemp(dir=tmp_path), downloads)
     driver.downloads = downloads
     yield driver
     driver.quit()

@@ -26,8 +26,8 @@ from conftest import IS_ROOT, ROOT, needs_root
 from settings import Settings
 from storage import alerts as store
 from storage.db import connect
-from web_helpers import A, B, EVIL_PROCESS, FORMULA_PROCESS, NOW, free_port, get_json, listening_pid, make_db, \
-    uids_of, wait_for
+from web_helpers import A, B, EVIL_PROCESS, FORMULA_PROCESS, NOW, chromium_missing, free_port, get_json, \
+    listening_pid, make_db, start_chromium, uids_of, wait_for
 from web.app import create_app
 
 TOKEN = "t0ken-for-alert-tests-0123456789"
@@ -621,23 +621,12 @@ def _listening(port):
 
 # ---- the toast in Chromium ----------------------------------------------------------------------
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-
-
 @pytest.fixture
 def browser(tmp_path):
-    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        pytest.skip("chromium and chromium-driver are not installed (make test installs them as root)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-    from selenium.webdriver.chrome.service import Service
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}",
-                 "--window-size=1366,900"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    why = chromium_missing()
+    if why:
+        pytest.skip(why)
+    driver = start_chromium(tempfile.mkdtemp(dir=tmp_path))
     yield driver
     driver.quit()
 
