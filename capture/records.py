@@ -4,6 +4,7 @@ Addresses stay raw bytes (4 or 16) on the hot path; they become canonical text o
 or host leaves the flow table (see `ip_text`).
 """
 import ipaddress
+import socket
 from typing import NamedTuple
 
 # pcap / pcapng link types (https://www.tcpdump.org/linktypes.html)
@@ -58,7 +59,9 @@ def ip_text(raw: bytes) -> str:
     if text is None:
         if len(_TEXT) > 1_000_000:
             _TEXT.clear()
-        text = _TEXT[raw] = str(ipaddress.ip_address(raw))
+        # inet_ntop writes IPv4 exactly as ipaddress does, ~20x faster (a flood of new sources
+        # meets this once per address); IPv6 keeps ipaddress's form for IPv4-mapped addresses
+        text = _TEXT[raw] = socket.inet_ntop(socket.AF_INET, raw) if len(raw) == 4 else str(ipaddress.ip_address(raw))
     return text
 
 
