@@ -2,6 +2,7 @@
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,16 @@ def cli(capsys, *argv):
     code = run.main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def wait_for(condition, seconds=30.0, what="condition", interval=0.02):
+    """Polls condition() until it returns something true and returns that; fails naming `what`
+    at the deadline. Tests wait for conditions this way, never for a fixed time."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds} s waiting for {what}")
+        time.sleep(interval)

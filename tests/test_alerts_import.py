@@ -11,7 +11,6 @@ import http.server
 import json
 import struct
 import threading
-import time
 
 import pytest
 
@@ -21,6 +20,7 @@ from capture.offline import import_file
 from storage import alerts as store
 from storage.db import connect
 from storage.writer import RollupStore
+from conftest import wait_for
 
 S = 1_700_035_200             # capture start, a minute boundary (2023-11-15 08:00 UTC)
 WIRE = 50_000
@@ -148,9 +148,7 @@ def test_live_runner_alerts_once_and_the_webhook_gets_one_post_per_event(tmp_pat
     import_file(str(capture), collector_flush, FlowTable())
     rows = store.alert_list(store_.con)
     assert [(r["subject"], r["origin"], r["opened"], r["closed"]) for r in rows] == [(A, "live", OPENED, CLOSED)]
-    deadline = time.monotonic() + 20
-    while (len(webhook.posts) < 2 or not runner.webhook.idle()) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: len(webhook.posts) >= 2 and runner.webhook.idle(), 20, "the webhook's two POSTs")
     runner.close()
     assert [(p["event"], p["subject"], p["id"]) for _, p in webhook.posts] == [
         ("opened", A, rows[0]["id"]), ("closed", A, rows[0]["id"])]

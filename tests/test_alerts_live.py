@@ -3,7 +3,6 @@ API, every rule kind over stored rollups, storage health, and webhook retries an
 import http.server
 import json
 import threading
-import time
 
 import pytest
 
@@ -15,6 +14,7 @@ from capture.records import ProcessKey
 from storage import alerts as store
 from storage.db import connect
 from storage.writer import RollupStore, health
+from conftest import wait_for
 
 T = 1_700_035_200             # a minute boundary
 
@@ -236,12 +236,6 @@ def hook():
     server.shutdown()
     server.server_close()
 
-
-def wait_for(condition, seconds=20):
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def test_webhook_retries_server_errors_with_the_same_event_id(hook):

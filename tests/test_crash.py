@@ -31,16 +31,11 @@ from conftest import IS_ROOT, ROOT
 from storage import retention
 from storage.db import DatabaseError, connect
 from storage.writer import RollupStore, WriterThread
+from conftest import wait_for
 
 T = 1_700_035_200
 PY = sys.executable
 
-
-def wait_for(condition, seconds=30, what="condition"):
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def batch(k):

@@ -4,7 +4,6 @@ The file systems are small tmpfs mounts the tests make (root) and unmount afterw
 import logging
 import os
 import subprocess
-import time
 
 import pytest
 
@@ -15,6 +14,7 @@ from storage import alerts as store
 from storage.backlog import Backlog, merge
 from storage.db import DatabaseError, connect
 from storage.writer import WriterThread, health
+from conftest import wait_for
 
 T = 1_700_035_200
 
@@ -31,12 +31,6 @@ def rollup(minute, hosts, first_host=0):
     return Rollup(minute, [], {f"10.{(first_host + i) // 250}.{(first_host + i) % 250}.1": [1000 + i, 0, 1, 0]
                                for i in range(hosts)}, {"eth0": [hosts, hosts * 1000, hosts, 0, 0, 0, 0, 0, 0, 0]}, {})
 
-
-def wait_for(condition, seconds=30):
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 @pytest.fixture

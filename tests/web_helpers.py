@@ -3,7 +3,6 @@ counts, written through the real writer (storage.writer.RollupStore), and small 
 import json
 import os
 import socket
-import time
 import urllib.error
 import urllib.request
 
@@ -11,6 +10,7 @@ from capture.flows import FlowDelta, Rollup
 from capture.records import ProcessKey
 from storage.db import connect
 from storage.writer import RollupStore
+from conftest import wait_for  # noqa: F401  (re-exported: the web tests import it from here)
 
 NOW = 1_700_000_000 // 3600 * 3600 + 1830.5      # 30 min 30.5 s into an hour
 MINUTE = int(NOW // 60 * 60)                       # the current minute
@@ -98,17 +98,6 @@ def get_json(url, headers=None):
     status, _, body = http_get(url, headers)
     return status, json.loads(body)
 
-
-def wait_for(condition, timeout, what, interval=0.05):
-    """Polls condition() until it returns something true; fails naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def listening_pid(port):
