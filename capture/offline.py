@@ -11,12 +11,12 @@ one-core machines are read in this process, as before.
 import os
 import signal
 import stat
-import threading
 from array import array
 from dataclasses import dataclass, field
 from itertools import accumulate, repeat
 from operator import itemgetter, sub
 
+from capture import children
 from capture.capfile import PCAP_MAGIC, CaptureError, CaptureFile
 from capture.flows import FlowTable
 
@@ -114,15 +114,11 @@ class _ReaderProcess:
         self.bad_times = 0            # a classic pcap's 32-bit seconds cannot leave 1970..2106
         self.damage = None
         self.interfaces = []
-        import multiprocessing        # here: a small import never starts a process, nor pays for this
         self._file = open(path, "rb", buffering=0)     # whole batches: a buffer would only copy twice
         try:
-            # fork is quick and safe while this process has no other thread; spawn otherwise
-            method = "fork" if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods() \
-                else "spawn"
-            ctx = multiprocessing.get_context(method)
+            ctx = children.context()
             self._conn, child_end = ctx.Pipe(duplex=False)
-            _widen(child_end)
+            children.widen(child_end)     # a dozen batches: the reader runs ahead of the counting
             self._process = ctx.Process(target=_reader_main, args=(path, child_end, self._conn),
                                         name="capture-reader", daemon=True)
             self._process.start()
@@ -220,16 +216,6 @@ def _read_at(f, offset, size):
             break
         chunk += more
     return chunk
-
-
-def _widen(conn):
-    """A 1 MiB pipe (Linux) holds a dozen batches, so the reader runs ahead instead of waiting
-    for this process at every batch: on a busy machine that lockstep doubled the import time."""
-    try:
-        import fcntl
-        fcntl.fcntl(conn.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
-    except (ImportError, AttributeError, OSError):
-        pass                          # elsewhere the default pipe is merely slower
 
 
 def _send(conn, message):

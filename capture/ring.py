@@ -140,7 +140,7 @@ def compile_bpf(expression, iface):
     try:
         program = compile_filter(expression, linktype=dlt)
     except Exception as e:          # scapy raises Scapy_Exception / ImportError / OSError
-        raise CaptureSetupError(f"bad filter {expression!r}: {_one_line(e)}") from None
+        raise CaptureSetupError(f"bad filter {expression!r}: {one_line(e)}") from None
     try:
         insns = [(i.code, i.jt, i.jf, i.k & 0xFFFFFFFF) for i in program.bf_insns[:program.bf_len]]
     finally:
@@ -149,7 +149,8 @@ def compile_bpf(expression, iface):
             for code, jt, jf, k in insns]
 
 
-def _one_line(e):
+def one_line(e):
+    """An exception as one line of text, for one-line error messages."""
     return " ".join(str(e).split()) or e.__class__.__name__
 
 
@@ -345,7 +346,7 @@ class ListenSource:
         except PermissionError:
             raise CaptureSetupError(PRIVILEGE_MESSAGE) from None
         except Exception as e:       # scapy raises several kinds for a bad filter or interface
-            raise CaptureSetupError(f"cannot capture on {iface.name}: {_one_line(e)}") from None
+            raise CaptureSetupError(f"cannot capture on {iface.name}: {one_line(e)}") from None
         self.linktype = conf.l2types.layer2num.get(getattr(self._sock, "LL", None), iface.linktype)
 
     def fileno(self):

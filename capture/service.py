@@ -11,8 +11,6 @@ The collector never blocks the capture: a thread drains the pipe as fast as the 
 it, and the SQLite commits happen on their own thread. On SIGINT/SIGTERM the capture stops,
 sends everything it counted, and the collector writes it all before exiting 0.
 """
-import fcntl
-import multiprocessing
 import os
 import queue
 import signal
@@ -20,12 +18,11 @@ import sys
 import threading
 import time
 
-from capture.ring import privilege_problem
+from capture import children
+from capture.ring import one_line, privilege_problem
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 READY_TIMEOUT = 60.0
-_F_SETPIPE_SZ = 1031
-_PIPE_BYTES = 1 << 20
 
 
 def _say(line, err=False):
@@ -43,7 +40,7 @@ def run_service(settings, web=True):
     try:        # creates / migrates (or moves a damaged file aside) now, so a bad path is one line
         connect_checked(settings.db).close()
     except (DatabaseError, sqlite3.Error) as e:
-        _say(f"{settings.db}: {_one_line(e)}" if isinstance(e, sqlite3.Error) else str(e), err=True)
+        _say(f"{settings.db}: {one_line(e)}" if isinstance(e, sqlite3.Error) else str(e), err=True)
         return EXIT_USAGE
 
     capture, inbox = _start_capture(settings)
@@ -62,12 +59,9 @@ def run_service(settings, web=True):
 
 def _start_capture(settings):
     from capture.live import run_capture
-    ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    ctx = children.context()          # called before any thread of ours starts: fork
     receive, send = ctx.Pipe(duplex=False)
-    try:        # room for bursts of messages while the reader thread waits for the GIL
-        fcntl.fcntl(send.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
-    except (OSError, AttributeError):
-        pass
+    children.widen(send)              # room for bursts while the reader thread waits for the GIL
     # signals stay blocked until each process has its handler (the child unblocks its own)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
@@ -145,7 +139,7 @@ class Collector:
         try:
             self.writer.close(frames=self.frames)
         except Exception as e:      # the database went away (disk full, deleted...)
-            _say(f"writing {self.settings.db} failed: {_one_line(e)}", err=True)
+            _say(f"writing {self.settings.db} failed: {one_line(e)}", err=True)
             status, written = EXIT_FAILED, "NOT all written"
         if self.alerts is not None:
             self._guard("alerts", self.alerts.close)
@@ -167,7 +161,7 @@ class Collector:
         try:
             proc = spawn(self.settings)
         except Exception as e:
-            return None, f"no dashboard: {_one_line(e)}"
+            return None, f"no dashboard: {one_line(e)}"
         return proc, f"dashboard at http://{_url_host(self.settings.host)}:{self.settings.port}/"
 
     def _collect(self):
@@ -218,7 +212,7 @@ class Collector:
         except Exception as e:
             if feature not in self._failed:
                 self._failed.add(feature)
-                _say(f"{feature} failed ({_one_line(e)}); counting goes on without it", err=True)
+                _say(f"{feature} failed ({one_line(e)}); counting goes on without it", err=True)
             return None
 
 
@@ -230,7 +224,7 @@ def _optional_attributor(settings):
     try:
         return Attributor(settings)
     except Exception as e:
-        _say(f"attribution off: {_one_line(e)}", err=True)
+        _say(f"attribution off: {one_line(e)}", err=True)
         return None
 
 
@@ -242,13 +236,9 @@ def _optional_alerts(settings):
     try:
         return AlertRunner(settings, settings.db)
     except Exception as e:
-        _say(f"alerts off: {_one_line(e)}", err=True)
+        _say(f"alerts off: {one_line(e)}", err=True)
         return None
 
 
 def _url_host(host):
     return f"[{host}]" if ":" in host else host
-
-
-def _one_line(e):
-    return " ".join(str(e).split()) or e.__class__.__name__

@@ -6,19 +6,15 @@ of the GIL only inside each statement step, so a writer thread waits a switch in
 every row while the counting thread runs. Rollups are tuples, dicts and lists: cheap to pickle.
 """
 import signal
-import threading
 
+from capture import children
 from storage.db import DatabaseError, connect
 from storage.writer import RollupStore
 
 
 class ImportWriter:
     def __init__(self, path):
-        import multiprocessing        # only imports pay for it
-        # fork is quick and safe while this process has no other thread; spawn otherwise
-        method = "fork" if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods() \
-            else "spawn"
-        ctx = multiprocessing.get_context(method)
+        ctx = children.context()
         inbox, self._outbox = ctx.Pipe(duplex=False)
         self._reply, reply_end = ctx.Pipe(duplex=False)
         self._process = ctx.Process(target=_serve, args=(path, inbox, reply_end, self._outbox),
