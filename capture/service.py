@@ -18,6 +18,8 @@ import sys
 import threading
 import time
 
+from alerts.service import AlertRunner
+from attribution.service import Attributor
 from capture import children
 from capture.ring import one_line, privilege_problem
 
@@ -97,7 +99,7 @@ class Collector:
         self.web = web
         self.stopping = False
         self.frames = self.drops = 0
-        self.attributor = _optional_attributor(settings)
+        self.attributor = _optional("attribution", lambda: Attributor(settings))
         self.alerts = None          # opened once the writer has its connection: see run()
         from storage.writer import WriterThread
         self.writer = WriterThread(settings.db, settings, source=("live", ",".join(n for n, _ in interfaces)),
@@ -122,7 +124,7 @@ class Collector:
         # of other SQLite connections: another process could then delete the live WAL under
         # them. So no other connection may be open in this process before the writer's.
         self.writer.ready.wait(READY_TIMEOUT)
-        self.alerts = _optional_alerts(self.settings)
+        self.alerts = _optional("alerts", lambda: AlertRunner(self.settings, self.settings.db))
         web_proc, where = self._start_web()
         names = ", ".join(name for name, _ in self.interfaces)
         bpf = f" (filter: {self.settings.bpf})" if self.settings.bpf else ""
@@ -154,10 +156,7 @@ class Collector:
     def _start_web(self):
         if not self.web:
             return None, "no dashboard (--no-web)"
-        try:
-            from web.serve import spawn
-        except ImportError:
-            return None, "dashboard not available in this build"
+        from web.serve import spawn       # here: --no-web never loads Flask
         try:
             proc = spawn(self.settings)
         except Exception as e:
@@ -216,27 +215,12 @@ class Collector:
             return None
 
 
-def _optional_attributor(settings):
+def _optional(feature, start):
+    """A feature that cannot start is off, said in one line; counting goes on without it."""
     try:
-        from attribution.service import Attributor
-    except ImportError:
-        return None
-    try:
-        return Attributor(settings)
+        return start()
     except Exception as e:
-        _say(f"attribution off: {one_line(e)}", err=True)
-        return None
-
-
-def _optional_alerts(settings):
-    try:
-        from alerts.service import AlertRunner
-    except ImportError:
-        return None
-    try:
-        return AlertRunner(settings, settings.db)
-    except Exception as e:
-        _say(f"alerts off: {one_line(e)}", err=True)
+        _say(f"{feature} off: {one_line(e)}", err=True)
         return None
 
 
