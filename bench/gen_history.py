@@ -103,31 +103,13 @@ def generate(path, hosts=1000, days=30, active=0.25, seed=1, now=None, say=print
     minute_start = policy.cutoff("host", "minute", now)       # older buckets are routed to the hour tier
     first_hour = int(now - days * 86400) // 3600 * 3600
     started = time.perf_counter()
-    batch = []
-    for hour in range(first_hour, minute_start, 3600):
-        rollup, drops = model.bucket(hour, 3600, HOUR_ACTIVE, 200)
-        batch.append(rollup)
-        if drops:
-            store.add_drops(hour, drops)
-        if len(batch) == 24:
-            store.apply(batch)
-            batch = []
-    store.apply(batch)
+    _write(store, model, range(first_hour, minute_start, 3600), 3600, HOUR_ACTIVE, 200, per_transaction=24)
     say(f"hour tier: {(minute_start - first_hour) // 3600} hours in {time.perf_counter() - started:.0f} s")
     # The last 5 minutes are written after housekeeping, as in a running capture: their hour (and
     # so their day) is pending, and queries read it from the minute rows.
     last = int(now // 60 * 60) + 60
     for part in (range(minute_start, last - 300, 60), range(last - 300, last, 60)):
-        batch = []
-        for minute in part:
-            rollup, drops = model.bucket(minute, 60, active, 10)
-            batch.append(rollup)
-            if drops:
-                store.add_drops(minute, drops)
-            if len(batch) == 60:
-                store.apply(batch)
-                batch = []
-        store.apply(batch)
+        _write(store, model, part, 60, active, 10, per_transaction=60)
         if part.start == minute_start:
             while not retention.maintain(con, policy, now, budget=30.0):
                 pass
@@ -157,6 +139,21 @@ def main(argv=None):
     args = p.parse_args(argv)
     generate(args.db, args.hosts, args.days, args.active, args.seed, args.now)
     return 0
+
+
+def _write(store, model, buckets, size, active, flows, per_transaction):
+    """The model's rollups for `buckets` (each `size` seconds) through the real writer, a few
+    buckets per transaction."""
+    batch = []
+    for bucket in buckets:
+        rollup, drops = model.bucket(bucket, size, active, flows)
+        batch.append(rollup)
+        if drops:
+            store.add_drops(bucket, drops)
+        if len(batch) == per_transaction:
+            store.apply(batch)
+            batch = []
+    store.apply(batch)
 
 
 if __name__ == "__main__":
