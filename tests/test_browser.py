@@ -9,7 +9,6 @@
 """
 import csv
 import io
-import signal
 import subprocess
 import sys
 import tempfile
@@ -17,8 +16,8 @@ import tempfile
 import pytest
 
 from conftest import IS_ROOT, ROOT
-from web_helpers import EVIL_PROCESS, FORMULA_PROCESS, chromium_missing, free_port, get_json, make_db, \
-    start_chromium, wait_for
+from web_helpers import EVIL_PROCESS, FORMULA_PROCESS, answering, chromium_missing, free_port, get_json, \
+    make_db, start_chromium, stop, wait_for
 
 pytestmark = pytest.mark.skipif(bool(chromium_missing()), reason=str(chromium_missing()))
 TALKER_NAME = "ntwebtalker"
@@ -92,18 +91,6 @@ def csv_matches_api(rows, api_rows):
         all(line[k] == cell(api[k]) for k in line) for line, api in zip(rows, api_rows))
 
 
-def _stop(proc):
-    if proc.stdin is not None and proc.stdin.closed:
-        proc.stdin = None
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.communicate()
-
-
 @pytest.mark.skipif(not IS_ROOT, reason="needs root (live capture on lo)")
 def test_live_dashboard_in_chromium(browser, tmp_path, run_py):
     pytest.importorskip("capture.service", reason="the capture service (capture/service.py) is not built yet")
@@ -113,7 +100,7 @@ def test_live_dashboard_in_chromium(browser, tmp_path, run_py):
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     talker = None
     try:
-        wait_for(lambda: _up(base), 30, "the dashboard of the live capture")
+        wait_for(lambda: answering(base), 30, "the dashboard of the live capture")
         talker = subprocess.Popen([sys.executable, "-c", TALKER, str(talk_port), TALKER_NAME, "400"],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
@@ -158,16 +145,9 @@ def test_live_dashboard_in_chromium(browser, tmp_path, run_py):
         assert console_errors(browser) == []
     finally:
         if talker is not None:
-            _stop(talker)
-        out, err = _stop(service)
+            stop(talker)
+        out, err = stop(service)
     assert service.returncode == 0, err
-
-
-def _up(base):
-    try:
-        return get_json(base + "/api/current_usage")[0] == 200
-    except OSError:
-        return False
 
 
 def test_hostile_names_are_text_and_csv_is_neutralised(browser, tmp_path, run_py):
@@ -177,7 +157,7 @@ def test_hostile_names_are_text_and_csv_is_neutralised(browser, tmp_path, run_py
     server = subprocess.Popen(run_py + ["serve", "--db", db, "--port", str(port)], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: _up(base), 30, "the dashboard")
+        wait_for(lambda: answering(base), 30, "the dashboard")
         js_probe = "return [document.images.length, window.__xss === undefined]"
         browser.get(base + "/processes?since=0")
         rows = wait_for(lambda: [r for r in table_texts(browser, "#processes") if len(r) > 1], 10, "process rows")
@@ -194,4 +174,4 @@ def test_hostile_names_are_text_and_csv_is_neutralised(browser, tmp_path, run_py
         assert sorted(r["orig_process"] for r in exported) == sorted(["curl", EVIL_PROCESS, "'" + FORMULA_PROCESS])
         assert console_errors(browser) == []
     finally:
-        _stop(server)
+        stop(server)

@@ -8,7 +8,6 @@ import csv
 import io
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -26,8 +25,8 @@ from conftest import IS_ROOT, ROOT, needs_root
 from settings import Settings
 from storage import alerts as store
 from storage.db import connect
-from web_helpers import A, B, EVIL_PROCESS, FORMULA_PROCESS, NOW, chromium_missing, free_port, get_json, \
-    listening_pid, make_db, start_chromium, uids_of, wait_for
+from web_helpers import A, B, EVIL_PROCESS, FORMULA_PROCESS, NOW, answering, chromium_missing, free_port, \
+    listening_pid, make_db, start_chromium, stop, uids_of, wait_for
 from web.app import create_app
 
 TOKEN = "t0ken-for-alert-tests-0123456789"
@@ -474,23 +473,6 @@ def request(url, method="GET", body=None, headers=None):
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
-
-
-def stop(proc):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.communicate(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.communicate()
-
-
-def answering(base):
-    try:
-        return get_json(base + "/api/alerts")[0] == 200
-    except OSError:
-        return False
 
 
 def test_acknowledge_over_http_from_run_py_serve(db_path, tmp_path, run_py):

@@ -2,7 +2,9 @@
 counts, written through the real writer (storage.writer.RollupStore), and small HTTP helpers."""
 import json
 import os
+import signal
 import socket
+import subprocess
 import urllib.error
 import urllib.request
 
@@ -166,3 +168,24 @@ def start_chromium(profile_dir, downloads=None):
     if downloads is not None:
         driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
     return driver
+
+
+def answering(base):
+    """True once the dashboard at `base` answers its API (for wait_for)."""
+    try:
+        return get_json(base + "/api/current_usage")[0] == 200
+    except OSError:
+        return False
+
+
+def stop(proc, timeout=20):
+    """SIGTERM, then (stdout, stderr) once it has exited; killed if it will not within `timeout`."""
+    if proc.stdin is not None and proc.stdin.closed:
+        proc.stdin = None
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()
