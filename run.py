@@ -17,12 +17,9 @@ import sys
 
 import settings as settings_mod
 
-EXIT_OK, EXIT_USAGE, EXIT_DAMAGED, EXIT_INTERRUPTED = 0, 2, 3, 130
+from runtime.exits import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
+
 COMMANDS = ("import", "serve", "export")
-
-
-class UsageError(Exception):
-    pass
 
 
 class _Parser(argparse.ArgumentParser):
@@ -80,20 +77,23 @@ def main(argv=None):
             settings = settings_mod.build(args)
         except ValueError as e:
             raise UsageError(str(e)) from None
+        # each pipeline loads only what it needs: `export` never loads scapy, `--no-web` never Flask
         if command == "import":
-            return cmd_import(settings, args["files"])
+            from collector.importer import run_import
+            return run_import(settings, args["files"])
         if command == "export":
-            return cmd_export(settings, args)
+            from collector.exporter import run_export
+            return run_export(settings, args)
         if command == "serve":
-            from web.serve import serve
+            from collector.web_process import serve
             return serve(settings)
-        from capture.service import run_service
+        from collector.live import run_service
         return run_service(settings, web=not args.get("no_web"))
     except UsageError as e:
         print(f"run.py{'' if command == 'capture' else ' ' + command}: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:         # `run.py export ... | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
@@ -103,139 +103,6 @@ def main(argv=None):
         print(f"run.py: unexpected error: {type(e).__name__}: {e} (NETTALLY_DEBUG=1 shows the traceback)",
               file=sys.stderr)
         return 1
-
-
-def cmd_import(settings, files):
-    from alerts.config import load_rules
-    from storage.db import DatabaseError, connect
-    from storage.writer import RollupStore
-
-    try:
-        load_rules(settings)                 # a bad rules file: one line, before any work
-        store = RollupStore(connect(settings.db))
-    except (DatabaseError, ValueError) as e:
-        raise UsageError(str(e)) from None
-    stop_asked = []                 # Ctrl-C or SIGTERM: the import ends after the batch at hand
-    before = {signum: signal.signal(signum, lambda signum, frame: stop_asked.append(signum))
-              for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        return _import_files(settings, files, store, stop_asked)
-    finally:
-        for signum, handler in before.items():
-            signal.signal(signum, handler)
-
-
-def _import_files(settings, files, store, stop_asked):
-    from capture.capfile import CaptureError
-    from capture.flows import FlowTable
-    from capture.offline import import_file
-    from storage.db import DatabaseError
-    from storage.import_writer import ImportWriter
-    from alerts.service import evaluate_import
-    from storage.tiers import build_pending
-
-    status = EXIT_OK
-    for path in files:
-        table = FlowTable(idle_timeout=settings.idle_timeout, active_timeout=settings.active_timeout,
-                          max_flows=settings.max_flows)
-        source = store.begin_source("file", path)
-        writer = ImportWriter(settings.db)   # SQLite on the other core
-        tally = _ImportTally(writer.submit)
-        try:
-            try:
-                result = import_file(path, tally, table, stop=lambda: bool(stop_asked))
-            finally:
-                writer.close()
-        except DatabaseError as e:
-            raise UsageError(str(e)) from None
-        except CaptureError as e:
-            store.end_source(source, 0, damage=str(e))
-            print(f"run.py import: {e}", file=sys.stderr)
-            status = max(status, EXIT_USAGE)
-            continue
-        if writer.span:
-            spans = [writer.span] + ([store.span] if store.span else [])
-            store.span = (min(s[0] for s in spans), max(s[1] for s in spans))
-        if result.interrupted:
-            store.end_source(source, result.frames, result.clamped, damage="interrupted")
-            print(f"{path}: interrupted after {result.frames} frames ({tally.summary()}); what was counted is stored")
-            status = EXIT_INTERRUPTED
-            break
-        store.end_source(source, result.frames, result.clamped, result.damage)
-        line = f"{path}: {result.frames} frames ({tally.summary()})"
-        if result.clamped:
-            line += f", {result.clamped} wire lengths clamped to 262144"
-        if result.bad_times:
-            line += f", {result.bad_times} timestamps outside 1970-9999 clamped"
-        if result.damage:
-            line += f"; stopped early: {result.damage}"
-            status = max(status, EXIT_DAMAGED)
-        print(line)
-    if store.span:                           # the alert rules, on the capture's own timeline
-        for line in evaluate_import(settings, store.con, *store.span):
-            print(line)
-    build_pending(store.con)                 # hour and day tiers of what was imported
-    return status
-
-
-class _ImportTally:
-    """A rollup sink that passes rollups on and keeps the figures for the import's summary line."""
-
-    def __init__(self, sink):
-        self.sink = sink
-        self.ip = self.non_ip = self.undecodable = 0
-        self.reasons = {}
-
-    def __call__(self, rollups):
-        for rollup in rollups:
-            for c in rollup.interfaces.values():
-                self.ip += c[2]
-                self.non_ip += c[4]
-                self.undecodable += c[6]
-            for (_, reason), c in rollup.undecodable.items():
-                self.reasons[reason] = self.reasons.get(reason, 0) + c[0]
-        self.sink(rollups)
-
-    def summary(self):
-        text = f"{self.ip} IP, {self.non_ip} non-IP, {self.undecodable} undecodable"
-        if self.reasons:
-            text += ": " + ", ".join(f"{reason} {n}" for reason, n in sorted(self.reasons.items()))
-        return text
-
-
-def cmd_export(settings, args):
-    from storage import queries
-    from storage.db import DatabaseError, connect
-    from storage.export import flow_row, render
-    from storage.timerange import parse_time
-
-    try:
-        since, until = parse_time(args["since"]), parse_time(args["until"])
-        con = connect(settings.db, readonly=True)
-    except (ValueError, DatabaseError) as e:
-        raise UsageError(str(e)) from None
-    table = args["table"]
-    fields = None
-    if table == "flows":
-        rows = [flow_row(r) for r in queries.flows_between(con, since, until)]
-    elif table == "hosts":
-        rows = queries.top_hosts(con, since, until)
-    elif table == "processes":
-        from storage.processes import process_totals
-        rows = process_totals(con, since, until)
-    else:
-        from storage.alerts import ALERT_FIELDS, alert_rows_for_export
-        rows, fields = alert_rows_for_export(con, since, until), ALERT_FIELDS
-    text = render(table, rows, args["format"], fields)
-    if args["output"]:
-        try:
-            with open(args["output"], "w", newline="") as f:
-                f.write(text)
-        except OSError as e:
-            raise UsageError(f"cannot write {args['output']}: {e.strerror}") from None
-    else:
-        sys.stdout.write(text)
-    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ A flow between two local processes (over lo) is charged to both. So `attributed`
 the sum of tx_bytes + rx_bytes over processes, and coverage is
 attributed / (attributed + every reason but no_local_endpoint).
 """
-from capture.records import ProcessKey
+from records import ProcessKey
 
 from attribution.table import ATTRIBUTED, NO_LOCAL_ENDPOINT, candidate_keys
 

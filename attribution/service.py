@@ -21,8 +21,8 @@ import time
 from attribution import join
 from attribution.cache import OwnerCache
 from attribution.table import ATTRIBUTABLE, NO_PERMISSION, OTHER_NETNS, SOCKET_CLOSED, UNKNOWN
-from capture.flows import Rollup
-from capture.records import ProcessKey
+from records import Rollup
+from records import ProcessKey
 
 MODES = ("auto", "proc", "psutil", "off")
 GRACE = 10.0                # seconds an unattributed side may still find its owner

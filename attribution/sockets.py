@@ -11,7 +11,7 @@ import psutil
 from attribution import cgroup
 from attribution.table import (NO_PERMISSION, SOCKET_CLOSED, TCP, UDP, UNKNOWN, SocketTable, bound_key,
                                canonical, connected_key)
-from capture.records import ProcessKey
+from records import ProcessKey
 
 _PROTO_OF_TYPE = {socket.SOCK_STREAM: TCP, socket.SOCK_DGRAM: UDP}
 # TCP states of a socket its owner has already closed (the kernel finishes the goodbye alone)

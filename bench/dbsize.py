@@ -21,11 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from capture.flows import FlowDelta, Rollup          # noqa: E402
-from capture.records import ProcessKey                # noqa: E402
+from records import FlowDelta, Rollup          # noqa: E402
+from records import ProcessKey                # noqa: E402
 from storage import tiers                             # noqa: E402
 from storage.db import connect                        # noqa: E402
-from storage.retention import RetentionPolicy, maintain  # noqa: E402
+from storage.retention import maintain  # noqa: E402
+from storage.tiers import RetentionPolicy
 from storage.writer import RollupStore                # noqa: E402
 
 DAY0 = 1_700_006_400          # a UTC midnight

@@ -13,7 +13,7 @@ import os
 import struct
 import zlib
 
-from capture.records import MAX_WIRE_LEN
+from records import MAX_WIRE_LEN
 
 CHUNK = 1 << 22
 BATCH = 4096

@@ -8,8 +8,8 @@ It never raises on any input (tests feed it random bytes).
 """
 import struct
 
-from capture import records as r
-from capture.records import Packet
+import records as r
+from records import Packet
 
 _U16 = struct.Struct("!H").unpack_from
 _U32LE = struct.Struct("<I").unpack_from

@@ -12,10 +12,9 @@ for one time bucket) and resets them. Host counters are derived from flow deltas
 rather than per packet: each flow credits its orig host tx / resp host rx and vice versa.
 """
 import struct
-from typing import NamedTuple
 
 from capture.decode import decode
-from capture.records import Packet, ip_text
+from records import IFACE_FIELDS, FlowDelta, Packet, Rollup, ip_text
 
 _ETH_IPV4 = struct.Struct("!12xHBxHHHxB2x4s4sHH9xB")         # 48 bytes: Ethernet, IPv4 (no options), ports, TCP flags
 _ETH_IPV6 = struct.Struct("!12xHB3xHBx16s16sHH9xB")          # 68 bytes: Ethernet, IPv6, ports, TCP flags
@@ -23,45 +22,6 @@ _ETH_IPV4_UNPACK, _ETH_IPV6_UNPACK = _ETH_IPV4.unpack_from, _ETH_IPV6.unpack_fro
 _LINKTYPE_ETHERNET = 1
 _TCP_SYN_ONLY = 0x02
 _FRAGMENT_MEMORY = 65536      # first-fragment port records kept for later fragments
-
-
-class FlowDelta(NamedTuple):
-    proto: int
-    orig_h: str
-    orig_p: int
-    resp_h: str
-    resp_p: int
-    first_seen: float
-    last_seen: float
-    orig_bytes: int
-    orig_packets: int
-    resp_bytes: int
-    resp_packets: int
-    tcp_flags: int        # union of the flags both sides sent in this bucket
-    iface: str
-    closed: bool          # the flow left the table (idle, active timeout, memory bound, stop)
-    # filled by attribution (attribution/) in the collector; None where not on this host / unknown
-    orig_pid: int | None = None
-    orig_process: str | None = None
-    resp_pid: int | None = None
-    resp_process: str | None = None
-
-
-class Rollup(NamedTuple):
-    """Everything counted in one time bucket since the previous drain (deltas, to be added)."""
-    bucket: int                          # bucket start, seconds since the epoch
-    flows: list                          # [FlowDelta]
-    hosts: dict                          # ip -> [tx_bytes, rx_bytes, tx_packets, rx_packets]
-    interfaces: dict                     # iface -> InterfaceCounters as a list (see IFACE_FIELDS)
-    undecodable: dict                    # (iface, reason) -> [frames, bytes]
-    # filled by attribution in the collector:
-    processes: dict = {}                 # records.ProcessKey -> [tx_bytes, rx_bytes, tx_packets, rx_packets]
-    attribution: dict = {}               # 'attributed' or an unattributed reason -> [bytes, packets]
-    macs: dict = {}                      # IPv4 address -> MAC, as ARP senders announced them
-
-
-IFACE_FIELDS = ("frames", "bytes", "ip_frames", "ip_bytes", "non_ip_frames", "non_ip_bytes",
-                "undecodable_frames", "undecodable_bytes", "out_frames", "out_bytes")
 
 
 class Flow:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from itertools import accumulate, repeat
 from operator import itemgetter, sub
 
-from capture import children
+from runtime import children
 from capture.capfile import PCAP_MAGIC, CaptureError, CaptureFile
 from capture.flows import FlowTable
 

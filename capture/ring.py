@@ -22,7 +22,8 @@ import struct
 import sys
 from dataclasses import dataclass
 
-from capture.records import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_RAW
+from records import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_RAW
+from runtime.text import one_line
 
 # The decoder reads headers only (Ethernet, VLAN/MPLS/PPPoE, IP, ports). Copying 256 bytes of
 # each frame instead of up to 64 KiB keeps the ring compact and the copy cheap; the wire length
@@ -147,11 +148,6 @@ def compile_bpf(expression, iface):
         free_filter(program)
     return [(code, jt, jf, min(k, SNAPLEN) if code == _BPF_RET_K and k else k)
             for code, jt, jf, k in insns]
-
-
-def one_line(e):
-    """An exception as one line of text, for one-line error messages."""
-    return " ".join(str(e).split()) or e.__class__.__name__
 
 
 def _attach(sock, insns):

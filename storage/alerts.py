@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 from urllib.request import pathname2url
 
 from storage.db import SCHEMA_VERSION, DatabaseError
-from storage.tiers import floor, immediate
+from storage.db import immediate
+from storage.tiers import floor
 
 # What a rule kind and scope reads: rows (t: bucket, s: subject, a, b) with t in [?1, ?2).
 # bytes/rate: a, b = tx bytes, rx bytes; drops: dropped frames, captured frames; coverage:

@@ -5,7 +5,7 @@ When the bound is reached the backlog first merges rollups of the same minute, t
 minutes into their hour (the hour tier stays exact; the minute view of that hour shows it all in
 its first minute), and only then drops the oldest buckets, counting what it dropped.
 """
-from capture.flows import FlowDelta, Rollup
+from records import FlowDelta, Rollup
 
 
 def rows_of(rollup):

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from storage import tiers
 from storage.export import flow_row
-from storage.retention import RetentionPolicy
+from storage.tiers import RetentionPolicy
 
 RATE_WINDOW = 5          # seconds of iface_seconds behind a "current" interface rate
 COVERAGE_WINDOW = 3600   # seconds of attribution counts behind the coverage figure

@@ -123,3 +123,26 @@ def _migrate(con, path):
     # schema at once run one after the other; every statement is IF NOT EXISTS.
     script = "".join((here / name).read_text() + "\n" for name in SCHEMA_FILES)
     con.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;")
+
+
+class immediate:
+    """A write transaction that takes the write lock at once, so no other writer (an import in
+    another process) slips rows in between what this transaction reads and what it writes."""
+
+    def __init__(self, con):
+        self.con = con
+
+    def __enter__(self):
+        self.con.execute("BEGIN IMMEDIATE")
+        return self.con
+
+    def __exit__(self, kind, value, tb):
+        if kind is None:
+            try:
+                self.con.commit()
+                return False
+            except BaseException:
+                self.con.rollback()
+                raise
+        self.con.rollback()
+        return False

@@ -8,7 +8,7 @@ import csv
 import io
 import json
 
-from capture.records import proto_text
+from records import proto_text
 
 FLOW_FIELDS = (
     ("proto", "tcp, udp, sctp, icmp, icmpv6 or the IP protocol number"),

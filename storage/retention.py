@@ -8,38 +8,14 @@ what lets storage/tiers.py rebuild it exactly.
 """
 import logging
 import time
-from typing import NamedTuple
 
 from storage import tiers
-from storage.tiers import FAMILIES, immediate
+from storage.db import immediate
+from storage.tiers import FAMILIES
 
 log = logging.getLogger("nettally.storage")
 BATCH_ROWS = 5000            # rows per delete transaction: the write lock is held a few ms
 _FAR_PAST = -2 ** 62
-
-
-class RetentionPolicy(NamedTuple):
-    """How long each tier keeps its buckets, in seconds."""
-    seconds: float = 900.0               # 1-second interface points
-    minute: float = 48 * 3600.0
-    hour: float = 90 * 86400.0
-    day: float = 730 * 86400.0
-    flows: float = 90 * 86400.0          # flow records and every flow tier, whatever the tier says
-
-    @classmethod
-    def from_settings(cls, settings):
-        return cls(seconds=settings.retention_seconds, minute=settings.retention_minutes * 3600.0,
-                   hour=settings.retention_hours * 86400.0, day=settings.retention_days * 86400.0,
-                   flows=settings.retention_flows * 86400.0)
-
-    def keep(self, family, tier):
-        age = getattr(self, tier)
-        return min(age, self.flows) if family == "flow" else age
-
-    def cutoff(self, family, tier, now):
-        """Buckets of `tier` starting before this are pruned (aligned, see module doc)."""
-        align = {"minute": "hour", "hour": "day", "day": "day"}[tier]
-        return tiers.floor(now - self.keep(family, tier), align)
 
 
 def maintain(con, policy, now, budget=0.5, clock=time.monotonic):

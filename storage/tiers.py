@@ -13,6 +13,8 @@ How a coarser bucket is kept equal to the sum of the finer data it came from, cr
 """
 from typing import NamedTuple
 
+from storage.db import immediate
+
 MINUTE, HOUR, DAY = 60, 3600, 86400
 TIERS = ("minute", "hour", "day")
 SIZE = {"minute": MINUTE, "hour": HOUR, "day": DAY}
@@ -46,6 +48,30 @@ FAMILIES = {f.name: f for f in (
 def floor(t, tier):
     size = SIZE[tier]
     return int(t // size * size)
+
+
+class RetentionPolicy(NamedTuple):
+    """How long each tier keeps its buckets, in seconds."""
+    seconds: float = 900.0               # 1-second interface points
+    minute: float = 48 * 3600.0
+    hour: float = 90 * 86400.0
+    day: float = 730 * 86400.0
+    flows: float = 90 * 86400.0          # flow records and every flow tier, whatever the tier says
+
+    @classmethod
+    def from_settings(cls, settings):
+        return cls(seconds=settings.retention_seconds, minute=settings.retention_minutes * 3600.0,
+                   hour=settings.retention_hours * 86400.0, day=settings.retention_days * 86400.0,
+                   flows=settings.retention_flows * 86400.0)
+
+    def keep(self, family, tier):
+        age = getattr(self, tier)
+        return min(age, self.flows) if family == "flow" else age
+
+    def cutoff(self, family, tier, now):
+        """Buckets of `tier` starting before this are pruned (aligned, see module doc)."""
+        align = {"minute": "hour", "hour": "day", "day": "day"}[tier]
+        return floor(now - self.keep(family, tier), align)
 
 
 def table(family, tier):
@@ -130,29 +156,6 @@ def build_pending(con, deadline=None, clock=None):
     return True
 
 
-class immediate:
-    """A write transaction that takes the write lock at once, so no other writer (an import in
-    another process) slips rows in between what this transaction reads and what it writes."""
-
-    def __init__(self, con):
-        self.con = con
-
-    def __enter__(self):
-        self.con.execute("BEGIN IMMEDIATE")
-        return self.con
-
-    def __exit__(self, kind, value, tb):
-        if kind is None:
-            try:
-                self.con.commit()
-                return False
-            except BaseException:
-                self.con.rollback()
-                raise
-        self.con.rollback()
-        return False
-
-
 # ---- reading the tiers ----------------------------------------------------------------------------
 
 _SCOPES = {
@@ -167,7 +170,6 @@ _SCOPES = {
 def tier_for(since, now, policy=None, until=None, max_points=1500):
     """The finest tier that still holds `since` (by the retention policy) and covers
     [since, until) in at most `max_points` buckets."""
-    from storage.retention import RetentionPolicy
     policy = policy or RetentionPolicy()
     until = now if until is None else until
     for tier in TIERS:
@@ -184,7 +186,6 @@ def rates(con, scope, now, window=3600, policy=None, limit=None):
     rates are averaged over (60: a peak 1-minute rate). Interfaces (and 'all') use the 1-second
     points when the window lies within their retention: their peak is then a peak 1-second rate.
     Sorted by bytes, largest first."""
-    from storage.retention import RetentionPolicy
     policy = policy or RetentionPolicy()
     family, subject, bytes_sql, _ = _SCOPES[scope]
     if scope in ("interface", "all") and window <= policy.seconds:

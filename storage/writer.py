@@ -19,8 +19,7 @@ import time
 
 from storage import retention, tiers
 from storage.backlog import Backlog, rows_of
-from storage.db import DatabaseError, connect, connect_checked
-from storage.tiers import immediate
+from storage.db import DatabaseError, connect, connect_checked, immediate
 
 log = logging.getLogger("nettally.storage")
 
@@ -210,7 +209,7 @@ class WriterThread(threading.Thread):
         self.store = None
         self.clock = clock
         self.retry_interval = retry_interval
-        self.policy = retention.RetentionPolicy.from_settings(settings) if settings else retention.RetentionPolicy()
+        self.policy = tiers.RetentionPolicy.from_settings(settings) if settings else tiers.RetentionPolicy()
         self.maintenance_interval = settings.maintenance_interval if settings else 60.0
         self.backlog = Backlog(settings.writer_backlog_rows if settings else 2_000_000)
         self.health = health(path)

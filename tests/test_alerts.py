@@ -215,7 +215,7 @@ def test_alert_list_on_a_database_from_before_alerts(tmp_path):
 def test_coverage_leaves_traffic_without_a_local_side_out(tmp_path):
     """Coverage is attributed / this host's own bytes, wherever it is computed (dashboard, alert
     rule, storage.processes): forwarded or broadcast traffic (no_local_endpoint) is in neither."""
-    from capture.flows import Rollup
+    from records import Rollup
     from storage import dashboard, processes
     from storage.writer import RollupStore
     con = connect(str(tmp_path / "c.db"))
@@ -234,7 +234,7 @@ def test_a_new_device_alerts_however_late_its_minute_is_evaluated(tmp_path, late
     """The device's own first minute is not 'traffic seen before': evaluated 30 s into that minute
     or minutes after it ended, it is new exactly once."""
     from alerts.service import AlertRunner
-    from capture.flows import Rollup
+    from records import Rollup
     from settings import Settings
     from storage.writer import RollupStore
     path = str(tmp_path / "nd.db")

@@ -9,8 +9,8 @@ import pytest
 from alerts import config
 from alerts.service import AlertRunner
 from alerts.webhook import WebhookSender
-from capture.flows import Rollup
-from capture.records import ProcessKey
+from records import Rollup
+from records import ProcessKey
 from storage import alerts as store
 from storage.db import connect
 from storage.writer import RollupStore, health

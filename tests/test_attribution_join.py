@@ -1,6 +1,6 @@
 """The pure parts of attribution: keys, the join, cgroup labels, /proc and trace-line parsing."""
-from capture.flows import FlowDelta, Rollup
-from capture.records import ProcessKey
+from records import FlowDelta, Rollup
+from records import ProcessKey
 
 from attribution import join
 from attribution.cgroup import unit_of

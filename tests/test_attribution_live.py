@@ -180,7 +180,7 @@ def wait_for_replies(pcap, port, count, timeout=60.0):
     last packets: everything sent before them is in the file too)."""
     from capture.capfile import CaptureError, CaptureFile
     from capture.decode import decode
-    from capture.records import Packet
+    from records import Packet
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         seen = 0

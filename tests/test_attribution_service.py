@@ -2,8 +2,8 @@
 clock): lookups, reasons, the grace window, pid identity, and what storage makes of it all."""
 import subprocess
 
-from capture.flows import FlowDelta, Rollup
-from capture.records import ProcessKey
+from records import FlowDelta, Rollup
+from records import ProcessKey
 from settings import Settings
 from storage.db import connect
 from storage.processes import attribution_coverage, flow_totals_by_process, flows_with_processes, process_totals

@@ -93,7 +93,6 @@ def csv_matches_api(rows, api_rows):
 
 @pytest.mark.skipif(not IS_ROOT, reason="needs root (live capture on lo)")
 def test_live_dashboard_in_chromium(browser, tmp_path, run_py):
-    pytest.importorskip("capture.service", reason="the capture service (capture/service.py) is not built yet")
     port, talk_port = free_port(), free_port()
     base = f"http://127.0.0.1:{port}"
     service = subprocess.Popen(run_py + ["-i", "lo", "--db", str(tmp_path / "live.db"), "--port", str(port)],

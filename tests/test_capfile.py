@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from captures import epb, gz, idb, nrb, options, pb, pcap_bytes, pcap_header, pcap_record, pcapng_bytes, shb, spb
 from capture.capfile import BATCH, MAX_TS, CaptureError, CaptureFile
-from capture.records import MAX_WIRE_LEN
+from records import MAX_WIRE_LEN
 
 FRAMES = [bytes([i]) * (60 + i) for i in range(5)]       # distinct bytes and lengths
 T = 1_700_000_000

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from capture.flows import Rollup
+from records import Rollup
 from conftest import IS_ROOT, ROOT
 from storage import retention
 from storage.db import DatabaseError, connect
@@ -193,8 +193,6 @@ PAYLOAD = 1000
 RATE = 200                  # datagrams a second
 live = pytest.mark.skipif(not (IS_ROOT and sys.platform.startswith("linux")), reason="live capture needs root on Linux")
 needs_tcpdump = pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump is not installed")
-needs_service = pytest.mark.skipif(not (ROOT / "capture" / "service.py").exists(),
-                                   reason="capture/service.py (run.py's capture job) is not there yet")
 
 
 class Proc:
@@ -263,7 +261,6 @@ def stored_bytes(db, port):
 
 @live
 @needs_tcpdump
-@needs_service
 def test_sigkill_of_the_collector_loses_at_most_a_flush_interval(tmp_path):
     db, dump = str(tmp_path / "live.db"), str(tmp_path / "oracle.pcap")
     sinks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]

@@ -15,9 +15,9 @@ from scapy.layers.l2 import CookedLinux, CookedLinuxV2, Dot1AD
 from scapy.layers.sctp import SCTP
 from scapy.layers.vxlan import VXLAN
 
-from capture import records as r
+import records as r
 from capture.decode import decode
-from capture.records import Packet
+from records import Packet
 
 E = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
 A4, B4 = "10.0.0.1", "10.0.0.2"

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from alerts.service import AlertRunner
-from capture.flows import Rollup
+from records import Rollup
 from conftest import needs_root
 from storage import alerts as store
 from storage.backlog import Backlog, merge
@@ -167,7 +167,7 @@ def test_backlog_merges_minutes_then_hours_then_drops_oldest():
 
 
 def test_merge_adds_flows_with_the_same_natural_key():
-    from capture.flows import FlowDelta
+    from records import FlowDelta
     f = FlowDelta(6, "10.0.0.1", 1, "10.0.0.2", 2, T + 0.5, T + 1.0, 10, 1, 20, 2, 2, "eth0", False, 7, "a")
     g = f._replace(last_seen=T + 70.0, orig_bytes=5, orig_packets=1, resp_bytes=0, resp_packets=0, tcp_flags=16,
                    closed=True, orig_pid=None, orig_process=None, resp_pid=9, resp_process="b")

@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.all import ARP, IP, TCP, UDP, Dot1Q, Ether, IPOption_NOP, IPv6, Raw
 
-from capture.flows import IFACE_FIELDS, FlowDelta, FlowTable
+from capture.flows import FlowTable
+from records import IFACE_FIELDS, FlowDelta
 
 T0 = 1_700_000_040.0          # a minute boundary
 E = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")

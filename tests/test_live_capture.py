@@ -120,7 +120,7 @@ def pcap_frames(path):
 def wait_for_port_in_pcap(path, port, timeout=30.0):
     """Polls tcpdump's file until a frame to UDP `port` is in it: everything sent before is too."""
     from capture.decode import decode
-    from capture.records import Packet
+    from records import Packet
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for _, data in pcap_frames(path):

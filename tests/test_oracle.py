@@ -21,7 +21,7 @@ from scapy.layers.vxlan import VXLAN
 import captures
 import oracle
 from conftest import cli
-from capture.records import MAX_WIRE_LEN, proto_number
+from records import MAX_WIRE_LEN, proto_number
 from storage import queries
 from storage.db import connect
 

@@ -3,10 +3,11 @@ store and housekeeping, then every tier holds exactly what the policy says, and 
 totals equal the sum of the minute data they were built from."""
 import pytest
 
-from capture.flows import FlowDelta, Rollup
+from records import FlowDelta, Rollup
 from storage import retention
 from storage.db import connect
-from storage.retention import RetentionPolicy, maintain
+from storage.retention import maintain
+from storage.tiers import RetentionPolicy
 from storage.writer import RollupStore
 
 T0 = 1_700_006_400            # a UTC midnight

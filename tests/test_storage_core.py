@@ -9,7 +9,8 @@ from scapy.all import ARP, IP, TCP, UDP, Ether
 
 import captures
 import run
-from capture.flows import FlowDelta, FlowTable, Rollup
+from capture.flows import FlowTable
+from records import FlowDelta, Rollup
 from storage import queries
 from storage.db import connect
 from storage.export import flow_row, render

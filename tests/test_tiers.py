@@ -1,10 +1,11 @@
 """Rollup tiers: hours and days built from minutes, late data, crash in a rebuild, rate queries."""
 import pytest
 
-from capture.flows import FlowDelta, Rollup
+from records import FlowDelta, Rollup
 from storage import tiers
-from storage.db import connect
-from storage.retention import RetentionPolicy, maintain
+from storage.db import connect, immediate
+from storage.retention import maintain
+from storage.tiers import RetentionPolicy
 from storage.writer import RollupStore
 
 T0 = 1_700_006_400            # a UTC midnight (2023-11-15)
@@ -67,7 +68,7 @@ def test_a_rebuild_that_dies_leaves_the_bucket_pending(store):
     class Boom(Exception):
         pass
     with pytest.raises(Boom):
-        with tiers.immediate(store.con):
+        with immediate(store.con):
             tiers.rebuild(store.con, "hour", T0, {})
             raise Boom()         # a crash before commit: nothing of the rebuild remains
     assert tiers.pending(store.con, "hour") == [T0]

@@ -237,7 +237,7 @@ def test_the_web_side_never_migrates_an_older_database_it_only_reads_it(db_path)
 
 
 def test_the_warm_up_before_the_privilege_drop_writes_nothing(db_path):
-    from web.serve import warm_up
+    from collector.web_process import warm_up
     app = make_app(db_path)
     wal = db_path + "-wal"
     assert os.path.getsize(wal) == 0                  # all connections closed before: checkpointed, empty
@@ -535,7 +535,6 @@ def test_the_capturing_collector_applies_a_rule_put_through_the_dashboard(tmp_pa
     """`run.py -i lo` (capture, collector with its alert runner, web server as nobody): a rule
     saved through the web server fires in the collector within seconds; acknowledged through
     the web server again."""
-    pytest.importorskip("capture.service", reason="the capture service (capture/service.py) is not built yet")
     port = free_port()
     base, db = f"http://127.0.0.1:{port}", str(tmp_path / "live.db")
     env = {k: v for k, v in os.environ.items() if k not in ("SUDO_USER", "NETTALLY_WEB_USER")}

@@ -180,7 +180,7 @@ def _answer(port):
 
 @needs_root
 def test_spawned_web_process_runs_unprivileged(db_path):
-    from web.serve import spawn
+    from collector.web_process import spawn
     port = free_port()
     proc = spawn(Settings(db=db_path, port=port))
     try:
@@ -235,7 +235,7 @@ def test_non_loopback_bind_needs_the_token(db_path, tmp_path, run_py):
 
 def test_spawn_returns_an_ended_process_when_the_port_is_taken(db_path, capfd):
     import socket
-    from web.serve import spawn
+    from collector.web_process import spawn
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

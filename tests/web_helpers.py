@@ -8,8 +8,8 @@ import subprocess
 import urllib.error
 import urllib.request
 
-from capture.flows import FlowDelta, Rollup
-from capture.records import ProcessKey
+from records import FlowDelta, Rollup
+from records import ProcessKey
 from storage.db import connect
 from storage.writer import RollupStore
 from conftest import wait_for  # noqa: F401  (re-exported: the web tests import it from here)

@@ -9,7 +9,7 @@ from flask import Blueprint, current_app, jsonify, request
 from alerts.config import RULE_NAME, RuleError, effective_rules, rule_to_dict, validate_rule
 from storage import alerts as store
 from web.api import PAGE_MAX, csv_response
-from web.app import db, now
+from web.context import db, now
 from web.params import ParamError, Params
 
 bp = Blueprint("alerts_api", __name__, url_prefix="/api")

@@ -7,7 +7,7 @@ from flask import Blueprint, Response, jsonify, request, stream_with_context
 
 from storage import dashboard as q
 from storage.export import render_csv_chunks
-from web.app import db, now, policy
+from web.context import db, now, policy
 from web.params import Params
 
 bp = Blueprint("api", __name__, url_prefix="/api")

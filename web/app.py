@@ -4,16 +4,20 @@ import sqlite3
 import threading
 import time
 
-from flask import Flask, current_app, g, jsonify, request
+from flask import Flask, jsonify, request
 
 from alerts.config import file_rules
 from settings import Settings
-from storage.retention import RetentionPolicy
+from storage.tiers import RetentionPolicy
 from web import auth
+from web.alerts_api import bp as alerts_bp
+from web.api import bp as api_bp
+from web.context import release_connection
+from web.pages import StaticFiles, bp as pages_bp
 from web.changes import AlertChanges, ChangeRefused
 from web.params import ParamError
 from web.pool import ConnectionPool, PoolTimeout
-from web.stream import HEARTBEAT, LiveFeed
+from web.stream import HEARTBEAT, LiveFeed, bp as stream_bp
 
 SERVER_THREADS = 12          # waitress worker threads (web/serve.py)
 MAX_STREAMS = 6              # live streams at once: each holds a server thread
@@ -50,10 +54,6 @@ def create_app(settings=None, test_config=None):
     app.extensions["nettally.stream_slots"] = threading.BoundedSemaphore(app.config["MAX_STREAMS"])
     auth.install(app, token, app.config["BIND_HOST"])
 
-    from web.alerts_api import bp as alerts_bp
-    from web.api import bp as api_bp
-    from web.pages import StaticFiles, bp as pages_bp
-    from web.stream import bp as stream_bp
     app.extensions["nettally.static"] = StaticFiles()
     app.register_blueprint(api_bp)
     app.register_blueprint(alerts_bp)
@@ -61,7 +61,7 @@ def create_app(settings=None, test_config=None):
     app.register_blueprint(pages_bp)
     _install_errors(app)
     app.after_request(_security_headers)
-    app.teardown_appcontext(_release_connection)
+    app.teardown_appcontext(release_connection)
     return app
 
 
@@ -72,28 +72,6 @@ def _rules_file(path):
         return file_rules(path), path, None
     except ValueError as e:
         return {}, path, str(e)
-
-
-def db():
-    """This request's read-only connection (from the pool, given back at teardown)."""
-    if "con" not in g:
-        g.con = current_app.extensions["nettally.pool"].acquire()
-    return g.con
-
-
-def now():
-    return current_app.config["CLOCK"]()
-
-
-def policy():
-    """How long each rollup tier is kept: queries pick the tier that still holds their range."""
-    return current_app.config["POLICY"]
-
-
-def _release_connection(_exc):
-    con = g.pop("con", None)
-    if con is not None:
-        current_app.extensions["nettally.pool"].release(con)
 
 
 def _security_headers(response):

@@ -7,7 +7,7 @@ twice or not known to the endpoint raises ParamError, which the app turns into
 import ipaddress
 import re
 
-from capture.records import proto_number
+from records import proto_number
 from storage.timerange import parse_time
 
 MAX_TEXT = 200

@@ -1,4 +1,5 @@
-"""Plain records that travel from the decoder and flow table to storage.
+"""The ground floor: the records every layer speaks (frames, packets, flow deltas, rollups,
+processes) and their field vocabulary. Imports nothing of the project.
 
 Addresses stay raw bytes (4 or 16) on the hot path; they become canonical text only when a flow
 or host leaves the flow table (see `ip_text`).
@@ -42,14 +43,6 @@ class Packet(NamedTuple):
     frag: tuple | None   # (ip id, offset, more fragments) when the IP packet is a fragment
 
 
-class FlowKey(NamedTuple):
-    proto: int
-    orig_h: str
-    orig_p: int
-    resp_h: str
-    resp_p: int
-
-
 _TEXT: dict[bytes, str] = {}
 
 
@@ -89,3 +82,42 @@ class ProcessKey(NamedTuple):
     cmdline: str = ""
     username: str = ""
     unit: str = ""      # systemd unit or container id, from /proc/PID/cgroup
+
+
+class FlowDelta(NamedTuple):
+    proto: int
+    orig_h: str
+    orig_p: int
+    resp_h: str
+    resp_p: int
+    first_seen: float
+    last_seen: float
+    orig_bytes: int
+    orig_packets: int
+    resp_bytes: int
+    resp_packets: int
+    tcp_flags: int        # union of the flags both sides sent in this bucket
+    iface: str
+    closed: bool          # the flow left the table (idle, active timeout, memory bound, stop)
+    # filled by attribution (attribution/) in the collector; None where not on this host / unknown
+    orig_pid: int | None = None
+    orig_process: str | None = None
+    resp_pid: int | None = None
+    resp_process: str | None = None
+
+
+class Rollup(NamedTuple):
+    """Everything counted in one time bucket since the previous drain (deltas, to be added)."""
+    bucket: int                          # bucket start, seconds since the epoch
+    flows: list                          # [FlowDelta]
+    hosts: dict                          # ip -> [tx_bytes, rx_bytes, tx_packets, rx_packets]
+    interfaces: dict                     # iface -> counters as a list, in IFACE_FIELDS order
+    undecodable: dict                    # (iface, reason) -> [frames, bytes]
+    # filled by attribution in the collector:
+    processes: dict = {}                 # records.ProcessKey -> [tx_bytes, rx_bytes, tx_packets, rx_packets]
+    attribution: dict = {}               # 'attributed' or an unattributed reason -> [bytes, packets]
+    macs: dict = {}                      # IPv4 address -> MAC, as ARP senders announced them
+
+
+IFACE_FIELDS = ("frames", "bytes", "ip_frames", "ip_bytes", "non_ip_frames", "non_ip_bytes",
+                "undecodable_frames", "undecodable_bytes", "out_frames", "out_bytes")

@@ -1,11 +1,11 @@
 """The main job: a capture process feeding a collector that attributes, stores and alerts.
 
-    capture process (capture/live.py)  --pipe-->  collector (this process)
+    capture process (capture/live.py)  --pipe-->  collector (this process, collector/live.py)
                                                     pipe reader thread -> inbox
                                                     main thread: attribution (observe/tick/attribute)
                                                     storage.writer.WriterThread: the single SQLite
                                                       writer; alert rules after each commit
-                                                  web process (web/serve.py spawn), unprivileged
+                                                  web process (collector/web_process.py spawn), unprivileged
 
 The collector never blocks the capture: a thread drains the pipe as fast as the capture writes
 it, and the SQLite commits happen on their own thread. On SIGINT/SIGTERM the capture stops,
@@ -14,21 +14,17 @@ sends everything it counted, and the collector writes it all before exiting 0.
 import os
 import queue
 import signal
-import sys
 import threading
 import time
 
 from alerts.service import AlertRunner
 from attribution.service import Attributor
-from capture import children
-from capture.ring import one_line, privilege_problem
+from runtime import children
+from capture.ring import privilege_problem
+from runtime.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from runtime.text import one_line, say as _say
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 READY_TIMEOUT = 60.0
-
-
-def _say(line, err=False):
-    print(f"run.py: {line}", file=sys.stderr if err else sys.stdout, flush=True)
 
 
 def run_service(settings, web=True):
@@ -156,7 +152,7 @@ class Collector:
     def _start_web(self):
         if not self.web:
             return None, "no dashboard (--no-web)"
-        from web.serve import spawn       # here: --no-web never loads Flask
+        from collector.web_process import spawn       # here: --no-web never loads Flask
         try:
             proc = spawn(self.settings)
         except Exception as e:

@@ -1,5 +1,5 @@
-"""Serving the dashboard with waitress: in this process (`run.py serve`) or in a child process of
-the capture service (`spawn`).
+"""The web process: the dashboard under waitress, in this process (`run.py serve`) or in a child
+process of the live collector (`spawn`).
 
 Order matters, and is the same for both:
 1. as the starting user (root under sudo): read or make the access token, open the database
@@ -17,14 +17,15 @@ import time
 
 from web.app import SERVER_THREADS, create_app
 from web.auth import TokenError
-from web.privileges import PrivilegeError, die_with_parent, drop_root
+from runtime.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from runtime.privileges import PrivilegeError, die_with_parent, drop_root
+from runtime.text import say
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 READY_WAIT = 15.0        # seconds spawn() waits for the server to listen
 
 
 def _say(line, err=False):
-    print(f"run.py serve: {line}" if err else line, file=sys.stderr if err else sys.stdout, flush=True)
+    say(line, err, prog="run.py serve" if err else "")
 
 
 def _url(settings):

@@ -7,7 +7,7 @@ every row while the counting thread runs. Rollups are tuples, dicts and lists: c
 """
 import signal
 
-from capture import children
+from runtime import children
 from storage.db import DatabaseError, connect
 from storage.writer import RollupStore
 

@@ -1,0 +1,111 @@
+"""`run.py import`: capture files -> flow table -> a writer process -> SQLite, then the alert rules
+on the capture's own timeline and the hour and day tiers of what was imported.
+
+    this process: file frames (capture/offline.py, maybe with a reader process) -> FlowTable
+      -> _ImportTally (the summary line) -> ImportWriter (collector/import_writer.py, the other core)
+"""
+import signal
+import sys
+
+from alerts.config import load_rules
+from alerts.service import evaluate_import
+from capture.capfile import CaptureError
+from capture.flows import FlowTable
+from capture.offline import import_file
+from collector.import_writer import ImportWriter
+from records import IFACE_FIELDS
+from runtime.exits import EXIT_DAMAGED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
+from storage.db import DatabaseError, connect
+from storage.tiers import build_pending
+from storage.writer import RollupStore
+
+_IP_FRAMES, _NON_IP_FRAMES, _UNDECODABLE_FRAMES = (IFACE_FIELDS.index(name) for name in
+                                                    ("ip_frames", "non_ip_frames", "undecodable_frames"))
+
+
+def run_import(settings, files):
+    """`run.py import FILE...`: every file through its own flow table into the database, then the
+    alert rules and the coarser tiers over what was imported. Returns the exit status."""
+    try:
+        load_rules(settings)                 # a bad rules file: one line, before any work
+        store = RollupStore(connect(settings.db))
+    except (DatabaseError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    stop_asked = []                 # Ctrl-C or SIGTERM: the import ends after the batch at hand
+    before = {signum: signal.signal(signum, lambda signum, frame: stop_asked.append(signum))
+              for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _import_files(settings, files, store, stop_asked)
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
+def _import_files(settings, files, store, stop_asked):
+    status = EXIT_OK
+    for path in files:
+        table = FlowTable(idle_timeout=settings.idle_timeout, active_timeout=settings.active_timeout,
+                          max_flows=settings.max_flows)
+        source = store.begin_source("file", path)
+        writer = ImportWriter(settings.db)   # SQLite on the other core
+        tally = _ImportTally(writer.submit)
+        try:
+            try:
+                result = import_file(path, tally, table, stop=lambda: bool(stop_asked))
+            finally:
+                writer.close()
+        except DatabaseError as e:
+            raise UsageError(str(e)) from None
+        except CaptureError as e:
+            store.end_source(source, 0, damage=str(e))
+            print(f"run.py import: {e}", file=sys.stderr)
+            status = max(status, EXIT_USAGE)
+            continue
+        if writer.span:
+            spans = [writer.span] + ([store.span] if store.span else [])
+            store.span = (min(s[0] for s in spans), max(s[1] for s in spans))
+        if result.interrupted:
+            store.end_source(source, result.frames, result.clamped, damage="interrupted")
+            print(f"{path}: interrupted after {result.frames} frames ({tally.summary()}); what was counted is stored")
+            status = EXIT_INTERRUPTED
+            break
+        store.end_source(source, result.frames, result.clamped, result.damage)
+        line = f"{path}: {result.frames} frames ({tally.summary()})"
+        if result.clamped:
+            line += f", {result.clamped} wire lengths clamped to 262144"
+        if result.bad_times:
+            line += f", {result.bad_times} timestamps outside 1970-9999 clamped"
+        if result.damage:
+            line += f"; stopped early: {result.damage}"
+            status = max(status, EXIT_DAMAGED)
+        print(line)
+    if store.span:                           # the alert rules, on the capture's own timeline
+        for line in evaluate_import(settings, store.con, *store.span):
+            print(line)
+    build_pending(store.con)                 # hour and day tiers of what was imported
+    return status
+
+
+class _ImportTally:
+    """A rollup sink that passes rollups on and keeps the figures for the import's summary line."""
+
+    def __init__(self, sink):
+        self.sink = sink
+        self.ip = self.non_ip = self.undecodable = 0
+        self.reasons = {}
+
+    def __call__(self, rollups):
+        for rollup in rollups:
+            for c in rollup.interfaces.values():
+                self.ip += c[_IP_FRAMES]
+                self.non_ip += c[_NON_IP_FRAMES]
+                self.undecodable += c[_UNDECODABLE_FRAMES]
+            for (_, reason), c in rollup.undecodable.items():
+                self.reasons[reason] = self.reasons.get(reason, 0) + c[0]
+        self.sink(rollups)
+
+    def summary(self):
+        text = f"{self.ip} IP, {self.non_ip} non-IP, {self.undecodable} undecodable"
+        if self.reasons:
+            text += ": " + ", ".join(f"{reason} {n}" for reason, n in sorted(self.reasons.items()))
+        return text
