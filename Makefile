@@ -4,11 +4,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: run test bench system-deps clean
+.PHONY: run test test-unit lint bench system-deps clean
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-test.txt
 	touch $@
 
 run: $(VENV)/.installed
@@ -17,8 +17,17 @@ run: $(VENV)/.installed
 system-deps:
 	@./tools/system-deps.sh
 
-test: $(VENV)/.installed system-deps
+# The layer contracts (pyproject.toml, docs/ARCHITECTURE.md) and ruff: part of every test run.
+lint: $(VENV)/.installed
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
+
+test: lint system-deps
 	$(PY) -m pytest -q -rs tests
+
+# The pure tests only: no root, network, browser or tshark; seconds.
+test-unit: lint
+	$(PY) -m pytest -q -rs -m "not system" tests
 
 bench: $(VENV)/.installed system-deps
 	$(PY) bench/run_all.py

@@ -12,7 +12,6 @@ damaged part-way (everything before the damage was imported).
 """
 import argparse
 import os
-import signal
 import sys
 
 import settings as settings_mod

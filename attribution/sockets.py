@@ -50,7 +50,7 @@ def table_from_connections(conns, full_view=True):
     `full_view`: we could read every process's descriptors, so a socket without a pid is a
     kernel one (unknown) rather than one hidden from us (no_permission)."""
     owners, unowned = {}, {}
-    for fd, family, kind, laddr, raddr, status, pid in conns:
+    for _fd, _family, kind, laddr, raddr, status, pid in conns:
         proto = _PROTO_OF_TYPE.get(kind)
         if proto is None or not laddr:
             continue

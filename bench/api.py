@@ -127,8 +127,10 @@ def stream_lag(bursts=20):
                 sender.sendto(b"b" * 1400, sink.getsockname())
             sent = time.time()
             second = int(sent)
-            seen = wait_for(lambda: next((t for t, data in list(events) for s, iface, up, down in data["points"]
-                                          if s == second and iface == "lo" and down >= 100 * 1428), None),
+            seen = wait_for(lambda second=second: next((t for t, data in list(events)
+                                                        for s, iface, up, down in data["points"]
+                                                        if s == second and iface == "lo" and down >= 100 * 1428),
+                                                       None),
                             10, "the burst in the stream")
             lags.append(seen - sent)
         conn.close()
@@ -186,7 +188,7 @@ def main(argv=None):
     print(f"database: {meta['bytes'] / 1e6:.0f} MB, {meta['hosts']} hosts, {meta['days']} days; "
           f"{args.requests} requests per endpoint, one client, keep-alive")
     rows = measure_latency(args.db, meta, args.requests)
-    print(f"\n| endpoint | p50 ms | p95 ms | p99 ms | max ms | response bytes |\n|---|---|---|---|---|---|")
+    print("\n| endpoint | p50 ms | p95 ms | p99 ms | max ms | response bytes |\n|---|---|---|---|---|---|")
     for r in rows:
         print(f"| `{r['endpoint']}` | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['max_ms']} | {r['bytes']} |")
     goal = {r["endpoint"]: r["p95_ms"] < GOAL_MS for r in rows if r["endpoint"] in GOAL_ENDPOINTS}

@@ -150,7 +150,7 @@ def generate(path, packets=1_000_000, flows=10_000, seconds=240.0, seed=1):
     chunk = []
     with open(path, "wb") as f:
         f.write(_PCAP_HEADER)
-        for n, (offset, i) in enumerate(schedule):
+        for offset, i in schedule:
             ts = START + offset
             sec = int(ts)
             usec = int((ts - sec) * 1e6)

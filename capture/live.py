@@ -2,16 +2,8 @@
 
 This process does nothing else, so no database commit, process-table scan or web request can
 keep it from emptying the kernel's rings. Everything it counted reaches the collector as
-messages on one pipe, in this order of urgency:
-
-    ("ready", [(iface, linktype)])          rings are open and bound: counting has begun
-    ("error", line)                         could not start (unknown interface, bad filter...)
-    ("flows", [(proto, a, a_port, b, b_port, ts)])   new flows, within ~50 ms (attribution)
-    ("seconds", [(second, iface, frames, bytes, out_frames, out_bytes)])   live view points
-    ("rollups", [Rollup])                   closed buckets at once, the open one every flush_interval
-    ("drops", minute, {iface: frames})      kernel drops (ring full) since the last report
-    ("warning", line)                       e.g. an interface went down (counting goes on)
-    ("done", frames, drops)                 stopped; everything counted has been sent
+messages on one pipe (the message records at the end of records/__init__.py): Ready or Failed
+first, then NewFlows, Seconds, Rollups, Drops and Notice as they come, and Done last.
 
 Flow expiry runs on packet time; the wall clock is read only here, at the loop's edge, to move
 time on while the links are idle.
@@ -23,6 +15,7 @@ import sys
 import time
 
 from capture.flows import FlowTable
+from records import Done, Drops, Failed, NewFlows, Ready, Rollups, Seconds, Notice
 from capture.ring import BLOCK_TIMEOUT_MS, CaptureSetupError, interfaces_up, open_source
 
 NEW_FLOWS_EVERY = 0.05
@@ -99,7 +92,7 @@ class LiveCapture:
         if self._remaining != 0:
             self._final_sweep(poller, by_fd)
         self._flush(close_all=True)
-        self.send(("done", self.frames, self.drops_total))
+        self.send(Done(self.frames, self.drops_total))
 
     def _pollable(self):
         # poll() does not work on BPF devices on macOS; rings (Linux) are sockets
@@ -108,7 +101,7 @@ class LiveCapture:
     def _error(self, source):
         error = source.take_error()
         if error:
-            self.send(("warning", f"{source.name}: {error}"))
+            self.send(Notice(f"{source.name}: {error}"))
 
     def _read(self, source):
         for batch in source.read():
@@ -137,15 +130,15 @@ class LiveCapture:
     def _send_flows(self):
         new = self.table.take_new_flows()
         if new:
-            self.send(("flows", new))
+            self.send(NewFlows(new))
         ready = self.table.take()        # buckets closed by a later packet: no reason to wait
         if ready:
-            self.send(("rollups", ready))
+            self.send(Rollups(ready))
 
     def _send_seconds(self):
         points = [p for s in self.sources for p in s.take_seconds()]
         if points:
-            self.send(("seconds", points))
+            self.send(Seconds(points))
 
     def _flush(self, close_all=False):
         """Everything counted so far goes out: new flows first (attribution needs them before
@@ -154,13 +147,13 @@ class LiveCapture:
         now = max(self.wall(), self.last_ts)
         rollup = self.table.drain(now, close_all=close_all)
         if rollup.flows or rollup.interfaces or rollup.undecodable:
-            self.send(("rollups", [rollup]))
+            self.send(Rollups([rollup]))
         self._send_seconds()
         drops = {s.name: s.drops() for s in self.sources}
         drops = {name: n for name, n in drops.items() if n}
         if drops:
             self.drops_total += sum(drops.values())
-            self.send(("drops", int(now // 60 * 60), drops))
+            self.send(Drops(int(now // 60 * 60), drops))
 
 
 _POLL_ERRORS = getattr(select, "POLLERR", 8) | getattr(select, "POLLHUP", 16)
@@ -195,10 +188,10 @@ def run_capture(settings, conn):
         try:
             sources = open_sources(settings)
         except CaptureSetupError as e:
-            conn.send(("error", str(e)))
+            conn.send(Failed(str(e)))
             return
         try:
-            conn.send(("ready", [(s.name, s.linktype) for s in sources]))
+            conn.send(Ready([(s.name, s.linktype) for s in sources]))
             capture = LiveCapture(settings, sources, conn.send)
             # a collector that died without telling us: stop rather than count for nobody
             capture.run(lambda: bool(stopping) or os.getppid() != parent)

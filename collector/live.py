@@ -16,11 +16,13 @@ import queue
 import signal
 import threading
 import time
+from functools import partial
 
 from alerts.service import AlertRunner
 from attribution.service import Attributor
 from runtime import children
 from capture.ring import privilege_problem
+from records import Done, Drops, Failed, NewFlows, Ready, Rollups, Seconds, Notice
 from runtime.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from runtime.text import one_line, say as _say
 
@@ -45,14 +47,14 @@ def run_service(settings, web=True):
     try:
         first = inbox.get(timeout=READY_TIMEOUT)
     except queue.Empty:
-        first = ("error", f"the capture process did not start within {READY_TIMEOUT:.0f} s")
+        first = Failed(f"the capture process did not start within {READY_TIMEOUT:.0f} s")
         capture.kill()
-    if first is None or first[0] != "ready":
+    if not isinstance(first, Ready):
         capture.join(5)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-        _say(first[1] if first else "the capture process stopped before it was ready", err=True)
+        _say(first.line if first else "the capture process stopped before it was ready", err=True)
         return EXIT_USAGE if first else EXIT_FAILED
-    return Collector(settings, capture, inbox, first[1], web).run()
+    return Collector(settings, capture, inbox, first.interfaces, web).run()
 
 
 def _start_capture(settings):
@@ -81,7 +83,7 @@ def _pump(conn, inbox):
             inbox.put(None)
             return
         inbox.put(message)
-        if message[0] in ("done", "error"):
+        if isinstance(message, (Done, Failed)):
             inbox.put(None)
             return
 
@@ -127,7 +129,7 @@ class Collector:
         _say(f"capturing on {names}{bpf} into {self.settings.db}; {where}")
         clean = self._collect()
         self.capture.join(10)
-        if self.capture.is_alive():     # it said "done": nothing of it is left to lose
+        if self.capture.is_alive():     # it sent Done: nothing of it is left to lose
             self.capture.kill()
             self.capture.join(5)
         if self.attributor is not None:
@@ -160,34 +162,37 @@ class Collector:
         return proc, f"dashboard at http://{_url_host(self.settings.host)}:{self.settings.port}/"
 
     def _collect(self):
-        """Handles capture messages until it is done; False if it vanished without 'done'."""
+        """Handles capture messages until it is done; False if it vanished without Done."""
         next_tick = time.monotonic() + 1.0
         while True:
             try:
                 message = self.inbox.get(timeout=max(0.0, next_tick - time.monotonic()))
             except queue.Empty:
-                message = ()
+                message = ()                # time for the attribution tick
             if message is None:
                 return False
-            if message:
-                kind = message[0]
-                if kind == "flows":
-                    self._guard("attribution", lambda: self.attributor and self.attributor.observe(message[1]))
-                elif kind == "rollups":
-                    self.writer.submit(self._attribute(message[1]))
-                elif kind == "seconds":
-                    self.writer.submit_seconds(message[1])
-                elif kind == "drops":
-                    self.drops += sum(message[2].values())
-                    self.writer.submit_drops(message[1], message[2])
-                elif kind == "warning":
-                    _say(message[1], err=True)
-                elif kind == "done":
-                    self.frames = message[1]
+            match message:
+                case NewFlows(flows):
+                    self._guard("attribution", partial(self._observe, flows))
+                case Rollups(rollups):
+                    self.writer.submit(self._attribute(rollups))
+                case Seconds(points):
+                    self.writer.submit_seconds(points)
+                case Drops(minute, by_iface):
+                    self.drops += sum(by_iface.values())
+                    self.writer.submit_drops(minute, by_iface)
+                case Notice(line):
+                    _say(line, err=True)
+                case Done(frames, _):
+                    self.frames = frames
                     return True
             if time.monotonic() >= next_tick:
                 self._guard("attribution", lambda: self.attributor and self.attributor.tick())
                 next_tick = time.monotonic() + 1.0
+
+    def _observe(self, flows):
+        if self.attributor is not None:
+            self.attributor.observe(flows)
 
     def _after_write(self, rollups):
         """On the writer thread, once `rollups` are committed: alert rules see them."""

@@ -121,3 +121,48 @@ class Rollup(NamedTuple):
 
 IFACE_FIELDS = ("frames", "bytes", "ip_frames", "ip_bytes", "non_ip_frames", "non_ip_bytes",
                 "undecodable_frames", "undecodable_bytes", "out_frames", "out_bytes")
+
+
+# ---- messages from the capture process to the collector (capture/live.py -> collector/live.py) ----
+# One pipe carries them, in this order of urgency; the collector dispatches on the type.
+
+class Ready(NamedTuple):
+    """The rings are open and bound: counting has begun."""
+    interfaces: list                     # [(iface, linktype)]
+
+
+class Failed(NamedTuple):
+    """The capture could not start (unknown interface, bad filter...)."""
+    line: str
+
+
+class NewFlows(NamedTuple):
+    """Flows first seen since the last message, within ~50 ms, for attribution."""
+    flows: list                          # [(proto, a, a_port, b, b_port, ts)], raw addresses
+
+
+class Seconds(NamedTuple):
+    """Live-view points: per second and interface."""
+    points: list                         # [(second, iface, frames, bytes, out_frames, out_bytes)]
+
+
+class Rollups(NamedTuple):
+    """Closed buckets at once, the open bucket's deltas every flush_interval."""
+    rollups: list                        # [Rollup]
+
+
+class Drops(NamedTuple):
+    """Frames the kernel dropped (ring full) since the last report."""
+    minute: int                          # bucket start, seconds since the epoch
+    by_iface: dict                       # iface -> frames
+
+
+class Notice(NamedTuple):
+    """Something the user should know while counting goes on (an interface went down...)."""
+    line: str
+
+
+class Done(NamedTuple):
+    """The capture stopped; everything it counted has been sent before this."""
+    frames: int
+    drops: int

@@ -321,7 +321,7 @@ def check(db, oracle, ran, expect_pids, own, other, report):
     assert out.returncode == 0, out.stderr
     exported = {int(r["pid"]) for r in csv.DictReader(io.StringIO(out.stdout))}
     assert exported == {r["pid"] for r in totals}
-    for name, (port, server_pid, client_pid, _, _) in ran.items():
+    for name, (_, server_pid, client_pid, _, _) in ran.items():
         assert {p for p in expect_pids(name, server_pid, client_pid).values() if p} <= exported
 
 

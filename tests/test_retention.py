@@ -66,7 +66,8 @@ def test_every_housekeeping_round_finished(simulated):
 
 def test_tier_sizes_are_as_configured(simulated):
     con, truth, end, _ = simulated
-    count = lambda sql: con.execute(sql).fetchone()[0]
+    def count(sql):
+        return con.execute(sql).fetchone()[0]
     # minutes: 6 h kept (cut at an hour boundary): 360 minutes, a fifth of the hosts in each
     assert count("SELECT min(minute) FROM host_minutes") == end - 6 * 3600
     assert count("SELECT count(*) FROM host_minutes") == 360 * HOSTS // 5
