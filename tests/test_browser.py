@@ -131,7 +131,10 @@ def test_live_dashboard_in_chromium(browser, tmp_path, run_py):
         field.send_keys(str(talk_port))
         browser.find_element("id", "apply").click()
         wait_for(lambda: "port=" + str(talk_port) in browser.current_url, 5, "the filter in the address")
-        rows = wait_for(lambda: [r for r in table_texts(browser, "#flows") if len(r) > 1], 10, "filtered flows")
+        # the address changes before the filtered rows arrive: wait for the table of this filter
+        wait_for(lambda: f"port={talk_port}" in js(browser, "return document.body.dataset.shown || ''"), 10,
+                 "the flows table to show the filtered rows")
+        rows = [r for r in table_texts(browser, "#flows") if len(r) > 1]
         assert all(f":{talk_port}" in r[1] + r[2] for r in rows)
         status, api = get_json(f"{base}/api/flows?port={talk_port}&since=24h&limit=1000")
         assert status == 200 and api["total"] == len(rows) >= 1

@@ -213,16 +213,20 @@ const NT = (() => {
     }
     const params = () => ({...formValues(form), sort: state.sort, order: state.order, limit: state.limit,
                            offset: state.offset});
+    let latest = 0;          // a slower, older answer never overwrites the rows of a newer filter
     async function load() {
+      const mine = ++latest;
       const p = params();
       const shown = new URLSearchParams();
       for (const [k, v] of Object.entries(p)) if (v !== "" && k !== "limit" && !(k === "offset" && !v)) shown.set(k, v);
       window.history.replaceState(null, "", `?${shown}`);
       if (csvPath) document.getElementById("csv").href = csvHref(csvPath, p);
       const d = await api(path, p);
+      if (mine !== latest) return;
       fillTable(table, d.rows, columns, empty);
       pager(document, state, d.total, reload);
       if (after) after(d);
+      document.body.dataset.shown = String(shown);     // for tests: the rows on screen answer these filters
     }
     const reload = () => load().then(() => status(""), (e) => status(e.message, true));
     form.addEventListener("submit", (e) => { e.preventDefault(); state.offset = 0; reload(); });
