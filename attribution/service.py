@@ -1,4 +1,4 @@
-"""The Attributor: what the collector calls (capture/service.py).
+"""The Attributor: what the collector calls (collector/live.py).
 
     a = Attributor(settings)
     a.observe(new_flows)   # [(proto, addr_a, port_a, addr_b, port_b, ts)] within ~50 ms of a flow's

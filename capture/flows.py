@@ -15,6 +15,7 @@ import struct
 
 from capture.decode import decode
 from records import IFACE_FIELDS, FlowDelta, Packet, Rollup, ip_text
+from settings import DEFAULTS
 
 _ETH_IPV4 = struct.Struct("!12xHBxHHHxB2x4s4sHH9xB")         # 48 bytes: Ethernet, IPv4 (no options), ports, TCP flags
 _ETH_IPV6 = struct.Struct("!12xHB3xHBx16s16sHH9xB")          # 68 bytes: Ethernet, IPv6, ports, TCP flags
@@ -41,7 +42,8 @@ class Flow:
 
 
 class FlowTable:
-    def __init__(self, bucket_seconds=60, idle_timeout=120.0, active_timeout=1800.0, max_flows=500_000):
+    def __init__(self, bucket_seconds=60, idle_timeout=DEFAULTS.idle_timeout, active_timeout=DEFAULTS.active_timeout,
+                 max_flows=DEFAULTS.max_flows):
         self.bucket_seconds = bucket_seconds
         self.idle_timeout = idle_timeout
         self.active_timeout = active_timeout

@@ -42,6 +42,7 @@ class Settings:
 
 
 NAMES = tuple(f.name for f in fields(Settings))
+DEFAULTS = Settings()        # the declared defaults, for the layers that may read them (not storage)
 
 
 def help_of(name):

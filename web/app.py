@@ -19,7 +19,7 @@ from web.params import ParamError
 from web.pool import ConnectionPool, PoolTimeout
 from web.stream import HEARTBEAT, LiveFeed, bp as stream_bp
 
-SERVER_THREADS = 12          # waitress worker threads (web/serve.py)
+SERVER_THREADS = 12          # waitress worker threads (collector/web_process.py)
 MAX_STREAMS = 6              # live streams at once: each holds a server thread
 MAX_BODY = 64 * 1024         # request bodies (alert rule changes) are small
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
