@@ -85,19 +85,23 @@ class ProcessKey(NamedTuple):
 
 
 class FlowDelta(NamedTuple):
-    proto: int
-    orig_h: str
-    orig_p: int
-    resp_h: str
+    """One flow's counts in one time bucket (deltas, to be added), Zeek conn.log names. Unlike
+    Zeek, whose orig_bytes counts payload, every byte counter here is wire bytes: the frame's
+    original length as the capture reports it (pcap orig_len, tshark frame.len)."""
+    proto: int            # IP protocol number of the outermost IP header (6 tcp, 17 udp...)
+    orig_h: str           # address of the side that sent the flow's first packet seen (the SYN
+                          # sender when a SYN is seen), canonical text
+    orig_p: int           # its port (TCP, UDP, SCTP; 0 otherwise)
+    resp_h: str           # the other side, canonical text
     resp_p: int
-    first_seen: float
-    last_seen: float
-    orig_bytes: int
-    orig_packets: int
-    resp_bytes: int
+    first_seen: float     # capture timestamp of the flow's first frame, seconds since the epoch
+    last_seen: float      # capture timestamp of its latest frame in this bucket
+    orig_bytes: int       # wire bytes orig_h sent in this bucket
+    orig_packets: int     # frames orig_h sent in this bucket
+    resp_bytes: int       # wire bytes resp_h sent in this bucket
     resp_packets: int
     tcp_flags: int        # union of the flags both sides sent in this bucket
-    iface: str
+    iface: str            # interface (or capture file interface) the frames came in on
     closed: bool          # the flow left the table (idle, active timeout, memory bound, stop)
     # filled by attribution (attribution/) in the collector; None where not on this host / unknown
     orig_pid: int | None = None
@@ -119,6 +123,9 @@ class Rollup(NamedTuple):
     macs: dict = {}                      # IPv4 address -> MAC, as ARP senders announced them
 
 
+# Per-interface counters of a Rollup, in list order. Bytes are wire bytes; ip / non_ip /
+# undecodable split every frame three ways; out_* are the frames this host sent (the ring's
+# direction; on lo each packet once).
 IFACE_FIELDS = ("frames", "bytes", "ip_frames", "ip_bytes", "non_ip_frames", "non_ip_bytes",
                 "undecodable_frames", "undecodable_bytes", "out_frames", "out_bytes")
 
