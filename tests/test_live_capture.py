@@ -467,6 +467,7 @@ def _udp_frame(sport, dport, payload=10):
 
 def test_capture_loop_stops_at_count_and_sends_flows_before_rollups():
     from capture.live import LiveCapture
+    from records import Done, Drops, NewFlows, Rollups
     from settings import Settings
     a = _FakeSource("a", [[(1000.0 + i, 60, _udp_frame(1, 2), False) for i in range(3)]])
     b = _FakeSource("b", [[(1000.5 + i, 70, _udp_frame(3, 4), True) for i in range(4)]])
@@ -477,12 +478,12 @@ def test_capture_loop_stops_at_count_and_sends_flows_before_rollups():
     finally:
         a.close()
         b.close()
-    kinds = [m[0] for m in sent]
-    assert kinds.index("flows") < kinds.index("rollups") and kinds[-1] == "done"
-    assert sent[-1] == ("done", 5, 6)
-    flows = [f for m in sent if m[0] == "rollups" for r in m[1] for f in r.flows]
+    kinds = [type(m) for m in sent]
+    assert kinds.index(NewFlows) < kinds.index(Rollups) and kinds[-1] is Done
+    assert sent[-1] == Done(frames=5, drops=6)
+    flows = [f for m in sent if isinstance(m, Rollups) for r in m.rollups for f in r.flows]
     assert sum(f.orig_packets for f in flows) == 5 and all(f.closed for f in flows)
-    assert ("drops", 1980, {"a": 3, "b": 3}) in sent
+    assert any(isinstance(m, Drops) and m == Drops(1980, {"a": 3, "b": 3}) for m in sent)
 
 
 # ---- traffic peers: this file run as a script inside the tests' namespaces -----------------------
