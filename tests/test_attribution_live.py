@@ -246,8 +246,13 @@ def capture_and_run(pair, iface, tmp_path, classes, mode="auto"):
     return db, oracle, ran
 
 
-def class_flows(flows, port):
-    return [f for f in flows if port in (f["orig_p"], f["resp_p"]) and f["proto"] in (6, 17)]
+def class_flows(flows, name, port):
+    """The flows of one class: to its server's port (the server always answers), over its
+    protocol. Matching the port on either side is not enough: a client of another class may get
+    that number as its ephemeral port (servers and clients live in different namespaces, and TCP
+    and UDP ports are separate spaces), which charged a short TCP connection to the UDP class."""
+    proto = 17 if name.startswith("udp") else 6
+    return [f for f in flows if f["resp_p"] == port and f["proto"] == proto]
 
 
 def class_shares(live, ran, expect_pids, own):
@@ -255,7 +260,7 @@ def class_shares(live, ran, expect_pids, own):
     a class's flow counts the flow's bytes; right when its pid is the expected one."""
     out = {}
     for name, (port, server_pid, client_pid, _, _) in ran.items():
-        mine = class_flows(live, port)
+        mine = class_flows(live, name, port)
         pids = expect_pids(name, server_pid, client_pid)
         right = local = 0
         for f in mine:
@@ -280,8 +285,8 @@ def check(db, oracle, ran, expect_pids, own, other, report):
         return sorted(tuple(r[c] for c in COUNT_FIELDS) for r in rows)
 
     for name, (port, *_) in ran.items():
-        mine = class_flows(live, port)
-        assert mine and counts(mine) == counts(class_flows(truth, port)), name
+        mine = class_flows(live, name, port)
+        assert mine and counts(mine) == counts(class_flows(truth, name, port)), name
     for name, (flows, local, share) in class_shares(live, ran, expect_pids, own).items():
         report.append(f"{name}: {flows} flows, {local} local bytes, {share:.2%} to the right pid")
         assert share >= (1.0 if "bulk" in name else 0.99), report[-1]
@@ -304,7 +309,7 @@ def check(db, oracle, ran, expect_pids, own, other, report):
             assert f"test_attribution_live.py {serve if role == 'server' else client}" in row["cmdline"]
             # the child did nothing but this class: all it was charged is this class's bytes
             assert row["tx_bytes"] + row["rx_bytes"] <= sum(f["orig_bytes"] + f["resp_bytes"]
-                                                            for f in class_flows(live, port))
+                                                            for f in class_flows(live, name, port))
 
     places = [(sum(a in own for a in (f["orig_h"], f["resp_h"])), sum(a in other for a in (f["orig_h"], f["resp_h"])),
                f["orig_bytes"] + f["resp_bytes"], f["orig_packets"] + f["resp_packets"]) for f in live]
@@ -364,8 +369,8 @@ def test_veth_local_client_charged_and_other_namespace_reported(tmp_path):
         other = addresses_of(pair.ns[1]) - own
         check(db, oracle, ran, lambda name, s, c: {"server": None, "client": c}, own, other, report)
         live = flows_of(db)
-        for port, *_ in ran.values():
-            assert all(f["resp_pid"] is None and f["resp_h"] in other for f in class_flows(live, port))
+        for name, (port, *_) in ran.items():
+            assert all(f["resp_pid"] is None and f["resp_h"] in other for f in class_flows(live, name, port))
     print("\n".join(["veth:"] + report))
 
 
