@@ -16,7 +16,7 @@ import time
 from alerts import messages
 from alerts.config import effective_rules, file_rules, load_rules
 from alerts.rules import Event, Rule, SlidingWindow, Tracker, measure
-from storage import alerts as store
+from storage import alert_log
 from storage.db import DatabaseError, connect
 from storage.tiers import MINUTE, floor
 
@@ -43,13 +43,13 @@ class Delivery:
                 if self.logged:
                     log.warning("alert: %s", message)
                 value = e.value if isinstance(e.value, (int, float)) else 0.0
-                written = self._write(store.open_alert, e.rule.name, e.rule.kind, e.rule.scope, e.subject,
+                written = self._write(alert_log.open_alert, e.rule.name, e.rule.kind, e.rule.scope, e.subject,
                                       self.origin, e.time, value, e.rule.threshold, e.rule.unit, e.rule.window,
                                       message)
             elif e.action == "peak":
                 if key in self.open:
                     self.open[key][2] = e.value
-                self._write(store.update_peak, e.rule.name, e.subject, self.origin, e.value)
+                self._write(alert_log.update_peak, e.rule.name, e.subject, self.origin, e.value)
                 continue
             else:
                 entry = self.open.pop(key, None) or [e, "", e.value]
@@ -58,7 +58,7 @@ class Delivery:
                 if self.logged:
                         log.warning("alert over: %s %s at %s (now %s)", e.rule.name, e.subject,
                                 messages.when(e.time), messages.amount(e.value, e.rule.unit))
-                written = self._write(store.close_alert, e.rule.name, e.subject, self.origin, e.time)
+                written = self._write(alert_log.close_alert, e.rule.name, e.subject, self.origin, e.time)
             if self.webhook:
                 opened = self.open.get(key, self.done[-1] if self.done else [e])[0].time
                 alert_id = written if isinstance(written, int) else None
@@ -195,7 +195,7 @@ class AlertRunner:
     def _load_rules(self, now):
         """Rules saved through the API (web/alerts_api.py) apply at the next evaluation: one
         small read of alert_rules per evaluation; trackers are rebuilt only when it changed."""
-        overrides = store.rule_overrides(self.con)
+        overrides = alert_log.rule_overrides(self.con)
         if overrides == self._overrides:
             return []
         self._overrides = overrides
@@ -208,7 +208,7 @@ class AlertRunner:
         rules = [r for r, _, _ in effective_rules(self._file_rules, overrides,
                                                   skipped=lambda why: log.error("alerts: %s", why)) if r.enabled]
         events, open_peaks = [], {}
-        for a in store.open_alerts(self.con, "live"):
+        for a in alert_log.open_alerts(self.con, "live"):
             open_peaks.setdefault(a["rule"], {})[a["subject"]] = a["peak"]
         self._storage_open = STORAGE_RULE.name in open_peaks
         open_peaks.pop(STORAGE_RULE.name, None)
@@ -234,7 +234,7 @@ class AlertRunner:
                 log.warning("alerts: cannot open %s now (%s); trying again at the next evaluation", self.db_path, e)
                 return False
             self.delivery.con = self.con
-            self._known = {a["subject"] for a in store.alert_list(self.con, limit=-1) if a["kind"] == "new_device"}
+            self._known = {a["subject"] for a in alert_log.alert_list(self.con, limit=-1) if a["kind"] == "new_device"}
         return True
 
     def evaluate(self, now):
@@ -249,7 +249,7 @@ class AlertRunner:
                 start, end, seconds = -(-(now - rule.window) // 1), int(now) + 1, True
             else:
                 start, end, seconds = -(-(now - rule.window) // MINUTE) * MINUTE, floor(now, "minute") + MINUTE, False
-            totals = store.window_totals(self.con, rule.kind, rule.scope, start, end, seconds)
+            totals = alert_log.window_totals(self.con, rule.kind, rule.scope, start, end, seconds)
             events += tracker.check(now, {s: measure(rule, v, now - start) for s, v in totals.items()})
         events += self._storage_events(now)
         self.delivery.flush()
@@ -263,7 +263,7 @@ class AlertRunner:
         instant = [t for t in self.trackers.values() if t.rule.instant and t.open]
         if not instant or self.con is None or self.delivery.pending:     # pending: not in the table yet
             return
-        still = {(a["rule"], a["subject"]) for a in store.open_alerts(self.con, "live")}
+        still = {(a["rule"], a["subject"]) for a in alert_log.open_alerts(self.con, "live")}
         for tracker in instant:
             for subject in [s for s in tracker.open if (tracker.rule.name, s) not in still]:
                 del tracker.open[subject]
@@ -273,10 +273,10 @@ class AlertRunner:
         self._candidates.clear()
         if not candidates:
             return {}
-        earliest = store.earliest_traffic(self.con)
+        earliest = alert_log.earliest_traffic(self.con)
         # new = no traffic before the bucket it first showed up in (not before now: the
         # evaluation may come after that minute ended, when its own row would count as "before")
-        seen = {ip for ip, bucket in candidates.items() if store.seen_before(self.con, [ip], bucket)}
+        seen = {ip for ip, bucket in candidates.items() if alert_log.seen_before(self.con, [ip], bucket)}
         self._known.update(candidates)
         if earliest is None or now - earliest < rule.window:
             return {}                 # still learning what is normal here
@@ -309,7 +309,7 @@ def evaluate_import(settings, con, since, until, rules=None):
     if isinstance(con, str):
         con = connect(con)
     if rules is None:
-        rules = load_rules(settings, store.rule_overrides(con))
+        rules = load_rules(settings, alert_log.rule_overrides(con))
     delivery = Delivery(con, "import", logged=False)
     for rule in rules:
         if not rule.enabled or rule.window < MINUTE:
@@ -332,7 +332,7 @@ def evaluate_import(settings, con, since, until, rules=None):
 
 def _import_slide(con, rule, since, until):
     window, tracker, events = SlidingWindow(rule.window, MINUTE, 2), Tracker(rule), []
-    rows = store.samples(con, rule.kind, rule.scope, floor(since, "minute") - rule.window, until)
+    rows = alert_log.samples(con, rule.kind, rule.scope, floor(since, "minute") - rule.window, until)
     row = next(rows, None)
     minute, end = floor(since, "minute"), int(until)
     while minute < end:
@@ -352,10 +352,10 @@ def _import_slide(con, rule, since, until):
 
 
 def _import_new_devices(con, rule, since, until):
-    earliest = store.earliest_traffic(con)
+    earliest = alert_log.earliest_traffic(con)
     tracker, events = Tracker(rule), []
-    for ip, first in store.first_minutes(con, since, until):
-        if rule.matches(ip) and first - earliest >= rule.window and not store.seen_before(con, [ip], first):
+    for ip, first in alert_log.first_minutes(con, since, until):
+        if rule.matches(ip) and first - earliest >= rule.window and not alert_log.seen_before(con, [ip], first):
             events += tracker.check(first, {ip: 1.0})
     return events
 

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from records import FlowDelta, Rollup          # noqa: E402
 from records import ProcessKey                # noqa: E402
+from settings import Settings                         # noqa: E402
 from storage import tiers                             # noqa: E402
 from storage.db import connect                        # noqa: E402
 from storage.retention import maintain  # noqa: E402
@@ -134,7 +135,7 @@ def main(argv=None):
         store.apply([minutes[minute]])
     store.add_seconds([(DAY0 + 86400 - 900 + s, "eth0", 1, 1000, 0, 0) for s in range(900)])
     t2 = time.perf_counter()
-    policy = RetentionPolicy()
+    policy = RetentionPolicy.from_settings(Settings())
     while not maintain(con, policy, DAY0 + 86400, budget=5.0):
         pass
     t3 = time.perf_counter()

@@ -31,6 +31,7 @@ if str(ROOT) not in sys.path:
 
 from records import FlowDelta, Rollup          # noqa: E402
 from records import ProcessKey               # noqa: E402
+from settings import Settings                        # noqa: E402
 from storage import retention, tiers                 # noqa: E402
 from storage.db import connect                       # noqa: E402
 from storage.writer import RollupStore               # noqa: E402
@@ -97,7 +98,7 @@ def generate(path, hosts=1000, days=30, active=0.25, seed=1, now=None, say=print
             os.unlink(path + suffix)
     con = connect(path)
     store = RollupStore(con)
-    policy = tiers.RetentionPolicy()
+    policy = tiers.RetentionPolicy.from_settings(Settings())
     retention.maintain(con, policy, now)        # sets the tiers' watermarks for `now`: old rows go to hours
     model = Model(hosts, seed)
     minute_start = policy.cutoff("host", "minute", now)       # older buckets are routed to the hour tier

@@ -139,12 +139,13 @@ def measure(label, cmd, out_path, cleanup, repeat, quiet_wait=0):
 
 def check_import(db, stats):
     """Compares the imported database with the generator's totals; returns a list of mismatches."""
-    from storage import queries
+    from storage.hosts import top_hosts
+    from storage.interfaces import interface_totals
     from storage.db import connect
     con = connect(str(db), readonly=True)
     try:
-        hosts = queries.top_hosts(con)
-        ifaces = queries.interface_totals(con)
+        hosts = top_hosts(con)
+        ifaces = interface_totals(con)
     finally:
         con.close()
     got = {"hosts tx bytes": sum(h["tx_bytes"] for h in hosts), "hosts rx bytes": sum(h["rx_bytes"] for h in hosts),

@@ -2,10 +2,11 @@
 import sys
 
 from runtime.exits import EXIT_OK, UsageError
-from storage import queries
-from storage.alerts import ALERT_FIELDS, alert_rows_for_export
+from storage.alert_log import ALERT_FIELDS, alert_rows_for_export
 from storage.db import DatabaseError, connect
 from storage.export import flow_row, render
+from storage.flows import flows_between
+from storage.hosts import top_hosts
 from storage.processes import process_totals
 from storage.timerange import parse_time
 
@@ -20,9 +21,9 @@ def run_export(settings, args):
     table = args["table"]
     fields = None
     if table == "flows":
-        rows = [flow_row(r) for r in queries.flows_between(con, since, until)]
+        rows = [flow_row(r) for r in flows_between(con, since, until)]
     elif table == "hosts":
-        rows = queries.top_hosts(con, since, until)
+        rows = top_hosts(con, since, until)
     elif table == "processes":
         rows = process_totals(con, since, until)
     else:

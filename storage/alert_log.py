@@ -1,63 +1,70 @@
-"""All alert SQL: what rules measure (per-bucket sources), the alerts table (open, peak, close,
-acknowledge, list, export) and rules saved through the API. Schema: storage/alerts.sql."""
+"""The alert log and all alert SQL: what rules measure (per-bucket sources, read through
+storage/reads.py), the alerts table (open, peak, close, acknowledge, list, export) and rules saved
+through the API. Schema: storage/alerts.sql."""
 import json
 import os
 import sqlite3
 from datetime import datetime, timezone
 from urllib.request import pathname2url
 
-from storage.db import SCHEMA_VERSION, DatabaseError
-from storage.db import immediate
+from storage import coverage
+from storage.db import SCHEMA_VERSION, DatabaseError, immediate
+from storage.reads import source
 from storage.tiers import floor
 
-# What a rule kind and scope reads: rows (t: bucket, s: subject, a, b) with t in [?1, ?2).
+# What a rule kind and scope reads: per bucket, columns (s: subject, a, b) of a tier family.
 # bytes/rate: a, b = tx bytes, rx bytes; drops: dropped frames, captured frames; coverage:
-# attributed bytes, all bytes of this host's own traffic.
+# attributed bytes, all bytes of this host's own traffic (storage/coverage.py).
 _TRAFFIC = {
-    "host": "SELECT minute AS t, ip AS s, tx_bytes AS a, rx_bytes AS b FROM host_minutes "
-            "WHERE minute >= ?1 AND minute < ?2",
-    "process": "SELECT m.minute AS t, p.name AS s, m.tx_bytes AS a, m.rx_bytes AS b FROM process_minutes m "
-               "JOIN processes p ON p.id = m.process_id WHERE m.minute >= ?1 AND m.minute < ?2",
-    "interface": "SELECT minute AS t, iface AS s, out_bytes AS a, bytes - out_bytes AS b FROM iface_minutes "
-                 "WHERE minute >= ?1 AND minute < ?2",
-    "all": "SELECT minute AS t, 'all' AS s, out_bytes AS a, bytes - out_bytes AS b FROM iface_minutes "
-           "WHERE minute >= ?1 AND minute < ?2",
+    "host": ("host", "ip AS s, tx_bytes AS a, rx_bytes AS b"),
+    "process": ("process", "process_id, tx_bytes AS a, rx_bytes AS b"),
+    "interface": ("iface", "iface AS s, out_bytes AS a, bytes - out_bytes AS b"),
+    "all": ("iface", "'all' AS s, out_bytes AS a, bytes - out_bytes AS b"),
 }
 _SECONDS = {   # sub-minute rate rules read the 1-second interface points
-    "interface": "SELECT second AS t, iface AS s, out_bytes AS a, bytes - out_bytes AS b FROM iface_seconds "
-                 "WHERE second >= ?1 AND second < ?2",
-    "all": "SELECT second AS t, 'all' AS s, out_bytes AS a, bytes - out_bytes AS b FROM iface_seconds "
-           "WHERE second >= ?1 AND second < ?2",
+    "interface": "SELECT second AS bucket, iface AS s, out_bytes AS a, bytes - out_bytes AS b FROM iface_seconds "
+                 "WHERE second >= ? AND second < ?",
+    "all": "SELECT second AS bucket, 'all' AS s, out_bytes AS a, bytes - out_bytes AS b FROM iface_seconds "
+           "WHERE second >= ? AND second < ?",
 }
-_DROPS = ("SELECT minute AS t, {subject} AS s, frames AS a, 0 AS b FROM capture_drops "
-          "WHERE minute >= ?1 AND minute < ?2 UNION ALL "
-          "SELECT minute, {subject}, 0, frames FROM iface_minutes WHERE minute >= ?1 AND minute < ?2")
-# coverage = attributed / this host's own bytes: traffic with no local side is left out of both
-_COVERAGE = ("SELECT minute AS t, 'all' AS s, CASE WHEN reason = 'attributed' THEN bytes ELSE 0 END AS a, "
-             "CASE WHEN reason = 'no_local_endpoint' THEN 0 ELSE bytes END AS b "
-             "FROM attribution_minutes WHERE minute >= ?1 AND minute < ?2")
 
 
-def _source(kind, scope, seconds=False):
+def _measure(con, kind, scope, start, end, seconds=False):
+    """(SQL, args): rows (bucket, s, a, b) of what a rule of `kind` and `scope` reads, for the
+    minutes (with `seconds`: the seconds) in [start, end)."""
+    start, end = int(start), int(end)
     if kind in ("bytes", "rate"):
-        return (_SECONDS if seconds else _TRAFFIC)[scope]
+        if seconds:
+            return _SECONDS[scope], [start, end]
+        family, columns = _TRAFFIC[scope]
+        sub, args = source(con, family, "minute", start, end, columns)
+        if scope == "process":
+            sub = (f"SELECT m.bucket, p.name AS s, m.a, m.b FROM ({sub}) m "
+                   f"JOIN processes p ON p.id = m.process_id")
+        return sub, args
     if kind == "drops":
-        return _DROPS.format(subject="iface" if scope == "interface" else "'all'")
+        subject = "iface" if scope == "interface" else "'all'"
+        dropped, args = source(con, "drops", "minute", start, end, f"{subject} AS s, frames AS a, 0 AS b")
+        captured, more = source(con, "iface", "minute", start, end, f"{subject}, 0, frames")
+        return f"{dropped} UNION ALL {captured}", args + more
     if kind == "coverage":
-        return _COVERAGE
+        return source(con, "attribution", "minute", start, end,
+                      f"'all' AS s, {coverage.ATTRIBUTED_BYTES} AS a, {coverage.OWN_BYTES} AS b")
     raise ValueError(f"no measure source for {kind} rules")
 
 
 def window_totals(con, kind, scope, start, end, seconds=False):
     """{subject: (v1, v2)} summed over buckets in [start, end)."""
-    sql = f"SELECT s, sum(a), sum(b) FROM ({_source(kind, scope, seconds)}) GROUP BY s"
-    return {s: (a, b) for s, a, b in con.execute(sql, (int(start), int(end)))}
+    sub, args = _measure(con, kind, scope, start, end, seconds)
+    sql = f"SELECT s, sum(a), sum(b) FROM ({sub}) GROUP BY s"
+    return {s: (a, b) for s, a, b in con.execute(sql, args)}
 
 
 def samples(con, kind, scope, start, end):
     """(minute, subject, v1, v2) for minutes in [start, end), oldest first."""
-    sql = f"SELECT t, s, sum(a), sum(b) FROM ({_source(kind, scope)}) GROUP BY t, s ORDER BY t"
-    return con.execute(sql, (int(start), int(end)))
+    sub, args = _measure(con, kind, scope, start, end)
+    sql = f"SELECT bucket, s, sum(a), sum(b) FROM ({sub}) GROUP BY bucket, s ORDER BY bucket"
+    return con.execute(sql, args)
 
 
 # ---- new devices --------------------------------------------------------------------------------
@@ -77,8 +84,8 @@ def seen_before(con, ips, minute):
 
 def first_minutes(con, start, end):
     """[(ip, first minute with traffic)] for addresses seen in [start, end), by first minute."""
-    return con.execute("SELECT ip, min(minute) AS first FROM host_minutes WHERE minute >= ? AND minute < ? "
-                       "GROUP BY ip ORDER BY first, ip", (int(start), int(end))).fetchall()
+    sub, args = source(con, "host", "minute", int(start), int(end), "ip")
+    return con.execute(f"SELECT ip, min(bucket) AS first FROM ({sub}) GROUP BY ip ORDER BY first, ip", args).fetchall()
 
 
 def earliest_traffic(con):

@@ -1,6 +1,47 @@
-"""Read queries about processes and attribution coverage. Time ranges as in storage.queries:
-[since, until) in epoch seconds, selecting whole minute buckets."""
-from storage.queries import dict_rows, tiered
+"""Processes: the processes page and API (per process or per name), the processes export, and
+the cross-checks of attribution (per-process totals from the flows, coverage figures).
+Conventions as in storage/reads.py."""
+from storage import coverage, tiers
+from storage.reads import dict_rows, finest, source, span
+from storage.usage import PER_SUBJECT, recent_start, usage_rows
+
+PROCESS_SORTS = {"bytes": "s_tx + s_rx", "tx": "s_tx", "rx": "s_rx", "current": "recent", "peak": "peak",
+                 "name": "name", "pid": "pid", "last_seen": "last_b"}
+PROCESS_GROUPS = ("instance", "name")
+
+
+def process_usage(con, since, until, now, sort="bytes", descending=True, limit=100, offset=0, group="instance", *,
+                  policy):
+    """{total, resolution, rows} as hosts.host_usage, for processes: one row per process (pid +
+    start time) with group='instance', per process name with group='name' (pid then null)."""
+    tier, lo, hi = span(policy, "process", since, until, now)
+    size = tiers.SIZE[tier]
+    key = "p.id" if group == "instance" else "p.name"
+    sub, args = source(con, "process", tier, lo, hi, "process_id, tx_bytes, rx_bytes, tx_packets, rx_packets")
+    per = (f"SELECT s.bucket, {key} AS subject, p.name AS name, {'p.pid' if group == 'instance' else 'NULL'} AS pid, "
+           f"sum(s.tx_bytes) AS tx, sum(s.rx_bytes) AS rx, sum(s.tx_packets) AS txp, sum(s.rx_packets) AS rxp "
+           f"FROM ({sub}) s JOIN processes p ON p.id = s.process_id GROUP BY s.bucket, subject")
+    lately = (f"SELECT {key} AS subject, sum(m.tx_bytes + m.rx_bytes) AS recent FROM process_minutes m "
+              f"JOIN processes p ON p.id = m.process_id WHERE m.minute >= ? GROUP BY +{key}")
+    sql = PER_SUBJECT.format(per=per, lately=lately, extra="max(name) AS name, max(pid) AS pid,")
+    total, rows = usage_rows(con, sql, args + [recent_start(now)], size, now, descending, PROCESS_SORTS[sort],
+                             limit, offset)
+    details = {}
+    if group == "instance" and rows:
+        ids = [r["subject"] for r in rows]
+        details = {r["id"]: r for r in dict_rows(con, f"""SELECT id, exe, cmdline, username, unit, start_time
+                                                      FROM processes WHERE id IN ({','.join('?' * len(ids))})""", ids)}
+    out = []
+    for r in rows:
+        d = details.get(r["subject"], {})
+        out.append({"pid": r.pop("pid"), "process": r.pop("name"), "exe": d.get("exe"), "cmdline": d.get("cmdline"),
+                    "username": d.get("username"), "unit": d.get("unit"), "start_time": d.get("start_time"),
+                    **{k: v for k, v in r.items() if k != "subject"}})
+    return {"total": total, "resolution": size, "rows": out}
+
+
+# ---- the processes export and the cross-checks of attribution: totals over a range, from the
+# finest tier holding each bucket
 
 _TOTALS = """
 SELECT p.pid, p.name AS process, sum(m.tx_bytes) AS tx_bytes, sum(m.rx_bytes) AS rx_bytes,
@@ -11,10 +52,6 @@ FROM ({source}) m JOIN processes p ON p.id = m.process_id
 GROUP BY p.id
 HAVING sum(m.tx_packets) + sum(m.rx_packets) > 0
 ORDER BY sum(m.tx_bytes) + sum(m.rx_bytes) DESC, p.pid, p.start_time"""
-
-_COVERAGE = """
-SELECT reason, sum(bytes) AS bytes, sum(packets) AS packets FROM ({source})
-GROUP BY reason ORDER BY reason"""
 
 # Each side of a flow whose process is known, as that process sees it: tx is what the side sent.
 _FLOW_SIDES_ALL = """
@@ -40,14 +77,12 @@ SELECT pid, process, sum(tx_bytes) AS tx_bytes, sum(rx_bytes) AS rx_bytes,
     WHERE f.resp_pid IS NOT NULL)
 GROUP BY pid, process ORDER BY pid, process"""
 
-ATTRIBUTED, NO_LOCAL_ENDPOINT = "attributed", "no_local_endpoint"
-
 
 def process_totals(con, since=None, until=None):
     """Per process (pid + start time): bytes and frames it sent (tx) and received (rx), busiest
     first, with its name, user, systemd unit or container, executable and command line."""
-    source, params = tiered(con, "process", since, until)
-    return dict_rows(con, _TOTALS.format(source=source), params)
+    sub, params = finest(con, "process", since, until)
+    return dict_rows(con, _TOTALS.format(source=sub), params)
 
 
 def attribution_coverage(con, since=None, until=None):
@@ -58,14 +93,10 @@ def attribution_coverage(con, since=None, until=None):
     Returns {"attributed": {bytes, packets}, "local_bytes": attributed + unattributed local
     bytes, "coverage": attributed / local_bytes or None, "reasons": {reason: {bytes, packets}}}
     where reasons include no_local_endpoint (traffic not of this host, not part of local_bytes)."""
-    source, params = tiered(con, "attribution", since, until)
-    rows = dict_rows(con, _COVERAGE.format(source=source), params)
-    by_reason = {r["reason"]: {"bytes": r["bytes"], "packets": r["packets"]} for r in rows
-                 if r["bytes"] or r["packets"]}
-    attributed = by_reason.pop(ATTRIBUTED, {"bytes": 0, "packets": 0})
-    local = attributed["bytes"] + sum(v["bytes"] for k, v in by_reason.items() if k != NO_LOCAL_ENDPOINT)
-    return {"attributed": attributed, "local_bytes": local,
-            "coverage": attributed["bytes"] / local if local else None, "reasons": by_reason}
+    c = coverage.read(con, *finest(con, "attribution", since, until))
+    by_reason = {reason: {"bytes": b, "packets": p} for reason, (b, p) in c.reasons.items() if b or p}
+    attributed = by_reason.pop(coverage.ATTRIBUTED, {"bytes": 0, "packets": 0})
+    return {"attributed": attributed, "local_bytes": c.own, "coverage": c.ratio, "reasons": by_reason}
 
 
 def flow_totals_by_process(con, since=None, until=None):
@@ -73,8 +104,8 @@ def flow_totals_by_process(con, since=None, until=None):
     sees it: the cross-check of process_totals (they agree by construction of attribution/)."""
     if since is None and until is None:
         return dict_rows(con, _FLOW_SIDES_ALL)
-    source, params = tiered(con, "flow", since, until)
-    return dict_rows(con, _FLOW_SIDES_BETWEEN.format(source=source), params + params)
+    sub, params = finest(con, "flow", since, until)
+    return dict_rows(con, _FLOW_SIDES_BETWEEN.format(source=sub), params + params)
 
 
 _FLOWS = """

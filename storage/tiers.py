@@ -1,5 +1,5 @@
 """Rollup tiers: minute rows (written by storage/writer.py) roll up into hour rows, hour rows into
-day rows, and web queries read whichever tier fits the range asked.
+day rows, and queries read them through storage/reads.py.
 
 How a coarser bucket is kept equal to the sum of the finer data it came from, crash or not:
 - The writer writes minute rows and, in the same transaction, marks their hour "pending".
@@ -13,6 +13,7 @@ How a coarser bucket is kept equal to the sum of the finer data it came from, cr
 """
 from typing import NamedTuple
 
+from records import IFACE_FIELDS
 from storage.db import immediate
 
 MINUTE, HOUR, DAY = 60, 3600, 86400
@@ -29,13 +30,11 @@ class Family(NamedTuple):
 
 
 _PAIR = ("tx_bytes", "rx_bytes", "tx_packets", "rx_packets")
-IFACE_COUNTERS = ("frames", "bytes", "ip_frames", "ip_bytes", "non_ip_frames", "non_ip_bytes",
-                  "undecodable_frames", "undecodable_bytes", "out_frames", "out_bytes")
 FAMILIES = {f.name: f for f in (
     Family("host", ("host_minutes", "host_hours", "host_days"), ("ip",), _PAIR),
     Family("flow", ("flow_minutes", "flow_hours", "flow_days"), ("flow_id",),
            ("orig_bytes", "orig_packets", "resp_bytes", "resp_packets")),
-    Family("iface", ("iface_minutes", "iface_hours", "iface_days"), ("iface",), IFACE_COUNTERS),
+    Family("iface", ("iface_minutes", "iface_hours", "iface_days"), ("iface",), IFACE_FIELDS),
     Family("process", ("process_minutes", "process_hours", "process_days"), ("process_id",), _PAIR),
     Family("attribution", ("attribution_minutes", "attribution_hours", "attribution_days"), ("reason",),
            ("bytes", "packets")),
@@ -51,12 +50,13 @@ def floor(t, tier):
 
 
 class RetentionPolicy(NamedTuple):
-    """How long each tier keeps its buckets, in seconds."""
-    seconds: float = 900.0               # 1-second interface points
-    minute: float = 48 * 3600.0
-    hour: float = 90 * 86400.0
-    day: float = 730 * 86400.0
-    flows: float = 90 * 86400.0          # flow records and every flow tier, whatever the tier says
+    """How long each tier keeps its buckets, in seconds. The defaults are the settings' (the
+    retention_* fields of settings.Settings): build it with `from_settings`."""
+    seconds: float                       # 1-second interface points
+    minute: float
+    hour: float
+    day: float
+    flows: float                         # flow records and every flow tier, whatever the tier says
 
     @classmethod
     def from_settings(cls, settings):
@@ -154,94 +154,3 @@ def build_pending(con, deadline=None, clock=None):
             if deadline is not None and clock() > deadline:     # after one: every call makes progress
                 return not pending(con, "hour") and not pending(con, "day")
     return True
-
-
-# ---- reading the tiers ----------------------------------------------------------------------------
-
-_SCOPES = {
-    # scope: (family, subject column, bytes expression, tx expression)
-    "host": ("host", "t.ip", "t.tx_bytes + t.rx_bytes", "t.tx_bytes"),
-    "process": ("process", "t.process_id", "t.tx_bytes + t.rx_bytes", "t.tx_bytes"),
-    "interface": ("iface", "t.iface", "t.bytes", "t.out_bytes"),
-    "all": ("iface", "'all'", "t.bytes", "t.out_bytes"),
-}
-
-
-def tier_for(since, now, policy=None, until=None, max_points=1500):
-    """The finest tier that still holds `since` (by the retention policy) and covers
-    [since, until) in at most `max_points` buckets."""
-    policy = policy or RetentionPolicy()
-    until = now if until is None else until
-    for tier in TIERS:
-        holds = since >= now - policy.keep("host", tier) or tier == "day"
-        if holds and (until - since) / SIZE[tier] <= max_points:
-            return tier
-    return "day"
-
-
-def rates(con, scope, now, window=3600, policy=None, limit=None):
-    """Per subject of `scope` (host, process, interface, all): bytes, average and peak rate over
-    the `window` seconds of complete buckets before `now`, and the rate in the last complete
-    bucket. Rates are bit/s; `resolution` is the bucket size in seconds the peak and current
-    rates are averaged over (60: a peak 1-minute rate). Interfaces (and 'all') use the 1-second
-    points when the window lies within their retention: their peak is then a peak 1-second rate.
-    Sorted by bytes, largest first."""
-    policy = policy or RetentionPolicy()
-    family, subject, bytes_sql, _ = _SCOPES[scope]
-    if scope in ("interface", "all") and window <= policy.seconds:
-        tab, col, size = "iface_seconds", "second", 1
-    else:
-        tier = tier_for(now - window, now, policy, max_points=10 ** 9)
-        tab, col, size = table(FAMILIES[family], tier), tier, SIZE[tier]
-    end = int(now // size * size)
-    start = end - (int(window) // size) * size
-    rows = con.execute(
-        f"SELECT subject, sum(b), max(b), bucket FROM (SELECT {subject} AS subject, {col} AS bucket, "
-        f"sum({bytes_sql}) AS b FROM {tab} t WHERE {col} >= ? AND {col} < ? GROUP BY 1, 2) "
-        f"GROUP BY subject ORDER BY 2 DESC, 1" + (" LIMIT ?" if limit else ""),
-        (start, end) + ((limit,) if limit else ())).fetchall()
-    current = dict(con.execute(
-        f"SELECT {subject}, sum({bytes_sql}) FROM {tab} t WHERE {col} = ? GROUP BY 1", (end - size,)).fetchall())
-    span = max(end - start, size)
-    out = [{"subject": s, "bytes": total, "average_bps": total * 8 / span, "peak_bps": peak * 8 / size,
-            "peak_at": at, "current_bps": (current.get(s) or 0) * 8 / size, "window": end - start,
-            "resolution": size, "since": start, "until": end} for s, total, peak, at in rows]
-    if scope == "process":
-        names = {i: (pid, name) for i, pid, name in con.execute("SELECT id, pid, name FROM processes")}
-        for r in out:
-            r["pid"], r["process"] = names.get(r["subject"], (None, None))
-    return out
-
-
-def host_rates(con, now, window=3600, policy=None, limit=None):
-    """rates() of hosts; each row also carries `ip`."""
-    rows = rates(con, "host", now, window, policy, limit)
-    for r in rows:
-        r["ip"] = r["subject"]
-    return rows
-
-
-def process_rates(con, now, window=3600, policy=None, limit=None):
-    """rates() of processes (one row per pid and start time), with `pid` and `process` (name)."""
-    return rates(con, "process", now, window, policy, limit)
-
-
-def interface_rates(con, now, window=3600, policy=None):
-    return rates(con, "interface", now, window, policy)
-
-
-def history(con, since, until, now, scope="all", subject=None, policy=None, max_points=1500):
-    """Traffic per bucket in [since, until) from the finest tier that holds it: {tier,
-    bucket_seconds, points: [{t, bytes, tx_bytes}]} where tx_bytes is what `subject` sent (for
-    'all' and interfaces: what this host sent). Buckets without traffic are absent."""
-    family, subject_sql, bytes_sql, tx_sql = _SCOPES[scope]
-    tier = tier_for(since, now, policy, until, max_points)
-    size = SIZE[tier]
-    where, args = f"{tier} >= ? AND {tier} < ?", [floor(since, tier), until]
-    if subject is not None and scope != "all":
-        where += f" AND {subject_sql} = ?"
-        args.append(subject)
-    rows = con.execute(f"SELECT {tier}, sum({bytes_sql}), sum({tx_sql}) FROM {table(FAMILIES[family], tier)} t "
-                       f"WHERE {where} GROUP BY 1 ORDER BY 1", args).fetchall()
-    return {"tier": tier, "bucket_seconds": size,
-            "points": [{"t": t, "bytes": b, "tx_bytes": tx} for t, b, tx in rows]}

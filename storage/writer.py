@@ -196,8 +196,9 @@ class WriterThread(threading.Thread):
     up since the last commit in a single transaction; between batches it builds tiers, prunes and
     checkpoints (settings.maintenance_interval). `clock` (epoch seconds) is injectable for tests."""
 
-    def __init__(self, path, settings=None, clock=time.time, retry_interval=5.0, source=None, after_write=None):
-        """source: (kind, name) of a `sources` row to open at start and finish in close(frames);
+    def __init__(self, path, settings, clock=time.time, retry_interval=5.0, source=None, after_write=None):
+        """settings: a settings.Settings (retention_*, maintenance_interval, writer_backlog_rows);
+        source: (kind, name) of a `sources` row to open at start and finish in close(frames);
         after_write: called with each list of rollups once committed (alerts.service.AlertRunner)."""
         super().__init__(name="storage-writer", daemon=True)
         self.source, self.after_write = source, after_write
@@ -209,9 +210,9 @@ class WriterThread(threading.Thread):
         self.store = None
         self.clock = clock
         self.retry_interval = retry_interval
-        self.policy = tiers.RetentionPolicy.from_settings(settings) if settings else tiers.RetentionPolicy()
-        self.maintenance_interval = settings.maintenance_interval if settings else 60.0
-        self.backlog = Backlog(settings.writer_backlog_rows if settings else 2_000_000)
+        self.policy = tiers.RetentionPolicy.from_settings(settings)
+        self.maintenance_interval = settings.maintenance_interval
+        self.backlog = Backlog(settings.writer_backlog_rows)
         self.health = health(path)
         self._reconnect = False
         self._retry_at = 0.0

@@ -4,7 +4,7 @@ import pytest
 
 from alerts import config
 from alerts.rules import Rule, SlidingWindow, Tracker, measure
-from storage import alerts as store
+from storage import alert_log
 from storage.db import connect
 
 
@@ -157,75 +157,79 @@ def con(tmp_path):
 
 
 def _open(con, subject="10.0.0.1", origin="live", kind="bytes", at=1000.0):
-    return store.open_alert(con, "r", kind, "host", subject, origin, at, 1.5e8, 1e8, "bytes", 3600, "msg")
+    return alert_log.open_alert(con, "r", kind, "host", subject, origin, at, 1.5e8, 1e8, "bytes", 3600, "msg")
 
 
 def test_one_open_alert_per_rule_subject_and_origin(con):
     first = _open(con)
     assert _open(con) == first
     assert _open(con, origin="import") != first
-    store.update_peak(con, "r", "10.0.0.1", "live", 2e8)
-    assert store.close_alert(con, "r", "10.0.0.1", "live", 2000.0) == first
-    assert store.close_alert(con, "r", "10.0.0.1", "live", 2001.0) is None
+    alert_log.update_peak(con, "r", "10.0.0.1", "live", 2e8)
+    assert alert_log.close_alert(con, "r", "10.0.0.1", "live", 2000.0) == first
+    assert alert_log.close_alert(con, "r", "10.0.0.1", "live", 2001.0) is None
     again = _open(con, at=3000.0)
     assert again != first
-    rows = store.alert_list(con)
+    rows = alert_log.alert_list(con)
     assert [(r["id"], r["state"]) for r in rows] == [(again, "open"), (rows[1]["id"], "open"), (first, "closed")]
-    assert store.alert_list(con, state="closed")[0]["peak"] == 2e8
-    assert [r["id"] for r in store.alert_list(con, since=2500, until=4000)] == [again, rows[1]["id"]]
-    assert store.alert_list(con, since=1500, until=1800, state="closed")[0]["id"] == first
+    assert alert_log.alert_list(con, state="closed")[0]["peak"] == 2e8
+    assert [r["id"] for r in alert_log.alert_list(con, since=2500, until=4000)] == [again, rows[1]["id"]]
+    assert alert_log.alert_list(con, since=1500, until=1800, state="closed")[0]["id"] == first
 
 
 def test_acknowledge_marks_and_closes_instant_alerts(con):
     level = _open(con)
     device = _open(con, subject="10.0.0.9", kind="new_device")
-    assert store.acknowledge(con, level, 5000.0, "ops")
-    assert store.acknowledge(con, device, 5001.0)
-    assert not store.acknowledge(con, 999, 5002.0)
-    by_id = {r["id"]: r for r in store.alert_list(con)}
+    assert alert_log.acknowledge(con, level, 5000.0, "ops")
+    assert alert_log.acknowledge(con, device, 5001.0)
+    assert not alert_log.acknowledge(con, 999, 5002.0)
+    by_id = {r["id"]: r for r in alert_log.alert_list(con)}
     assert (by_id[level]["state"], by_id[level]["acked"], by_id[level]["acked_by"]) == ("open", 5000.0, "ops")
     assert (by_id[device]["state"], by_id[device]["closed"]) == ("closed", 5001.0)
 
 
 def test_export_rows_have_the_declared_fields(con):
     a = _open(con, at=1_700_000_000.0)
-    store.close_alert(con, "r", "10.0.0.1", "live", 1_700_003_600.0)
-    rows = store.alert_rows_for_export(con, None, None)
-    assert [tuple(r) for r in rows] == [tuple(name for name, _ in store.ALERT_FIELDS)]
+    alert_log.close_alert(con, "r", "10.0.0.1", "live", 1_700_003_600.0)
+    rows = alert_log.alert_rows_for_export(con, None, None)
+    assert [tuple(r) for r in rows] == [tuple(name for name, _ in alert_log.ALERT_FIELDS)]
     assert rows[0]["id"] == a and rows[0]["opened"] == "2023-11-14T22:13:20Z"
     assert rows[0]["closed"] == "2023-11-14T23:13:20Z" and rows[0]["acknowledged"] is None
-    assert store.alert_rows_for_export(con, 1_700_003_600.0, None) == rows
-    assert store.alert_rows_for_export(con, 1_700_003_601.0, None) == []
+    assert alert_log.alert_rows_for_export(con, 1_700_003_600.0, None) == rows
+    assert alert_log.alert_rows_for_export(con, 1_700_003_601.0, None) == []
 
 
 def test_rules_saved_through_the_api_round_trip(con):
     rule = config.validate_rule({"name": "x", "kind": "bytes", "threshold": "5 MB"})
-    store.save_rule(con, config.rule_to_dict(rule), 1.0)
-    assert [config.validate_rule(d) for d in store.rule_overrides(con)] == [rule]
-    assert store.forget_rule(con, "x") and store.rule_overrides(con) == []
+    alert_log.save_rule(con, config.rule_to_dict(rule), 1.0)
+    assert [config.validate_rule(d) for d in alert_log.rule_overrides(con)] == [rule]
+    assert alert_log.forget_rule(con, "x") and alert_log.rule_overrides(con) == []
 
 
 def test_alert_list_on_a_database_from_before_alerts(tmp_path):
     import sqlite3
     path = tmp_path / "old.db"
     sqlite3.connect(path).execute("CREATE TABLE t (a)").connection.commit()
-    assert store.alert_list(sqlite3.connect(path)) == []
+    assert alert_log.alert_list(sqlite3.connect(path)) == []
 
 
 def test_coverage_leaves_traffic_without_a_local_side_out(tmp_path):
-    """Coverage is attributed / this host's own bytes, wherever it is computed (dashboard, alert
-    rule, storage.processes): forwarded or broadcast traffic (no_local_endpoint) is in neither."""
+    """Coverage is attributed / this host's own bytes (storage/coverage.py), and every place that
+    reads it over its own range and tier agrees on one database: the dashboard's figure, the
+    alert rule's window and the export side (storage.processes). Forwarded or broadcast traffic
+    (no_local_endpoint) is in neither."""
     from records import Rollup
-    from storage import dashboard, processes
+    from settings import Settings
+    from storage import coverage, processes
+    from storage.tiers import RetentionPolicy
     from storage.writer import RollupStore
     con = connect(str(tmp_path / "c.db"))
     now = 1_700_001_030.5
     minute = int(now // 60 * 60) - 120
     RollupStore(con).apply([Rollup(minute, [], {}, {}, {}, {}, {
         "attributed": [900_000, 10], "socket_closed_before_lookup": [100_000, 1], "no_local_endpoint": [9_000_000, 90]})])
-    shown = dashboard.attribution_coverage(con, now - 3600, now + 60, now)
+    shown = coverage.attribution_coverage(con, now - 3600, now + 60, now, RetentionPolicy.from_settings(Settings()))
     assert (shown["attributed_bytes"], shown["unattributed_bytes"], shown["ratio"]) == (900_000, 100_000, 0.9)
-    assert store.window_totals(con, "coverage", "all", minute, minute + 60) == {"all": (900_000, 1_000_000)}
+    assert alert_log.window_totals(con, "coverage", "all", minute, minute + 60) == {"all": (900_000, 1_000_000)}
     assert processes.attribution_coverage(con)["coverage"] == 0.9
 
 
@@ -254,5 +258,5 @@ def test_a_new_device_alerts_however_late_its_minute_is_evaluated(tmp_path, late
     writer.apply([again])
     runner.after_write([again])
     runner.step(now[0] + 60)
-    assert [a["subject"] for a in store.alert_list(con) if a["kind"] == "new_device"] == ["10.0.0.99"]
+    assert [a["subject"] for a in alert_log.alert_list(con) if a["kind"] == "new_device"] == ["10.0.0.99"]
     runner.close()

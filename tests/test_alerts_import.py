@@ -17,7 +17,7 @@ import pytest
 from alerts.service import AlertRunner, evaluate_import
 from capture.flows import FlowTable
 from capture.offline import import_file
-from storage import alerts as store
+from storage import alert_log
 from storage.db import connect
 from storage.writer import RollupStore
 from conftest import wait_for
@@ -107,7 +107,7 @@ def test_import_alerts_on_the_captures_own_timeline(tmp_path, capture):
     import_file(str(capture), store_.apply, FlowTable())
     assert store_.span == (S, S + 120 * 60)
     lines = evaluate_import(lan_rules(tmp_path), con, *store_.span)
-    rows = store.alert_list(con)
+    rows = alert_log.alert_list(con)
     assert [(r["rule"], r["subject"], r["origin"], r["state"]) for r in rows] == [
         ("host-bytes-hour", A, "import", "closed")]
     a = rows[0]
@@ -116,7 +116,7 @@ def test_import_alerts_on_the_captures_own_timeline(tmp_path, capture):
                      "; back under at 2023-11-15T09:09:00Z (peak 123 MB)"]
     # the built-in rule counts every address: the peer that received it all crosses too, B's never
     evaluate_import(Settings(), con, *store_.span)
-    subjects = sorted(r["subject"] for r in store.alert_list(con) if r["rule"] == "host-bytes-hour")
+    subjects = sorted(r["subject"] for r in alert_log.alert_list(con) if r["rule"] == "host-bytes-hour")
     assert subjects == [A, A, PEER[A]]
 
 
@@ -127,7 +127,7 @@ def test_import_alert_open_at_the_end_of_the_capture(tmp_path):
     store_ = RollupStore(con)
     import_file(str(path), store_.apply, FlowTable())
     lines = evaluate_import(lan_rules(tmp_path), con, *store_.span)
-    assert [(r["opened"], r["closed"]) for r in store.alert_list(con)] == [(OPENED, S + 40 * 60)]
+    assert [(r["opened"], r["closed"]) for r in alert_log.alert_list(con)] == [(OPENED, S + 40 * 60)]
     assert lines[0].endswith("; still over when the capture ended (peak 121 MB)")
 
 
@@ -146,7 +146,7 @@ def test_live_runner_alerts_once_and_the_webhook_gets_one_post_per_event(tmp_pat
             clock[0] = r.bucket + 60
             runner.step(clock[0])
     import_file(str(capture), collector_flush, FlowTable())
-    rows = store.alert_list(store_.con)
+    rows = alert_log.alert_list(store_.con)
     assert [(r["subject"], r["origin"], r["opened"], r["closed"]) for r in rows] == [(A, "live", OPENED, CLOSED)]
     wait_for(lambda: len(webhook.posts) >= 2 and runner.webhook.idle(), 20, "the webhook's two POSTs")
     runner.close()

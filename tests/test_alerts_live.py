@@ -11,7 +11,7 @@ from alerts.service import AlertRunner
 from alerts.webhook import WebhookSender
 from records import Rollup
 from records import ProcessKey
-from storage import alerts as store
+from storage import alert_log
 from storage.db import connect
 from storage.writer import RollupStore, health
 from conftest import wait_for
@@ -52,7 +52,7 @@ def db(tmp_path):
 
 
 def kinds_open(con):
-    return sorted((a["rule"], a["subject"]) for a in store.alert_list(con, state="open"))
+    return sorted((a["rule"], a["subject"]) for a in alert_log.alert_list(con, state="open"))
 
 
 def test_thread_evaluates_on_after_write_and_windows_slide_without_traffic(tmp_path, db):
@@ -68,7 +68,7 @@ def test_thread_evaluates_on_after_write_and_windows_slide_without_traffic(tmp_p
         now[0] = T + 3600 + 60             # an hour later, no traffic since: the window is empty
         runner.sync()
         assert kinds_open(s.con) == []
-        assert store.alert_list(s.con)[0]["closed"] == T + 3660
+        assert alert_log.alert_list(s.con)[0]["closed"] == T + 3660
     finally:
         runner.close()
 
@@ -82,9 +82,9 @@ def test_restart_keeps_one_open_alert_and_closes_it_later(tmp_path, db):
     first.con.close()                      # a crash: no close()
     second = AlertRunner(settings, path, start=False)
     second.step(T + 120)
-    assert len(store.alert_list(s.con)) == 1
+    assert len(alert_log.alert_list(s.con)) == 1
     second.step(T + 3700)
-    assert [(a["state"], a["closed"]) for a in store.alert_list(s.con)] == [("closed", T + 3700)]
+    assert [(a["state"], a["closed"]) for a in alert_log.alert_list(s.con)] == [("closed", T + 3700)]
     second.con.close()
 
 
@@ -95,13 +95,13 @@ def test_rule_changes_through_the_api_apply_at_the_next_evaluation(tmp_path, db)
     runner.step(T + 60)
     assert kinds_open(s.con) == []
     lower = config.validate_rule({"name": "host-bytes-hour", "kind": "bytes", "threshold": "4 MB"})
-    store.save_rule(s.con, config.rule_to_dict(lower), T)
+    alert_log.save_rule(s.con, config.rule_to_dict(lower), T)
     runner.step(T + 61)
     assert kinds_open(s.con) == [("host-bytes-hour", "10.0.0.1")]
     off = config.validate_rule({**config.rule_to_dict(lower), "enabled": False})
-    store.save_rule(s.con, config.rule_to_dict(off), T + 1)
+    alert_log.save_rule(s.con, config.rule_to_dict(off), T + 1)
     runner.step(T + 62)
-    assert kinds_open(s.con) == [] and store.alert_list(s.con)[0]["closed"] == T + 62
+    assert kinds_open(s.con) == [] and alert_log.alert_list(s.con)[0]["closed"] == T + 62
     runner.con.close()
 
 
@@ -153,7 +153,7 @@ enabled = false
     runner.step(T + 60)
     assert kinds_open(s.con) == [("attribution-coverage", "all"), ("burst", "all"),
                                  ("capture-drops", "eth0"), ("process-bytes-hour", "firefox")]
-    by_rule = {a["rule"]: a for a in store.alert_list(s.con)}
+    by_rule = {a["rule"]: a for a in alert_log.alert_list(s.con)}
     assert by_rule["capture-drops"]["value"] == 0.03 and by_rule["capture-drops"]["unit"] == "share"
     assert by_rule["attribution-coverage"]["value"] == 0.4
     assert by_rule["burst"]["value"] == 8_000_000 and by_rule["burst"]["unit"] == "bit/s"
@@ -180,13 +180,13 @@ def test_new_device_after_the_learning_window(tmp_path, db):
     runner.step(T + 7230)
     runner.after_write([later])
     runner.step(T + 7240)
-    alerts = store.alert_list(s.con)
+    alerts = alert_log.alert_list(s.con)
     assert [(a["kind"], a["subject"], a["state"], a["opened"]) for a in alerts] == [
         ("new_device", "192.168.1.77", "open", T + 7230)]
-    store.acknowledge(s.con, alerts[0]["id"], T + 8000)
+    alert_log.acknowledge(s.con, alerts[0]["id"], T + 8000)
     runner.after_write([later])
     runner.step(T + 7250)
-    assert [a["state"] for a in store.alert_list(s.con)] == ["closed"]
+    assert [a["state"] for a in alert_log.alert_list(s.con)] == ["closed"]
     runner.con.close()
 
 
@@ -202,7 +202,7 @@ def test_storage_stall_opens_and_closes_an_alert(tmp_path, db):
         h.finished.append((T + 5, T + 20, h.reason))
     h.stalled_since = None
     runner.step(T + 21)
-    rows = store.alert_list(s.con)
+    rows = alert_log.alert_list(s.con)
     assert [(a["kind"], a["opened"], a["closed"]) for a in rows] == [("storage", T + 5, T + 20)]
     assert "database or disk is full" in rows[0]["message"]
     runner.con.close()

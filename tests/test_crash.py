@@ -28,6 +28,7 @@ import pytest
 
 from records import Rollup
 from conftest import IS_ROOT, ROOT
+from settings import Settings as DefaultSettings
 from storage import retention
 from storage.db import DatabaseError, connect
 from storage.writer import RollupStore, WriterThread
@@ -106,7 +107,7 @@ def test_damaged_database_is_moved_aside_and_a_new_one_started(tmp_path, caplog)
     db = tmp_path / "d.db"
     _damage_a_table_page(db)
     damaged = db.read_bytes()
-    writer = WriterThread(str(db), clock=lambda: T + 600)
+    writer = WriterThread(str(db), DefaultSettings(), clock=lambda: T + 600)
     writer.start()
     assert writer.ready.wait(30) and writer.error is None
     writer.submit(batch(1))
@@ -124,7 +125,7 @@ def test_damaged_database_is_moved_aside_and_a_new_one_started(tmp_path, caplog)
 def test_a_file_that_is_not_sqlite_is_never_touched(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("my notes\n")
-    writer = WriterThread(str(path))
+    writer = WriterThread(str(path), DefaultSettings())
     writer.start()
     assert writer.ready.wait(30)
     writer.submit(batch(1))

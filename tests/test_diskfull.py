@@ -10,7 +10,7 @@ import pytest
 from alerts.service import AlertRunner
 from records import Rollup
 from conftest import needs_root
-from storage import alerts as store
+from storage import alert_log
 from storage.backlog import Backlog, merge
 from storage.db import DatabaseError, connect
 from storage.writer import WriterThread, health
@@ -106,7 +106,7 @@ def test_disk_full_holds_counts_alerts_and_resumes(small_fs, caplog):
     writer.close()
     assert stored_tx(db) == sent                  # nothing lost, nothing twice
     con = connect(db)
-    rows = store.alert_list(con)
+    rows = alert_log.alert_list(con)
     runner.con.close()
     con.close()
     assert [(a["kind"], a["state"]) for a in rows] == [("storage", "closed")]
@@ -136,7 +136,7 @@ def test_read_only_database_at_start_waits_and_writes_when_writable(small_fs, ca
     runner.close()
     assert stored_tx(db) == sum(1000 + i for i in range(50))
     con = connect(db)
-    assert [(a["kind"], a["state"]) for a in store.alert_list(con)] == [("storage", "closed")]
+    assert [(a["kind"], a["state"]) for a in alert_log.alert_list(con)] == [("storage", "closed")]
     con.close()
 
 

@@ -161,11 +161,11 @@ def assert_times_close(live_rows, file_rows):
 
 def iface_totals(db):
     sys.path.insert(0, str(ROOT))
-    from storage import queries
+    from storage.interfaces import interface_totals
     from storage.db import connect
     con = connect(str(db), readonly=True)
     try:
-        return queries.interface_totals(con)
+        return interface_totals(con)
     finally:
         con.close()
 

@@ -22,7 +22,7 @@ import captures
 import oracle
 from conftest import cli
 from records import MAX_WIRE_LEN, proto_number
-from storage import queries
+from storage.interfaces import interface_totals, undecodable_reasons
 from storage.db import connect
 
 needs_tshark = pytest.mark.skipif(not oracle.available(),
@@ -405,8 +405,8 @@ def test_every_encapsulation_exact_and_as_tshark_counts(link, tmp_path, capsys, 
     assert exported_hosts(hosts_csv) == {str(ipaddress.ip_address(k)): v for k, v in want_hosts.items()}
     con = connect(str(tmp_path / "t.db"), readonly=True)
     try:
-        [iface] = queries.interface_totals(con)
-        reasons = {r["reason"]: [r["frames"], r["bytes"]] for r in queries.undecodable_reasons(con)}
+        [iface] = interface_totals(con)
+        reasons = {r["reason"]: [r["frames"], r["bytes"]] for r in undecodable_reasons(con)}
     finally:
         con.close()
     assert {k: iface[k] for k in want_totals} == want_totals
@@ -455,7 +455,7 @@ def test_pcapng_with_several_link_types_sections_and_gzip(tmp_path, capsys, clea
     assert exported_hosts(hosts_csv) == {str(ipaddress.ip_address(k)): v for k, v in want_hosts.items()}
     con = connect(str(tmp_path / "m.db"), readonly=True)
     try:
-        ifaces = {r["iface"]: r for r in queries.interface_totals(con)}
+        ifaces = {r["iface"]: r for r in interface_totals(con)}
     finally:
         con.close()
     assert sorted(ifaces) == sorted(parts)

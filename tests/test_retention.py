@@ -134,7 +134,7 @@ def test_exports_read_every_tier_after_retention(simulated):
     """After the minute rows of days 1-2 are pruned, the hosts export over all time and over a
     range reaching back past the minute retention still equals what was written: hour and day
     buckets stand in for the pruned minutes."""
-    from storage import queries
+    from storage.hosts import top_hosts
     con, truth, end, _ = simulated
     assert con.execute("SELECT min(minute) FROM host_minutes").fetchone()[0] >= end - POLICY.minute - 3600
 
@@ -148,5 +148,5 @@ def test_exports_read_every_tier_after_retention(simulated):
         return total
 
     for since in (None, T0 + 86400, end - 12 * 3600):   # everything; from day 2 (hours); last 12 h (hours + minutes)
-        got = {r["ip"]: [r["tx_bytes"], r["rx_bytes"]] for r in queries.top_hosts(con, since=since)}
+        got = {r["ip"]: [r["tx_bytes"], r["rx_bytes"]] for r in top_hosts(con, since=since)}
         assert got == want(since or T0), since

@@ -11,9 +11,11 @@ import captures
 import run
 from capture.flows import FlowTable
 from records import FlowDelta, Rollup
-from storage import queries
 from storage.db import connect
 from storage.export import flow_row, render
+from storage.flows import flows_between
+from storage.hosts import top_hosts
+from storage.interfaces import interface_totals
 from storage.writer import RollupStore
 
 T0 = 1_700_000_040.0          # a minute boundary
@@ -73,9 +75,9 @@ def apply(path, batches):
 def exports(path, since=None, until=None):
     con = connect(str(path), readonly=True)
     try:
-        flows = render("flows", [flow_row(r) for r in queries.flows_between(con, since, until)], "csv")
-        hosts = render("hosts", queries.top_hosts(con, since, until), "csv")
-        ifaces = queries.interface_totals(con, since, until)
+        flows = render("flows", [flow_row(r) for r in flows_between(con, since, until)], "csv")
+        hosts = render("hosts", top_hosts(con, since, until), "csv")
+        ifaces = interface_totals(con, since, until)
     finally:
         con.close()
     return flows, hosts, ifaces
@@ -232,7 +234,9 @@ def test_reading_a_file_that_is_not_a_nettally_database_is_a_one_line_error(tmp_
 
 
 def test_host_macs_keep_the_latest_announcement_and_show_in_the_hosts_api(tmp_path):
-    from storage import dashboard
+    from settings import Settings
+    from storage.hosts import host_usage
+    from storage.tiers import RetentionPolicy
     con = connect(str(tmp_path / "m.db"))
     store = RollupStore(con)
     hosts = {"10.0.0.5": [100, 0, 1, 0]}
@@ -242,5 +246,5 @@ def test_host_macs_keep_the_latest_announcement_and_show_in_the_hosts_api(tmp_pa
     store.apply([Rollup(120, [], {}, {}, {}, {}, {}, {"10.0.0.5": "02:00:00:00:00:05"})])   # a late, older one
     assert con.execute("SELECT ip, mac, first_seen, last_seen FROM host_macs").fetchall() == [
         ("10.0.0.5", "02:00:00:00:00:06", 180, 180)]
-    rows = dashboard.host_usage(con, 0, 240, 240)["rows"]
+    rows = host_usage(con, 0, 240, 240, policy=RetentionPolicy.from_settings(Settings()))["rows"]
     assert [(r["ip"], r["mac"]) for r in rows] == [("10.0.0.5", "02:00:00:00:00:06")]

@@ -1,9 +1,15 @@
-"""Rollup tiers: hours and days built from minutes, late data, crash in a rebuild, rate queries."""
+"""Rollup tiers: hours and days built from minutes, late data, crash in a rebuild, and the
+rates and history read back from them."""
 import pytest
 
 from records import FlowDelta, Rollup
+from settings import Settings
 from storage import tiers
 from storage.db import connect, immediate
+from storage.history import traffic_history
+from storage.hosts import host_usage
+from storage.interfaces import interface_rates, live_seconds
+from storage.reads import choose_tier
 from storage.retention import maintain
 from storage.tiers import RetentionPolicy
 from storage.writer import RollupStore
@@ -78,7 +84,7 @@ def test_a_rebuild_that_dies_leaves_the_bucket_pending(store):
 
 
 def test_late_data_goes_to_the_tier_that_still_holds_its_bucket(store):
-    policy = RetentionPolicy(minute=3600, hour=86400, day=10 * 86400)
+    policy = RetentionPolicy.from_settings(Settings())._replace(minute=3600, hour=86400, day=10 * 86400)
     store.apply([host_rollup(T0 + 60, {"10.0.0.1": (10, 0)})])
     now = T0 + 3 * 86400
     assert maintain(store.con, policy, now, budget=60)
@@ -108,48 +114,65 @@ def test_flow_tiers_and_flow_ids(store):
                              ).fetchall() == [(T0, 150, 200, 2, 2)]
 
 
-def test_host_rates_state_average_peak_and_current(store):
+def test_host_usage_states_average_and_peak_and_history_the_minutes_behind_them(store):
+    policy = RetentionPolicy.from_settings(Settings())
     now = T0 + 3600 + 30                     # half a minute into the hour after
     for k in range(60):                      # 10.0.0.1: 6000 bytes a minute, 60000 in minute 17
         store.apply([host_rollup(T0 + 60 * k, {"10.0.0.1": (60000 if k == 17 else 6000, 0)})])
     store.apply([host_rollup(T0 + 3600, {"10.0.0.1": (999, 0)})])     # the current, incomplete minute
     store.apply([host_rollup(T0 + 60 * 59, {"10.0.0.2": (0, 600)})])
-    rows = tiers.host_rates(store.con, now, window=3600)
-    assert [r["ip"] for r in rows] == ["10.0.0.1", "10.0.0.2"]
-    a, b = rows
+    usage = host_usage(store.con, T0, T0 + 3600, now, policy=policy)
+    assert [r["ip"] for r in usage["rows"]] == ["10.0.0.1", "10.0.0.2"]
+    a, b = usage["rows"]
     assert a["bytes"] == 59 * 6000 + 60000
-    assert a["window"] == 3600 and a["resolution"] == 60 and a["since"] == T0 and a["until"] == T0 + 3600
-    assert a["average_bps"] == (59 * 6000 + 60000) * 8 / 3600
-    assert a["peak_bps"] == 60000 * 8 / 60 and a["peak_at"] == T0 + 17 * 60
-    assert a["current_bps"] == 6000 * 8 / 60           # the last complete minute
-    assert b["current_bps"] == 600 * 8 / 60 and b["bytes"] == 600
+    assert usage["resolution"] == 60
+    assert a["avg_bps"] == (59 * 6000 + 60000) * 8 / 3600
+    assert a["peak_bps"] == 60000 * 8 / 60
+    assert b["bytes"] == 600
+    # the same hour minute by minute: where the peak was, and the last complete minute
+    history = traffic_history(store.con, "host", T0, T0 + 3600, 60, now, policy=policy)
+    buckets = history["buckets"]
+    assert history["resolution"] == 60 and buckets[0] == T0 and len(buckets) * history["step"] == 3600
+    per_minute = {s["key"]: [up + down for up, down in zip(s["up"], s["down"])] for s in history["series"]}
+    assert buckets[per_minute["10.0.0.1"].index(max(per_minute["10.0.0.1"]))] == T0 + 17 * 60
+    assert per_minute["10.0.0.1"][-1] * 8 / 60 == 6000 * 8 / 60
+    assert per_minute["10.0.0.2"][-1] * 8 / 60 == 600 * 8 / 60
 
 
-def test_interface_rates_peak_one_second_within_the_seconds_retention(store):
+def test_interface_seconds_give_the_peak_second_and_the_current_rate(store):
     now = T0 + 100.5
     store.add_seconds([(T0 + s, "eth0", 1, 1000 if s != 42 else 125000, 0, 0) for s in range(100)])
-    rows = tiers.interface_rates(store.con, now, window=60)
-    assert len(rows) == 1
-    r = rows[0]
-    assert r["subject"] == "eth0" and r["resolution"] == 1 and r["window"] == 60
-    assert r["bytes"] == 59 * 1000 + 125000
-    assert r["peak_bps"] == 125000 * 8 and r["peak_at"] == T0 + 42
-    assert r["current_bps"] == 8000
+    points = live_seconds(store.con, T0 + 40)                # the last 60 whole seconds
+    assert [second for second, *_ in points] == list(range(T0 + 40, T0 + 100))
+    assert {iface for _, iface, _, _ in points} == {"eth0"}
+    assert sum(up + down for _, _, up, down in points) == 59 * 1000 + 125000
+    second, _, up, down = max(points, key=lambda p: p[2] + p[3])
+    assert (up + down) * 8 == 125000 * 8 and second == T0 + 42
+    assert sum(interface_rates(store.con, now)["eth0"]) == 8000
 
 
 def test_history_picks_the_finest_tier_that_holds_the_range(store):
-    policy = RetentionPolicy()
+    policy = RetentionPolicy.from_settings(Settings())
     now = T0 + 10 * 86400
-    assert tiers.tier_for(now - 3600, now, policy) == "minute"
-    assert tiers.tier_for(now - 86400, now, policy) == "minute"
-    assert tiers.tier_for(now - 7 * 86400, now, policy) == "hour"
-    assert tiers.tier_for(now - 30 * 86400, now, policy) == "hour"
-    assert tiers.tier_for(now - 365 * 86400, now, policy) == "day"
+    assert choose_tier(policy, "host", now - 3600, now) == "minute"
+    assert choose_tier(policy, "host", now - 86400, now) == "minute"
+    assert choose_tier(policy, "host", now - 7 * 86400, now) == "hour"
+    assert choose_tier(policy, "host", now - 30 * 86400, now) == "hour"
+    assert choose_tier(policy, "host", now - 365 * 86400, now) == "day"
     for k in range(3):
         store.apply([host_rollup(now - 3600 + 60 * k, {"10.0.0.1": (10 * k, 1)}, iface_bytes=100 + k)])
     tiers.build_pending(store.con)
-    h = tiers.history(store.con, now - 3600, now, now, "host", "10.0.0.1", policy)
-    assert h["tier"] == "minute" and h["bucket_seconds"] == 60
-    assert h["points"] == [{"t": now - 3600 + 60 * k, "bytes": 10 * k + 1, "tx_bytes": 10 * k} for k in range(3)]
-    week = tiers.history(store.con, now - 7 * 86400, now, now, "all", None, policy)
-    assert week["tier"] == "hour" and week["points"] == [{"t": now - 3600, "bytes": 303, "tx_bytes": 0}]
+
+    def points(history):
+        """Buckets with traffic: {t, bytes, tx_bytes}, all series summed."""
+        out = []
+        for i, t in enumerate(history["buckets"]):
+            up, down = (sum(s[d][i] for s in history["series"]) for d in ("up", "down"))
+            if up or down:
+                out.append({"t": t, "bytes": up + down, "tx_bytes": up})
+        return out
+    h = traffic_history(store.con, "host", now - 3600, now, 60, now, policy=policy)
+    assert h["resolution"] == 60 and [s["key"] for s in h["series"]] == ["10.0.0.1"]
+    assert points(h) == [{"t": now - 3600 + 60 * k, "bytes": 10 * k + 1, "tx_bytes": 10 * k} for k in range(3)]
+    week = traffic_history(store.con, "interface", now - 7 * 86400, now, 3600, now, policy=policy)
+    assert week["resolution"] == 3600 and points(week) == [{"t": now - 3600, "bytes": 303, "tx_bytes": 0}]

@@ -23,7 +23,7 @@ from storage.db import SCHEMA_VERSION
 from alerts.service import AlertRunner
 from conftest import IS_ROOT, ROOT, needs_root
 from settings import Settings
-from storage import alerts as store
+from storage import alert_log
 from storage.db import connect
 from web_helpers import A, B, EVIL_PROCESS, FORMULA_PROCESS, NOW, answering, chromium_missing, free_port, \
     listening_pid, make_db, start_chromium, stop, uids_of, wait_for
@@ -37,7 +37,7 @@ HOSTILE_MESSAGE = '<img src=x onerror="window.__xss=1"> used 200 MB\n\nevent: us
 def open_alert(path, rule, kind, scope, subject, opened, message, value=2e8, threshold=1e8, unit="bytes"):
     con = connect(path)
     try:
-        return store.open_alert(con, rule, kind, scope, subject, "live", opened, value, threshold, unit, 3600,
+        return alert_log.open_alert(con, rule, kind, scope, subject, "live", opened, value, threshold, unit, 3600,
                                 message)
     finally:
         con.close()
@@ -54,7 +54,7 @@ def db_path(tmp_path):
                "new device 192.168.1.9 seen (rule new-device)", value=1.0, threshold=0.0, unit="")
     open_alert(path, "process-bytes-hour", "bytes", "process", FORMULA_PROCESS, NOW - 900, "=cmd|' /C calc'!A0")
     con = connect(path)
-    store.close_alert(con, "process-bytes-hour", FORMULA_PROCESS, "live", NOW - 200)
+    alert_log.close_alert(con, "process-bytes-hour", FORMULA_PROCESS, "live", NOW - 200)
     con.close()
     return path
 
@@ -82,7 +82,7 @@ def stored(path, alert_id):
 def overrides(path):
     con = connect(path)
     try:
-        return store.rule_overrides(con)
+        return alert_log.rule_overrides(con)
     finally:
         con.close()
 
@@ -334,7 +334,7 @@ def test_a_bad_rules_file_or_stored_rule_is_reported_not_fatal(tmp_path, db_path
     rules_file = tmp_path / "bad.toml"
     rules_file.write_text('[[rule]]\nname = "x"\nkind = "bytes"\n')
     con = connect(db_path)
-    store.save_rule(con, {"name": "old", "kind": "bytes", "threshold": 1, "future_field": 1}, 1.0)
+    alert_log.save_rule(con, {"name": "old", "kind": "bytes", "threshold": 1, "future_field": 1}, 1.0)
     con.close()
     r = make_app(db_path, ALERTS_CONFIG=str(rules_file)).test_client().get("/api/alerts/rules").get_json()
     assert r["problems"] == [f"alert rules {rules_file}: rule x: threshold is required",

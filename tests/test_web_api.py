@@ -5,6 +5,7 @@ import io
 
 import pytest
 
+from settings import Settings
 from storage import retention, tiers
 from storage.db import connect
 from storage.writer import RollupStore
@@ -157,7 +158,7 @@ def test_history_reads_tiers_exactly(tmp_path):
     old_hour = int(NOW // 3600 * 3600) - 3 * 86400
     path = str(tmp_path / "tiers.db")
     con = connect(path)
-    retention.maintain(con, tiers.RetentionPolicy(), NOW)          # watermarks: minutes before -48 h go to hours
+    retention.maintain(con, tiers.RetentionPolicy.from_settings(Settings()), NOW)          # watermarks: minutes before -48 h go to hours
     old = [r._replace(bucket=old_hour + i * 60, flows=[]) for i, r in enumerate(rollups())]
     RollupStore(con).apply(old + [r._replace(flows=[]) for r in rollups()])
     app = _app(path)
@@ -167,7 +168,7 @@ def test_history_reads_tiers_exactly(tmp_path):
     got = {b: (u, d) for b, u, d in zip(before["buckets"], series["up"], series["down"]) if u or d}
     assert got == {old_hour: (1690, 5320), int(NOW // 3600 * 3600): (1690, 5320)}
     assert get(client, "/api/hosts?since=7d")["rows"][0]["bytes"] == 2 * 6810
-    assert retention.maintain(con, tiers.RetentionPolicy(), NOW)     # builds the pending hour and days
+    assert retention.maintain(con, tiers.RetentionPolicy.from_settings(Settings()), NOW)     # builds the pending hour and days
     assert get(client, "/api/historical?range=7d") == before
     assert get(client, "/api/current_usage")["total"]["bytes"] == 2 * 7010
     con.close()

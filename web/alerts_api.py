@@ -7,7 +7,7 @@ import json
 from flask import Blueprint, current_app, jsonify, request
 
 from alerts.config import RULE_NAME, RuleError, effective_rules, rule_to_dict, validate_rule
-from storage import alerts as store
+from storage import alert_log
 from web.api import PAGE_MAX, csv_response
 from web.context import db, now
 from web.params import ParamError, Params
@@ -34,15 +34,15 @@ def _list_params(p, csv):
 @bp.get("/alerts")
 def alert_list():
     state, since, until, limit = _list_params(Params(request.args, now()), csv=False)
-    rows = store.alert_list(db(), state=state, since=since, until=until, limit=limit)
+    rows = alert_log.alert_list(db(), state=state, since=since, until=until, limit=limit)
     return jsonify(available=True, writable=changes().writable, since=since, until=until, rows=rows)
 
 
 @bp.get("/alerts.csv")
 def alert_csv():
     state, since, until, limit = _list_params(Params(request.args, now()), csv=True)
-    rows = store.alert_rows_for_export(db(), since, until, state, -1 if limit is None else limit)
-    return csv_response("alerts", rows, store.ALERT_FIELDS)
+    rows = alert_log.alert_rows_for_export(db(), since, until, state, -1 if limit is None else limit)
+    return csv_response("alerts", rows, alert_log.ALERT_FIELDS)
 
 
 # ---- acknowledging ------------------------------------------------------------------------------
@@ -71,7 +71,7 @@ def _rules():
     """{name: entry} of the rules in force (ordered: built-in, file, API), and the problems met."""
     from_file, path, file_problem = current_app.extensions["nettally.rules_file"]
     problems = [file_problem] if file_problem else []
-    entries = effective_rules(from_file, store.rule_overrides(db()), skipped=problems.append)
+    entries = effective_rules(from_file, alert_log.rule_overrides(db()), skipped=problems.append)
     return {rule.name: {"rule": rule_to_dict(rule), "unit": rule.unit, "source": source, "replaces": replaces}
             for rule, source, replaces in entries}, path, problems
 

@@ -5,8 +5,13 @@ import time
 
 from flask import Blueprint, Response, jsonify, request, stream_with_context
 
-from storage import dashboard as q
 from storage.export import render_csv_chunks
+from storage.flows import FLOW_SORTS, FlowFilter, flow_search, iter_flows
+from storage.history import HISTORY_BY, traffic_history
+from storage.hosts import HOST_SORTS, host_detail, host_usage
+from storage.interfaces import current_usage as current_usage_of, interface_usage
+from storage.processes import PROCESS_GROUPS, PROCESS_SORTS, process_usage
+from storage.traffic_types import traffic_by_class
 from web.context import db, now, policy
 from web.params import Params
 
@@ -41,29 +46,29 @@ def csv_response(table, rows, fields=None):
 def current_usage():
     p = _params()
     p.finish()
-    return jsonify(q.current_usage(db(), p.now, policy()))
+    return jsonify(current_usage_of(db(), p.now, policy()))
 
 
 @bp.get("/historical")
 def historical():
     p = _params()
     span_name = p.choice("range", tuple(RANGES), "1h")
-    by = p.choice("by", q.HISTORY_BY, "interface")
+    by = p.choice("by", HISTORY_BY, "interface")
     limit = p.integer("limit", 10, 1, SERIES_MAX)
     p.finish()
     span, step = RANGES[span_name]
     until = (int(p.now) // step + 1) * step          # the end of the current bucket
     since = until - span
-    history = q.traffic_history(db(), by, since, until, step, p.now, limit, policy())
+    history = traffic_history(db(), by, since, until, step, p.now, limit, policy=policy())
     return jsonify({"range": span_name, "by": by, "since": since, "until": until, **history})
 
 
 def _hosts(p, csv):
     since, until = p.time_range()
-    sort, descending = p.sort(q.HOST_SORTS, "bytes")
+    sort, descending = p.sort(HOST_SORTS, "bytes")
     limit, offset = _page(p, csv)
     p.finish()
-    usage = q.host_usage(db(), since, until, p.now, sort, descending, limit, offset, policy=policy())
+    usage = host_usage(db(), since, until, p.now, sort, descending, limit, offset, policy=policy())
     return {"since": since, "until": until, "limit": limit, "offset": offset, **usage}
 
 
@@ -84,7 +89,7 @@ def host(ip):
     since, until = p.time_range()
     p.finish()
     step = next((s for s in HOST_STEPS if s * 120 >= until - since), HOST_STEPS[-1])   # at most 120 buckets
-    detail = q.host_detail(db(), ip, since, until, p.now, step, policy())
+    detail = host_detail(db(), ip, since, until, p.now, step, policy())
     if detail is None:
         response = jsonify(error=f"no traffic for {ip} in this time range")
         response.status_code = 404
@@ -94,11 +99,11 @@ def host(ip):
 
 def _processes(p, csv):
     since, until = p.time_range()
-    sort, descending = p.sort(q.PROCESS_SORTS, "bytes")
-    group = p.choice("group", q.PROCESS_GROUPS, "instance")
+    sort, descending = p.sort(PROCESS_SORTS, "bytes")
+    group = p.choice("group", PROCESS_GROUPS, "instance")
     limit, offset = _page(p, csv)
     p.finish()
-    usage = q.process_usage(db(), since, until, p.now, sort, descending, limit, offset, group, policy())
+    usage = process_usage(db(), since, until, p.now, sort, descending, limit, offset, group, policy=policy())
     return {"since": since, "until": until, "group": group, "limit": limit, "offset": offset, **usage}
 
 
@@ -114,9 +119,9 @@ def processes_csv():
 
 def _flow_query(p, csv):
     since, until = p.time_range()
-    flt = q.FlowFilter(since=since, until=until, host=p.ip("host"), port=p.integer("port", None, 0, 65535),
+    flt = FlowFilter(since=since, until=until, host=p.ip("host"), port=p.integer("port", None, 0, 65535),
                        proto=p.proto("proto"), process=p.text("process"), iface=p.text("iface"))
-    sort, descending = p.sort(q.FLOW_SORTS, "last_seen")
+    sort, descending = p.sort(FLOW_SORTS, "last_seen")
     limit, offset = _page(p, csv)
     p.finish()
     return flt, sort, descending, limit, offset
@@ -125,7 +130,7 @@ def _flow_query(p, csv):
 @bp.get("/flows")
 def flows():
     flt, sort, descending, limit, offset = _flow_query(_params(), csv=False)
-    total, rows = q.flow_search(db(), flt, sort, descending, limit, offset)
+    total, rows = flow_search(db(), flt, sort, descending, limit, offset)
     return jsonify({"since": flt.since, "until": flt.until, "limit": limit, "offset": offset, "total": total,
                     "rows": rows})
 
@@ -133,7 +138,7 @@ def flows():
 @bp.get("/flows.csv")
 def flows_csv():
     flt, sort, descending, limit, offset = _flow_query(_params(), csv=True)
-    return csv_response("flows", q.iter_flows(db(), flt, sort, descending, limit, offset))
+    return csv_response("flows", iter_flows(db(), flt, sort, descending, limit, offset))
 
 
 @bp.get("/interfaces")
@@ -141,7 +146,7 @@ def interfaces():
     p = _params()
     since, until = p.time_range()
     p.finish()
-    return jsonify(since=since, until=until, **q.interface_usage(db(), since, until, p.now, policy()))
+    return jsonify(since=since, until=until, **interface_usage(db(), since, until, p.now, policy()))
 
 
 @bp.get("/traffic_types")
@@ -150,5 +155,5 @@ def traffic_types():
     since, until = p.time_range(default_since="1h")
     top = p.integer("limit", 8, 1, 50)
     p.finish()
-    return jsonify(since=since, until=until, **q.traffic_by_class(db(), since, until, p.now, top, policy()))
+    return jsonify(since=since, until=until, **traffic_by_class(db(), since, until, p.now, top, policy=policy()))
 

@@ -3,7 +3,7 @@
 Everything else in the web process reads through read-only connections (web/pool.py). These few
 changes go through ONE read-write connection, opened with the others before the server gives up
 root (its file descriptors then keep working, as the readers' do), used only through the
-storage/alerts.py functions below, one change at a time (a lock), each a short BEGIN IMMEDIATE
+storage/alert_log.py functions below, one change at a time (a lock), each a short BEGIN IMMEDIATE
 transaction beside the collector's writer (WAL allows one writer at a time; busy_timeout makes
 either wait for the other, a change up to `wait` seconds, instead of failing at once).
 
@@ -14,7 +14,7 @@ rest of the dashboard works on.
 import sqlite3
 import threading
 
-from storage import alerts as store
+from storage import alert_log
 from storage.db import DatabaseError
 
 
@@ -29,7 +29,7 @@ class AlertChanges:
         self.problem = None
         self._lock = threading.Lock()
         try:
-            self.con = store.changes_connection(path, wait)
+            self.con = alert_log.changes_connection(path, wait)
         except (DatabaseError, sqlite3.DatabaseError) as e:
             self.con = None
             self.problem = f"alert changes are off: the database cannot be opened for writing ({e})"
@@ -50,17 +50,17 @@ class AlertChanges:
     def acknowledge(self, alert_id, now, by):
         """The alert after acknowledging it, None for an unknown id."""
         def ack(con):
-            if not store.acknowledge(con, alert_id, now, by):
+            if not alert_log.acknowledge(con, alert_id, now, by):
                 return None
-            return store.alert_by_id(con, alert_id)
+            return alert_log.alert_by_id(con, alert_id)
         return self._run(ack)
 
     def save_rule(self, rule_dict, now):
-        self._run(store.save_rule, rule_dict, now)
+        self._run(alert_log.save_rule, rule_dict, now)
 
     def forget_rule(self, name):
         """True if an override was dropped."""
-        return self._run(store.forget_rule, name)
+        return self._run(alert_log.forget_rule, name)
 
     def close(self):
         if self.con is not None:

@@ -8,7 +8,7 @@ latest RESEND seconds go out again in every event because the collector adds to 
 pieces until it is over; the client keeps the newest value per second.
 
 Alerts ride on the same stream: the poller also reads, once a second, the newest alert id and
-the open alerts (storage.alerts.alert_snapshot); each client gets an `alerts` event when it
+the open alerts (storage.alert_log.alert_snapshot); each client gets an `alerts` event when it
 connects and whenever that changes (an alert opened, closed or was acknowledged), so the
 dashboard's panel follows and it can show a toast for every open alert newer than it knew.
 
@@ -25,8 +25,8 @@ import time
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from storage.alerts import alert_snapshot
-from storage.dashboard import live_seconds
+from storage.alert_log import alert_snapshot
+from storage.interfaces import live_seconds
 from web.params import Params
 
 BACKLOG = 120         # seconds of points kept and sent to a new client

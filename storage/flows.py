@@ -1,0 +1,104 @@
+"""Flow records: the flows page and API (filter, sort, page), the flows CSV (streamed), and the
+flows export over a time range. Conventions as in storage/reads.py."""
+from typing import NamedTuple
+
+from storage.export import flow_row
+from storage.reads import FAR_FUTURE, FAR_PAST, dict_rows, finest
+
+FLOW_SORTS = {"last_seen": "last_seen", "first_seen": "first_seen", "bytes": "orig_bytes + resp_bytes",
+              "packets": "orig_packets + resp_packets", "orig_bytes": "orig_bytes",
+              "resp_bytes": "resp_bytes", "proto": "proto", "orig_h": "orig_h", "resp_h": "resp_h",
+              "orig_p": "orig_p", "resp_p": "resp_p"}
+
+
+class FlowFilter(NamedTuple):
+    since: float | None = None
+    until: float | None = None
+    host: str | None = None          # canonical IP text, either side
+    port: int | None = None          # either side
+    proto: int | None = None
+    process: str | None = None       # substring of either side's process name, or a pid
+    iface: str | None = None
+
+
+EVERY_FLOW = FlowFilter()        # no filter
+
+
+_FLOW_COLUMNS = """id, proto, orig_h, orig_p, resp_h, resp_p, orig_bytes, resp_bytes, orig_packets,
+    resp_packets, first_seen, last_seen, tcp_flags, iface, orig_pid, orig_process, resp_pid, resp_process"""
+
+
+def _flow_where(f):
+    clauses = ["last_seen >= ?", "first_seen < ?"]
+    args = [FAR_PAST if f.since is None else f.since, FAR_FUTURE if f.until is None else f.until]
+    if f.host is not None:
+        clauses.append("(orig_h = ? OR resp_h = ?)")
+        args += [f.host, f.host]
+    if f.port is not None:
+        clauses.append("(orig_p = ? OR resp_p = ?)")
+        args += [f.port, f.port]
+    if f.proto is not None:
+        clauses.append("proto = ?")
+        args.append(f.proto)
+    if f.iface is not None:
+        clauses.append("iface = ?")
+        args.append(f.iface)
+    if f.process is not None:
+        pattern = "%" + f.process.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        match = "orig_process LIKE ? ESCAPE '\\' OR resp_process LIKE ? ESCAPE '\\'"
+        args += [pattern, pattern]
+        if f.process.isascii() and f.process.isdigit() and len(f.process) <= 10:   # a pid
+            match += " OR orig_pid = ? OR resp_pid = ?"
+            args += [int(f.process), int(f.process)]
+        clauses.append(f"({match})")
+    return " AND ".join(clauses), args
+
+
+def flow_search(con, flt=EVERY_FLOW, sort="last_seen", descending=True, limit=100, offset=0):
+    """(number of matching flow records, one page as export rows plus `id` and `bytes`). A record
+    matches a time range when it was active in it; its counters are the whole record's."""
+    where, args = _flow_where(flt)
+    count = con.execute(f"SELECT count(*) FROM flows WHERE {where}", args).fetchone()[0]
+    return count, list(iter_flows(con, flt, sort, descending, limit, offset))
+
+
+def iter_flows(con, flt=EVERY_FLOW, sort="last_seen", descending=True, limit=None, offset=0):
+    """The matching flow records as export rows (plus `id` and `bytes`), one at a time from the
+    cursor: a CSV of a million flows never sits in memory whole."""
+    where, args = _flow_where(flt)
+    direction = "DESC" if descending else "ASC"
+    page = "" if limit is None else "LIMIT ? OFFSET ?"
+    cur = con.execute(f"SELECT {_FLOW_COLUMNS} FROM flows WHERE {where} "
+                      f"ORDER BY {FLOW_SORTS[sort]} {direction}, id {direction} {page}",
+                      args + ([] if limit is None else [limit, offset]))
+    names = [d[0] for d in cur.description]
+    for values in cur:
+        r = dict(zip(names, values))
+        row = flow_row(r)
+        row["id"], row["bytes"] = r["id"], r["orig_bytes"] + r["resp_bytes"]
+        yield row
+
+
+# ---- the flows export: counters of the range, from the per-flow tiers -----------------------------
+
+_FLOWS_ALL = """
+SELECT id, proto, orig_h, orig_p, resp_h, resp_p, orig_bytes, resp_bytes, orig_packets, resp_packets,
+       first_seen, last_seen, orig_pid, orig_process, resp_pid, resp_process, tcp_flags, iface
+FROM flows ORDER BY first_seen, id"""
+
+_FLOWS_BETWEEN = """
+SELECT f.id, f.proto, f.orig_h, f.orig_p, f.resp_h, f.resp_p,
+       sum(m.orig_bytes) AS orig_bytes, sum(m.resp_bytes) AS resp_bytes,
+       sum(m.orig_packets) AS orig_packets, sum(m.resp_packets) AS resp_packets,
+       f.first_seen, f.last_seen, f.orig_pid, f.orig_process, f.resp_pid, f.resp_process, f.tcp_flags, f.iface
+FROM ({source}) m JOIN flows f ON f.id = m.flow_id
+GROUP BY f.id ORDER BY f.first_seen, f.id"""
+
+
+def flows_between(con, since=None, until=None):
+    """Flow records with the bytes and frames they carried in [since, until) (whole records when
+    the range is open on both sides), oldest first."""
+    if since is None and until is None:
+        return dict_rows(con, _FLOWS_ALL)
+    source, params = finest(con, "flow", since, until)
+    return dict_rows(con, _FLOWS_BETWEEN.format(source=source), params)

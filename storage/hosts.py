@@ -1,0 +1,97 @@
+"""Hosts (IP addresses): the hosts page and API, one host's detail, and the hosts export.
+Conventions as in storage/reads.py."""
+import sqlite3
+
+from storage import tiers
+from storage.flows import FlowFilter, flow_search
+from storage.reads import choose_tier, dict_rows, finest, source, span
+from storage.usage import PER_SUBJECT, recent_start, usage_rows
+
+HOST_SORTS = {"bytes": "s_tx + s_rx", "tx": "s_tx", "rx": "s_rx", "current": "recent", "peak": "peak",
+              "avg": "(s_tx + s_rx) * 1.0 / (last_b - first_b + {size})", "first_seen": "first_b",
+              "last_seen": "last_b", "ip": "subject"}
+
+
+def host_usage(con, since, until, now, sort="bytes", descending=True, limit=100, offset=0, ip=None, *, policy):
+    """{total, resolution, rows}: hosts (one page) with totals and rates in bit/s. current: over
+    the previous and the current minute; avg: over the buckets from the host's first to its last
+    active one in the range; peak: its busiest bucket (`resolution` seconds)."""
+    tier, lo, hi = span(policy, "host", since, until, now)
+    size = tiers.SIZE[tier]
+    where, wargs = ("AND ip = ?", [ip]) if ip is not None else ("", [])
+    sub, args = source(con, "host", tier, lo, hi, "ip, tx_bytes, rx_bytes, tx_packets, rx_packets", where, wargs)
+    if tier == "minute":        # one row per (minute, ip) already
+        per = (f"SELECT bucket, ip AS subject, tx_bytes AS tx, rx_bytes AS rx, tx_packets AS txp, "
+               f"rx_packets AS rxp FROM ({sub})")
+    else:                       # a pending hour comes as minute rows: sum them into its bucket first
+        per = (f"SELECT bucket, ip AS subject, sum(tx_bytes) AS tx, sum(rx_bytes) AS rx, sum(tx_packets) AS txp, "
+               f"sum(rx_packets) AS rxp FROM ({sub}) GROUP BY bucket, ip")
+    # GROUP BY +ip: read a range of the primary key (minute, ip), not the whole (ip, minute) index
+    lately = (f"SELECT ip AS subject, sum(tx_bytes + rx_bytes) AS recent FROM host_minutes "
+              f"WHERE minute >= ? {where} GROUP BY +ip")
+    sql = PER_SUBJECT.format(per=per, lately=lately, extra="")
+    total, rows = usage_rows(con, sql, args + [recent_start(now), *wargs], size, now, descending, HOST_SORTS[sort],
+                             limit, offset)
+    if tier != "minute" and rows:       # last seen to the minute where minutes are still kept
+        ips = [r["subject"] for r in rows]
+        latest = dict(con.execute(f"SELECT ip, max(minute) FROM host_minutes WHERE ip IN ({','.join('?' * len(ips))}) "
+                                  f"AND minute >= ? AND minute < ? GROUP BY ip", (*ips, lo, hi)).fetchall())
+        for r in rows:
+            r["last_seen"] = latest.get(r["subject"], r["last_seen"])
+    macs = _macs_of(con, [r["subject"] for r in rows])
+    rows = [{"ip": r["subject"], "mac": macs.get(r["subject"]), **{k: v for k, v in r.items() if k != "subject"}}
+            for r in rows]
+    return {"total": total, "resolution": size, "rows": rows}
+
+
+def _macs_of(con, ips):
+    """ip -> MAC for the addresses whose ARP announcements were seen (IPv4 on Ethernet)."""
+    if not ips:
+        return {}
+    try:
+        return dict(con.execute(f"SELECT ip, mac FROM host_macs WHERE ip IN ({','.join('?' * len(ips))})",
+                                ips).fetchall())
+    except sqlite3.OperationalError:      # a database from before schema 3, read but never migrated here
+        return {}
+
+
+def host_detail(con, ip, since, until, now, step, policy):
+    """One host: totals and rates (as host_usage), bytes per bucket, top peers and latest flows;
+    None when it has no traffic in the range."""
+    usage = host_usage(con, since, until, now, limit=1, ip=ip, policy=policy)
+    if not usage["rows"]:
+        return None
+    tier = choose_tier(policy, "host", since, now, step)
+    step = max(step, tiers.SIZE[tier])
+    lo = int(since // step * step)
+    sub, args = source(con, "host", tier, lo, until, "tx_bytes, rx_bytes", "AND ip = ?", [ip])
+    history = con.execute(f"SELECT bucket / {step} * {step} AS b, sum(tx_bytes), sum(rx_bytes) FROM ({sub}) "
+                          f"GROUP BY b ORDER BY b", args).fetchall()
+    peers = dict_rows(con, """
+        SELECT peer, sum(sent) AS tx_bytes, sum(received) AS rx_bytes, count(*) AS flows FROM (
+            SELECT resp_h AS peer, orig_bytes AS sent, resp_bytes AS received FROM flows
+            WHERE orig_h = :ip AND last_seen >= :lo AND first_seen < :hi
+            UNION ALL
+            SELECT orig_h, resp_bytes, orig_bytes FROM flows
+            WHERE resp_h = :ip AND orig_h != :ip AND last_seen >= :lo AND first_seen < :hi)
+        GROUP BY peer ORDER BY tx_bytes + rx_bytes DESC, peer LIMIT 20""", {"ip": ip, "lo": since, "hi": until})
+    _, flows = flow_search(con, FlowFilter(since=since, until=until, host=ip), limit=20)
+    return {**usage["rows"][0], "resolution": usage["resolution"],
+            "history": {"step": step, "buckets": [h[0] for h in history],
+                        "tx": [h[1] for h in history], "rx": [h[2] for h in history]},
+            "peers": peers, "flows": flows}
+
+
+# ---- the hosts export -----------------------------------------------------------------------------
+
+_HOSTS = """
+SELECT ip, sum(tx_bytes) AS tx_bytes, sum(rx_bytes) AS rx_bytes,
+       sum(tx_packets) AS tx_packets, sum(rx_packets) AS rx_packets,
+       min(bucket) AS first_bucket, max(bucket) AS last_bucket
+FROM ({source}) GROUP BY ip ORDER BY tx_bytes + rx_bytes DESC, ip"""
+
+
+def top_hosts(con, since=None, until=None):
+    """Per address: bytes and frames sent (tx) and received (rx) in [since, until), busiest first."""
+    sub, params = finest(con, "host", since, until)
+    return dict_rows(con, _HOSTS.format(source=sub), params)
