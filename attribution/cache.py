@@ -13,7 +13,8 @@ time changed is read again as a new process.
 import time
 
 from attribution.join import find_owner
-from attribution.table import NO_PERMISSION, OTHER_NETNS, SOCKET_CLOSED, UNKNOWN, candidate_keys
+from attribution.table import candidate_keys
+from records import NO_PERMISSION, OTHER_NETNS, SOCKET_CLOSED, UNKNOWN
 
 MIN_GAP = 0.05          # seconds between two refreshes asked for by misses, at the least
 COST_SHARE = 5          # ... and at least this many times the last refresh's cost

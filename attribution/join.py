@@ -3,7 +3,7 @@
 Each side of a flow (orig, resp) is a *local endpoint* when its address is one of this host's own
 (all interfaces of the capturing network namespace, IPv4 and IPv6). A decision for a side is
   - a records.ProcessKey: the process owning the socket; its tx is what that side sent;
-  - a reason string (table.REASONS): local, but not charged to a process;
+  - a reason string (records.REASONS): local, but not charged to a process;
   - None: not a local endpoint.
 
 Accounting, per flow delta (bytes = orig_bytes + resp_bytes, likewise packets):
@@ -15,9 +15,9 @@ A flow between two local processes (over lo) is charged to both. So `attributed`
 the sum of tx_bytes + rx_bytes over processes, and coverage is
 attributed / (attributed + every reason but no_local_endpoint).
 """
-from records import ProcessKey
+from records import ATTRIBUTED, NO_LOCAL_ENDPOINT, ProcessKey
 
-from attribution.table import ATTRIBUTED, NO_LOCAL_ENDPOINT, candidate_keys
+from attribution.table import candidate_keys
 
 LOCAL, OTHER = "local", "other"
 

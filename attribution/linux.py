@@ -13,8 +13,8 @@ import socket
 import struct
 import time
 
-from attribution.table import (NO_PERMISSION, SOCKET_CLOSED, TCP, UDP, UNKNOWN, SocketTable, bound_key,
-                               canonical, connected_key)
+from attribution.table import TCP, UDP, SocketTable, bound_key, canonical, connected_key
+from records import NO_PERMISSION, SOCKET_CLOSED, UNKNOWN
 
 UNFINDABLE_RETRY = 60.0     # seconds before an inode no descriptor held is looked for again
 _NETLINK_SOCK_DIAG = 4

@@ -20,7 +20,8 @@ import time
 
 from attribution import join
 from attribution.cache import OwnerCache
-from attribution.table import ATTRIBUTABLE, NO_PERMISSION, OTHER_NETNS, SOCKET_CLOSED, UNKNOWN
+from attribution.table import ATTRIBUTABLE
+from records import NO_PERMISSION, OTHER_NETNS, SOCKET_CLOSED, UNKNOWN
 from records import Rollup
 from records import ProcessKey
 

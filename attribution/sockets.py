@@ -9,9 +9,8 @@ import socket
 import psutil
 
 from attribution import cgroup
-from attribution.table import (NO_PERMISSION, SOCKET_CLOSED, TCP, UDP, UNKNOWN, SocketTable, bound_key,
-                               canonical, connected_key)
-from records import ProcessKey
+from attribution.table import TCP, UDP, SocketTable, bound_key, canonical, connected_key
+from records import NO_PERMISSION, SOCKET_CLOSED, UNKNOWN, ProcessKey
 
 _PROTO_OF_TYPE = {socket.SOCK_STREAM: TCP, socket.SOCK_DGRAM: UDP}
 # TCP states of a socket its owner has already closed (the kernel finishes the goodbye alone)

@@ -16,15 +16,6 @@ TCP, UDP = 6, 17
 ATTRIBUTABLE = frozenset((TCP, UDP))
 WILDCARD_V4, WILDCARD_V6 = "0.0.0.0", "::"
 
-# reasons a local endpoint's bytes are not charged to a process (DESIGN.md, docs/ATTRIBUTION.md)
-ATTRIBUTED = "attributed"
-NO_LOCAL_ENDPOINT = "no_local_endpoint"
-SOCKET_CLOSED = "socket_closed_before_lookup"
-OTHER_NETNS = "other_network_namespace"
-NO_PERMISSION = "no_permission"
-UNKNOWN = "unknown"
-REASONS = (NO_LOCAL_ENDPOINT, SOCKET_CLOSED, OTHER_NETNS, NO_PERMISSION, UNKNOWN)
-
 
 class SocketTable(NamedTuple):
     """One snapshot of this network namespace's TCP/UDP sockets.

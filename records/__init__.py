@@ -123,6 +123,17 @@ class Rollup(NamedTuple):
     macs: dict = {}                      # IPv4 address -> MAC, as ARP senders announced them
 
 
+# Keys of Rollup.attribution: ATTRIBUTED, or the reason a local endpoint's bytes are not charged
+# to a process (DESIGN.md, docs/ATTRIBUTION.md). NO_LOCAL_ENDPOINT traffic (forwarded, broadcast,
+# mirrored) is not this host's own and stays out of coverage.
+ATTRIBUTED = "attributed"
+NO_LOCAL_ENDPOINT = "no_local_endpoint"
+SOCKET_CLOSED = "socket_closed_before_lookup"
+OTHER_NETNS = "other_network_namespace"
+NO_PERMISSION = "no_permission"
+UNKNOWN = "unknown"
+REASONS = (NO_LOCAL_ENDPOINT, SOCKET_CLOSED, OTHER_NETNS, NO_PERMISSION, UNKNOWN)
+
 # Per-interface counters of a Rollup, in list order. Bytes are wire bytes; ip / non_ip /
 # undecodable split every frame three ways; out_* are the frames this host sent (the ring's
 # direction; on lo each packet once).

@@ -4,9 +4,9 @@ rest was not. The rule is written once, here (ATTRIBUTED_BYTES, OWN_BYTES); the 
 (storage.alert_log) all sum it, each over its own range."""
 from typing import NamedTuple
 
+from records import ATTRIBUTED, NO_LOCAL_ENDPOINT
 from storage.reads import source, span
 
-ATTRIBUTED, NO_LOCAL_ENDPOINT = "attributed", "no_local_endpoint"
 # Of one attribution row (reason, bytes): the bytes charged to a process, and the bytes of this
 # host's own traffic. Traffic with no local side (forwarded, broadcast, mirrored) is not this
 # host's: it is in neither.

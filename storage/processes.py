@@ -1,6 +1,7 @@
 """Processes: the processes page and API (per process or per name), the processes export, and
 the cross-checks of attribution (per-process totals from the flows, coverage figures).
 Conventions as in storage/reads.py."""
+from records import ATTRIBUTED
 from storage import coverage, tiers
 from storage.reads import dict_rows, finest, source, span
 from storage.usage import PER_SUBJECT, recent_start, usage_rows
@@ -95,7 +96,7 @@ def attribution_coverage(con, since=None, until=None):
     where reasons include no_local_endpoint (traffic not of this host, not part of local_bytes)."""
     c = coverage.read(con, *finest(con, "attribution", since, until))
     by_reason = {reason: {"bytes": b, "packets": p} for reason, (b, p) in c.reasons.items() if b or p}
-    attributed = by_reason.pop(coverage.ATTRIBUTED, {"bytes": 0, "packets": 0})
+    attributed = by_reason.pop(ATTRIBUTED, {"bytes": 0, "packets": 0})
     return {"attributed": attributed, "local_bytes": c.own, "coverage": c.ratio, "reasons": by_reason}
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from attribution import linux, sockets
 from attribution.linux import InodeOwners
-from attribution.table import NO_PERMISSION, SOCKET_CLOSED, UNKNOWN
+from records import NO_PERMISSION, SOCKET_CLOSED, UNKNOWN
 
 Conn = namedtuple("sconn", "fd family type laddr raddr status pid")
 Addr = namedtuple("addr", "ip port")
