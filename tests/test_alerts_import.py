@@ -20,7 +20,7 @@ from capture.offline import import_file
 from storage import alert_log
 from storage.db import connect
 from storage.writer import RollupStore
-from conftest import wait_for
+from common import wait_for
 
 S = 1_700_035_200             # capture start, a minute boundary (2023-11-15 08:00 UTC)
 WIRE = 50_000
@@ -131,6 +131,7 @@ def test_import_alert_open_at_the_end_of_the_capture(tmp_path):
     assert lines[0].endswith("; still over when the capture ended (peak 121 MB)")
 
 
+@pytest.mark.system
 def test_live_runner_alerts_once_and_the_webhook_gets_one_post_per_event(tmp_path, capture, webhook):
     settings = lan_rules(tmp_path)
     settings.webhook_url = f"http://127.0.0.1:{webhook.server_port}/hook"

@@ -14,7 +14,7 @@ from records import ProcessKey
 from storage import alert_log
 from storage.db import connect
 from storage.writer import RollupStore, health
-from conftest import wait_for
+from common import wait_for
 
 T = 1_700_035_200             # a minute boundary
 
@@ -238,6 +238,7 @@ def hook():
 
 
 
+@pytest.mark.system
 def test_webhook_retries_server_errors_with_the_same_event_id(hook):
     hook.statuses = [503, 500]
     sender = WebhookSender(f"http://127.0.0.1:{hook.server_port}/", backoff=0.01)
@@ -247,6 +248,7 @@ def test_webhook_retries_server_errors_with_the_same_event_id(hook):
     assert [e for e, _ in hook.requests] == ["e1", "e1", "e1"] and sender.failed == 0
 
 
+@pytest.mark.system
 def test_webhook_gives_up_on_a_client_error_and_after_its_retries(hook):
     hook.statuses = [404] + [503] * 3
     sender = WebhookSender(f"http://127.0.0.1:{hook.server_port}/", retries=2, backoff=0.01)
@@ -257,6 +259,7 @@ def test_webhook_gives_up_on_a_client_error_and_after_its_retries(hook):
     assert [e for e, _ in hook.requests] == ["bad", "down", "down", "down"]
 
 
+@pytest.mark.system
 def test_a_stuck_webhook_never_holds_up_evaluation(tmp_path, db, hook):
     path, s = db
     hook.gate.clear()                        # the receiver hangs on every request

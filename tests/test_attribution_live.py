@@ -55,7 +55,7 @@ def _skip_reason():
 
 if __name__ != "__main__":
     SKIP = _skip_reason()
-    pytestmark = pytest.mark.skipif(bool(SKIP), reason=str(SKIP))
+    pytestmark = [pytest.mark.system, pytest.mark.skipif(bool(SKIP), reason=str(SKIP))]
 
 
 # ---- the child processes (this file run as a script) ------------------------------------------

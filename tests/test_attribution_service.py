@@ -2,8 +2,9 @@
 clock): lookups, reasons, the grace window, pid identity, and what storage makes of it all."""
 import subprocess
 
-from records import FlowDelta, Rollup
-from records import ProcessKey
+import pytest
+
+from records import FlowDelta, ProcessKey, Rollup
 from settings import Settings
 from storage.db import connect
 from storage.processes import attribution_coverage, flow_totals_by_process, flows_with_processes, process_totals
@@ -217,6 +218,7 @@ def test_bad_mode_is_one_line():
         raise AssertionError("no error")
 
 
+@pytest.mark.system
 def test_storage_totals_agree_with_flows(tmp_path, run_py):
     """Through the real writer: per-process totals equal the sum of their flows (corrections
     included), coverage equals the reasons, and `run.py export processes` lists them."""

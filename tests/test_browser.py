@@ -15,11 +15,11 @@ import tempfile
 
 import pytest
 
-from conftest import IS_ROOT, ROOT
+from common import IS_ROOT, ROOT
 from web_helpers import EVIL_PROCESS, FORMULA_PROCESS, answering, chromium_missing, free_port, get_json, \
     make_db, start_chromium, stop, wait_for
 
-pytestmark = pytest.mark.skipif(bool(chromium_missing()), reason=str(chromium_missing()))
+pytestmark = [pytest.mark.system, pytest.mark.skipif(bool(chromium_missing()), reason=str(chromium_missing()))]
 TALKER_NAME = "ntwebtalker"
 SCREENSHOT = ROOT / "docs" / "dashboard.png"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from scapy.all import IP, UDP, Ether
 
-from conftest import cli
+from common import cli
 from captures import block, epb, gz, idb, pcap_bytes, pcapng_bytes, shb
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,6 +57,7 @@ def test_import_then_export(tmp_path, capsys):
     ("junk.gz", lambda p: p.write_bytes(gz(b"not a capture")), "gzip'd data is not pcap or pcapng"),
     ("broken.gz", lambda p: p.write_bytes(b"\x1f\x8b\x08\x00" + b"\xff" * 30), "unreadable gzip data"),
 ])
+@pytest.mark.system
 def test_unreadable_input_is_one_line_and_exit_2(tmp_path, run_py, name, make, words):
     p = tmp_path / name
     if make:
@@ -127,6 +128,7 @@ def test_damaged_captures_keep_what_came_before_and_exit_3(tmp_path, capsys, nam
     assert hosts(capsys, tmp_path / "d.db")["10.0.0.1"] == want
 
 
+@pytest.mark.system
 def test_damaged_import_says_so_in_a_subprocess_too(tmp_path, run_py):
     p = tmp_path / "cut.pcap"
     p.write_bytes(PCAP[:_pcap_offset(3) + 5])
@@ -171,6 +173,7 @@ def test_export_and_usage_errors_are_one_line_and_exit_2(db, tmp_path, capsys, a
     assert (code, out) == (EXIT_USAGE, "") and words in err and err.count("\n") == 1, err
 
 
+@pytest.mark.system
 def test_export_errors_in_a_subprocess_have_no_traceback(db, tmp_path, run_py):
     for args in (["export", "flows", "--db", tmp_path / "missing.db"], ["export", "hosts", "--db", db, "--since", "x"]):
         code, out, err = sub(run_py, *args)
@@ -189,6 +192,7 @@ def test_export_since_until(db, capsys, since, until, want):
     assert (code, err) == (0, "") and rows.get("10.0.0.1", 0) == want
 
 
+@pytest.mark.system
 def test_export_rejects_times_that_are_not_numbers(db, run_py):
     code, out, err = sub(run_py, "export", "hosts", "--db", db, "--since", "nan")
     assert code == EXIT_USAGE and err.count("\n") == 1 and "Traceback" not in err
@@ -207,6 +211,7 @@ def test_makefile_test_target_runs_system_deps():
     assert "system-deps" in test_line and os.access(ROOT / "tools" / "system-deps.sh", os.X_OK)
 
 
+@pytest.mark.system
 def test_system_deps_installs_tshark_as_root_on_debian(tmp_path):
     """Runs tools/system-deps.sh with a PATH where tshark is missing and apt-get, id and
     debconf-set-selections are stand-ins that record what they were asked."""
@@ -238,6 +243,7 @@ def test_a_large_name_resolution_block_is_not_damage(tmp_path, capsys):
     assert (code, out, err) == (EXIT_OK, f"{p}: 2 frames (2 IP, 0 non-IP, 0 undecodable)\n", "")
 
 
+@pytest.mark.system
 def test_import_from_a_pipe(tmp_path, run_py):
     """A capture piped in (/dev/stdin) is read once, in order: no peeking at its magic first."""
     p = tmp_path / "in.pcap"
@@ -247,6 +253,7 @@ def test_import_from_a_pipe(tmp_path, run_py):
     assert (done.returncode, done.stdout, done.stderr) == (0, b"/dev/stdin: 3 frames (3 IP, 0 non-IP, 0 undecodable)\n", b"")
 
 
+@pytest.mark.system
 def test_a_stopped_import_keeps_what_it_counted_and_says_so(tmp_path, run_py):
     """SIGTERM during an import: exit 130, one line saying how far it got, the source marked
     interrupted, and every frame it counted in storage (hosts and interface totals agree)."""

@@ -27,12 +27,12 @@ from pathlib import Path
 import pytest
 
 from records import Rollup
-from conftest import IS_ROOT, ROOT
+from common import IS_ROOT, ROOT
 from settings import Settings as DefaultSettings
 from storage import retention
 from storage.db import DatabaseError, connect
 from storage.writer import RollupStore, WriterThread
-from conftest import wait_for
+from common import wait_for
 
 T = 1_700_035_200
 PY = sys.executable
@@ -61,6 +61,7 @@ for k in range({start}, 100000):
 """
 
 
+@pytest.mark.system
 def test_sigkill_mid_stream_keeps_whole_batches_and_restart_counts_nothing_twice(tmp_path):
     db = str(tmp_path / "k.db")
     child = subprocess.Popen([PY, "-c", _CHILD.format(root=str(ROOT), tests=str(ROOT / "tests"), db=db, start=0)],
@@ -260,6 +261,7 @@ def stored_bytes(db, port):
         con.close()
 
 
+@pytest.mark.system
 @live
 @needs_tcpdump
 def test_sigkill_of_the_collector_loses_at_most_a_flush_interval(tmp_path):

@@ -9,12 +9,12 @@ import pytest
 
 from alerts.service import AlertRunner
 from records import Rollup
-from conftest import needs_root
+from common import needs_root
 from storage import alert_log
 from storage.backlog import Backlog, merge
 from storage.db import DatabaseError, connect
 from storage.writer import WriterThread, health
-from conftest import wait_for
+from common import wait_for
 
 T = 1_700_035_200
 

@@ -208,6 +208,7 @@ def assert_udp_exact(flows, addr, udp_port):
 
 # ---- live tests (root) -------------------------------------------------------------------------
 
+@pytest.mark.system
 @live
 @needs_tcpdump
 def test_lo_counts_equal_tcpdump_and_sigterm_flushes(tmp_path):
@@ -235,6 +236,7 @@ def test_lo_counts_equal_tcpdump_and_sigterm_flushes(tmp_path):
     assert f"stopped: {lo['frames']} frames counted, 0 dropped" in capture.output
 
 
+@pytest.mark.system
 @live
 @needs_tcpdump
 def test_count_stops_by_itself(tmp_path):
@@ -260,6 +262,7 @@ def test_count_stops_by_itself(tmp_path):
     assert f"stopped: {count} frames counted" in capture.output
 
 
+@pytest.mark.system
 @live
 def test_duration_stops_by_itself(tmp_path):
     with running(run_py("--no-web", "-i", "lo", "-f", f"udp port {free_port()}", "--db", str(tmp_path / "d.db"),
@@ -273,6 +276,7 @@ def test_duration_stops_by_itself(tmp_path):
     (["-i", "nosuch0"], "run.py: unknown interface 'nosuch0'\n"),
     (["-i", "lo", "-f", "udp prot 53"], "run.py: bad filter 'udp prot 53'"),
 ])
+@pytest.mark.system
 def test_bad_interface_or_filter_is_one_line(tmp_path, args, message):
     done = subprocess.run(run_py("--no-web", "--db", str(tmp_path / "x.db"), *args),
                           capture_output=True, text=True, timeout=60)
@@ -280,6 +284,7 @@ def test_bad_interface_or_filter_is_one_line(tmp_path, args, message):
     assert done.stderr.startswith(message) and done.stderr.count("\n") == 1 and done.stdout == ""
 
 
+@pytest.mark.system
 @pytest.mark.skipif(not (IS_ROOT and LINUX), reason="needs root on Linux, to drop to nobody with setpriv")
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux) to drop to nobody")
 def test_without_privilege_exits_2_with_one_line(tmp_path):
@@ -297,6 +302,7 @@ def veth():
     netns.destroy(pair)
 
 
+@pytest.mark.system
 @live
 @needs_tcpdump
 @needs_netns
@@ -326,6 +332,7 @@ def test_veth_in_namespace_keeps_outgoing_and_equals_tcpdump(tmp_path, veth):
     assert totals["out_bytes"] == sum(int(h["tx_bytes"]) for h in ours)
 
 
+@pytest.mark.system
 @live
 @needs_tcpdump
 @needs_netns

@@ -20,13 +20,14 @@ from scapy.layers.vxlan import VXLAN
 
 import captures
 import oracle
-from conftest import cli
+from common import cli
 from records import MAX_WIRE_LEN, proto_number
 from storage.interfaces import interface_totals, undecodable_reasons
 from storage.db import connect
 
 needs_tshark = pytest.mark.skipif(not oracle.available(),
                                   reason="tshark is not installed (make test installs it as root on Debian)")
+pytestmark = pytest.mark.system        # tshark as the oracle, real captures
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "captures"
 T0 = 1_700_000_040.0          # a minute boundary: every case of a file lands in one bucket
 

@@ -2,7 +2,7 @@
 import pytest
 
 import settings
-from tests.conftest import ROOT
+from common import ROOT
 
 
 def test_every_setting_is_documented_in_the_readme():

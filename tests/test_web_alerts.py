@@ -21,7 +21,7 @@ import pytest
 from storage.db import SCHEMA_VERSION
 
 from alerts.service import AlertRunner
-from conftest import IS_ROOT, ROOT, needs_root
+from common import IS_ROOT, ROOT, needs_root
 from settings import Settings
 from storage import alert_log
 from storage.db import connect
@@ -475,6 +475,7 @@ def request(url, method="GET", body=None, headers=None):
         return e.code, json.loads(e.read())
 
 
+@pytest.mark.system
 def test_acknowledge_over_http_from_run_py_serve(db_path, tmp_path, run_py):
     """`run.py serve` (as root it gives up root first: the change goes through the one
     read-write connection it opened before, into a directory the web user cannot even enter)."""
@@ -576,6 +577,7 @@ waitress.serve(app, host="127.0.0.1", port=int(sys.argv[3]), threads=4, _quiet=T
 """
 
 
+@pytest.mark.system
 def test_token_mode_over_http(db_path):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -616,6 +618,7 @@ def js(driver, script):
     return driver.execute_script(script)
 
 
+@pytest.mark.system
 def test_toast_when_an_alert_opens_and_acknowledge_from_it(browser, tmp_path, run_py):
     path = make_db(tmp_path / "toast.db")
     port = free_port()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from settings import Settings
-from conftest import ROOT, needs_root
+from common import ROOT, needs_root
 from web_helpers import EVIL_PROCESS, NOW, free_port, get_json, listening_pid, make_db, uids_of, \
     wait_for
 from web.app import CSP, create_app
@@ -233,6 +233,7 @@ def test_non_loopback_bind_needs_the_token(db_path, tmp_path, run_py):
         subprocess.run(["ip", "netns", "delete", ns], check=False)
 
 
+@pytest.mark.system
 def test_spawn_returns_an_ended_process_when_the_port_is_taken(db_path, capfd):
     import socket
     from collector.web_process import spawn

@@ -12,7 +12,7 @@ from records import FlowDelta, Rollup
 from records import ProcessKey
 from storage.db import connect
 from storage.writer import RollupStore
-from conftest import wait_for  # noqa: F401  (re-exported: the web tests import it from here)
+from common import wait_for  # noqa: F401  (re-exported: the web tests import it from here)
 
 NOW = 1_700_000_000 // 3600 * 3600 + 1830.5      # 30 min 30.5 s into an hour
 MINUTE = int(NOW // 60 * 60)                       # the current minute
