@@ -184,3 +184,26 @@ class Done(NamedTuple):
     """The capture stopped; everything it counted has been sent before this."""
     frames: int
     drops: int
+
+
+# ---- names read off the wire ------------------------------------------------------------------------
+
+MAX_NAME = 253          # a DNS name's longest text form; SNI, Host and announced names are cut here
+
+
+def wire_text(raw, limit=MAX_NAME):
+    """A name someone else wrote (DNS, SNI, Host header, DHCP/mDNS announcement) as safe text:
+    printable ASCII kept, every other byte as \\xNN (a backslash as \\\\), at most `limit`
+    characters. HTML escaping and CSV formula guarding happen where it is shown; this only makes
+    it printable and bounded, and is the same text for the same bytes."""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogateescape")
+    out = []
+    size = 0
+    for b in raw:
+        piece = "\\\\" if b == 0x5C else chr(b) if 0x20 <= b < 0x7F else f"\\x{b:02x}"
+        size += len(piece)
+        if size > limit:
+            break
+        out.append(piece)
+    return "".join(out)
