@@ -238,8 +238,13 @@ def ipv6(data, off):
 def _transport(data, p, end, src, dst, proto, fragment):
     if proto in r.PORTED_PROTOS and end >= p + 4:
         sport, dport = _PORTS(data, p)
-        flags = data[p + 13] if proto == 6 and end >= p + 14 else 0
-        return Packet(src, dst, proto, sport, dport, flags, fragment)
+        if proto == 6:
+            if end < p + 14:
+                return Packet(src, dst, proto, sport, dport, 0, fragment)
+            start = p + (data[p + 12] >> 4) * 4
+            return Packet(src, dst, proto, sport, dport, data[p + 13], fragment, start, max(start, end))
+        start = p + 8 if proto == 17 else p
+        return Packet(src, dst, proto, sport, dport, 0, fragment, min(start, end), end)
     return Packet(src, dst, proto, 0, 0, 0, fragment)
 
 

@@ -14,6 +14,7 @@ rather than per packet: each flow credits its orig host tx / resp host rx and vi
 import struct
 
 from capture.decode import decode
+from capture.peek import Peek, port_guess
 from records import IFACE_FIELDS, FlowDelta, Packet, Rollup, ip_text
 from settings import DEFAULTS
 
@@ -23,18 +24,24 @@ _ETH_IPV4_UNPACK, _ETH_IPV6_UNPACK = _ETH_IPV4.unpack_from, _ETH_IPV6.unpack_fro
 _LINKTYPE_ETHERNET = 1
 _TCP_SYN_ONLY = 0x02
 _FRAGMENT_MEMORY = 65536      # first-fragment port records kept for later fragments
+MAX_NAMES = 65536             # host names learnt per bucket (a flood of DNS answers cannot grow it)
+_WANT = object()              # a TCP/UDP flow whose first payload has not come yet (no Peek made)
 
 
 class Flow:
-    __slots__ = ("key", "first_seen", "orig", "resp", "iface", "flushed")
+    __slots__ = ("key", "first_seen", "orig", "resp", "iface", "flushed", "app", "server_name", "problem")
 
     def __init__(self, key, ts, iface):
         self.key = key              # (proto, orig addr, orig port, resp addr, resp port), raw addresses
         self.first_seen = ts
         self.iface = iface
         self.flushed = False        # some of it has left in a rollup: its orientation is fixed
-        self.orig = [0, 0, ts, 0, self]
-        self.resp = [0, 0, ts, 0, self]
+        # direction[5]: the flow's Peek while its payload is still read (shared by both
+        # directions), _WANT before its first payload, None once named or given up
+        want = _WANT if key[0] == 6 or key[0] == 17 else None
+        self.orig = [0, 0, ts, 0, self, want]
+        self.resp = [0, 0, ts, 0, self, want]
+        self.app = self.server_name = self.problem = ""
 
     @property
     def last_seen(self):
@@ -60,6 +67,8 @@ class FlowTable:
         self._ifaces = {}
         self._undecodable = {}
         self._macs = {}                    # raw IPv4 -> raw MAC, learnt since the last drain
+        self._names = {}                   # address text -> (name, source, ts), learnt since the last drain
+        self._problems = {}                # reason -> flows whose payload could not be read (dns_..., tls_...)
         self.evicted_flows = 0
 
     def __len__(self):
@@ -114,6 +123,11 @@ class FlowTable:
                             c[3] |= flags
                             if flags & 0x12 == _TCP_SYN_ONLY:
                                 self._syn_seen(c)
+                            if c[5] is not None:
+                                self._peek(c, data, 34 + off + (data[46 + off] >> 4) * 4,
+                                           min(14 + off + total, len(data)), ts)
+                        elif c[5] is not None:
+                            self._peek(c, data, 42 + off, min(14 + off + total, len(data)), ts)
                         ip_frames += 1
                         ip_bytes += n
                         continue
@@ -129,12 +143,17 @@ class FlowTable:
                             c[3] |= flags
                             if flags & 0x12 == _TCP_SYN_ONLY:
                                 self._syn_seen(c)
+                            if c[5] is not None:
+                                self._peek(c, data, 54 + off + (data[66 + off] >> 4) * 4,
+                                           min(54 + off + plen, len(data)), ts)
+                        elif c[5] is not None:
+                            self._peek(c, data, 62 + off, min(54 + off + plen, len(data)), ts)
                         ip_frames += 1
                         ip_bytes += n
                         continue
             pkt = decode(linktype, data)
             if pkt.__class__ is Packet:
-                self._count_packet(pkt, ts, n, iface)
+                self._count_packet(pkt, ts, n, iface, data)
                 ip_frames += 1
                 ip_bytes += n
             elif pkt is None:
@@ -160,8 +179,8 @@ class FlowTable:
             if len(ip) == 4 and ip != b"\x00\x00\x00\x00":       # 0.0.0.0: an ARP probe, no address yet
                 self._macs[ip] = data[off + 10:off + 16]
 
-    def _count_packet(self, pkt, ts, n, iface):
-        src, dst, proto, sport, dport, flags, frag = pkt
+    def _count_packet(self, pkt, ts, n, iface, data):
+        src, dst, proto, sport, dport, flags, frag, start, end = pkt
         if frag is not None:
             ident, offset, _ = frag
             memo = (src, dst, proto, ident)
@@ -180,6 +199,33 @@ class FlowTable:
             c[3] |= flags
             if flags & 0x12 == _TCP_SYN_ONLY:
                 self._syn_seen(c)
+        if c[5] is not None and end > start:
+            self._peek(c, data, start, end, ts)
+
+    def _peek(self, c, data, start, end, ts):
+        """One payload of a flow still being read (capture/peek.py); the labels go to the flow."""
+        if start >= end:
+            return
+        flow = c[4]
+        peek = c[5]
+        if peek is _WANT:
+            k = flow.key
+            peek = flow.orig[5] = flow.resp[5] = Peek(k[0], k[2], k[4])
+        more = peek.see(c is flow.orig, data[start:end], ts, self._learn)
+        flow.app, flow.server_name = peek.app, peek.server_name
+        if peek.problem and not flow.problem:
+            flow.problem = peek.problem
+            self._problems[peek.problem] = self._problems.get(peek.problem, 0) + 1
+        if not more:
+            flow.orig[5] = flow.resp[5] = None
+
+    def _learn(self, address, name, source, ts):
+        """A host name seen on the wire; the latest per address in this bucket is kept."""
+        names = self._names
+        if len(names) >= MAX_NAMES and address not in names:
+            self._problems["names_over_bucket_limit"] = self._problems.get("names_over_bucket_limit", 0) + 1
+            return
+        names[address] = (name, source, ts)
 
     def _new_flow(self, key, ts, iface):
         if len(self._flows) >= self.max_flows:
@@ -260,15 +306,22 @@ class FlowTable:
         undecodable, self._undecodable = self._undecodable, {}
         macs, self._macs = self._macs, {}
         macs = {ip_text(ip): ":".join(f"{b:02x}" for b in mac) for ip, mac in macs.items()}
-        return Rollup(bucket, flows, hosts, ifaces, undecodable, {}, {}, macs)   # not the shared defaults
+        names, self._names = self._names, {}
+        problems, self._problems = self._problems, {}
+        return Rollup(bucket, flows, hosts, ifaces, undecodable, {}, {}, macs, names, problems)   # not the shared defaults
 
     @staticmethod
     def _delta(flow, closed, hosts):
         orig, resp = flow.orig, flow.resp
         proto, a, ap, b, bp = flow.key
         a, b = ip_text(a), ip_text(b)
+        app, source = flow.app, "dpi"
+        if not app:
+            app = port_guess(proto, ap, bp)
+            source = "port" if app else ""
         delta = FlowDelta(proto, a, ap, b, bp, flow.first_seen, max(orig[2], resp[2]),
-                          orig[0], orig[1], resp[0], resp[1], orig[3] | resp[3], flow.iface, closed)
+                          orig[0], orig[1], resp[0], resp[1], orig[3] | resp[3], flow.iface, closed,
+                          None, None, None, None, app, source, flow.server_name)
         for host, tx, rx in ((a, orig, resp), (b, resp, orig)):
             h = hosts.get(host)
             if h is None:

@@ -1,6 +1,8 @@
 """`run.py export`: flows, hosts, processes or alerts over a time range, as CSV or JSON."""
 import sys
 
+from names.label import add_vendors
+from names.vendors import Vendors
 from runtime.exits import EXIT_OK, UsageError
 from storage.alert_log import ALERT_FIELDS, alert_rows_for_export
 from storage.db import DatabaseError, connect
@@ -23,7 +25,7 @@ def run_export(settings, args):
     if table == "flows":
         rows = [flow_row(r) for r in flows_between(con, since, until)]
     elif table == "hosts":
-        rows = top_hosts(con, since, until)
+        rows = add_vendors(top_hosts(con, since, until), Vendors.load())
     elif table == "processes":
         rows = process_totals(con, since, until)
     else:

@@ -2,10 +2,12 @@
 on the capture's own timeline and the hour and day tiers of what was imported.
 
     this process: file frames (capture/offline.py, maybe with a reader process) -> FlowTable
-      -> _ImportTally (the summary line) -> ImportWriter (collector/import_writer.py, the other core)
+      -> _ImportTally (the summary line) -> Labeller (names/label.py: services, classes, host names)
+      -> ImportWriter (collector/import_writer.py, the other core)
 """
 import signal
 import sys
+from functools import partial
 
 from alerts.config import load_rules
 from alerts.service import evaluate_import
@@ -13,6 +15,7 @@ from capture.capfile import CaptureError
 from capture.flows import FlowTable
 from capture.offline import import_file
 from collector.import_writer import ImportWriter
+from names.label import Labeller
 from records import IFACE_FIELDS
 from runtime.exits import EXIT_DAMAGED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
 from storage.db import DatabaseError, connect
@@ -27,7 +30,8 @@ def run_import(settings, files):
     """`run.py import FILE...`: every file through its own flow table into the database, then the
     alert rules and the coarser tiers over what was imported. Returns the exit status."""
     try:
-        load_rules(settings)                 # a bad rules file: one line, before any work
+        load_rules(settings)                 # a bad rules or names file: one line, before any work
+        labeller = Labeller.from_settings(settings)
         store = RollupStore(connect(settings.db))
     except (DatabaseError, ValueError) as e:
         raise UsageError(str(e)) from None
@@ -35,20 +39,20 @@ def run_import(settings, files):
     before = {signum: signal.signal(signum, lambda signum, frame: stop_asked.append(signum))
               for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return _import_files(settings, files, store, stop_asked)
+        return _import_files(settings, files, store, labeller, stop_asked)
     finally:
         for signum, handler in before.items():
             signal.signal(signum, handler)
 
 
-def _import_files(settings, files, store, stop_asked):
+def _import_files(settings, files, store, labeller, stop_asked):
     status = EXIT_OK
     for path in files:
         table = FlowTable(idle_timeout=settings.idle_timeout, active_timeout=settings.active_timeout,
                           max_flows=settings.max_flows)
         source = store.begin_source("file", path)
         writer = ImportWriter(settings.db)   # SQLite on the other core
-        tally = _ImportTally(writer.submit)
+        tally = _ImportTally(partial(_labelled, labeller, writer.submit))
         try:
             try:
                 result = import_file(path, tally, table, stop=lambda: bool(stop_asked))
@@ -84,6 +88,10 @@ def _import_files(settings, files, store, stop_asked):
             print(line)
     build_pending(store.con)                 # hour and day tiers of what was imported
     return status
+
+
+def _labelled(labeller, submit, rollups):
+    submit(labeller.label(rollups))
 
 
 class _ImportTally:

@@ -20,6 +20,7 @@ from functools import partial
 
 from alerts.service import AlertRunner
 from attribution.service import Attributor
+from names.label import Labeller
 from runtime import children
 from capture.ring import privilege_problem
 from records import Done, Drops, Failed, NewFlows, Ready, Rollups, Seconds, Notice
@@ -98,6 +99,7 @@ class Collector:
         self.stopping = False
         self.frames = self.drops = 0
         self.attributor = _optional("attribution", lambda: Attributor(settings))
+        self.labeller = _optional("names", lambda: Labeller.from_settings(settings))
         self.alerts = None          # opened once the writer has its connection: see run()
         from storage.writer import WriterThread
         self.writer = WriterThread(settings.db, settings, source=("live", ",".join(n for n, _ in interfaces)),
@@ -175,7 +177,7 @@ class Collector:
                 case NewFlows(flows):
                     self._guard("attribution", partial(self._observe, flows))
                 case Rollups(rollups):
-                    self.writer.submit(self._attribute(rollups))
+                    self.writer.submit(self._name(self._attribute(rollups)))
                 case Seconds(points):
                     self.writer.submit_seconds(points)
                 case Drops(minute, by_iface):
@@ -204,6 +206,12 @@ class Collector:
             return rollups
         attributed = self._guard("attribution", lambda: self.attributor.attribute(rollups))
         return rollups if attributed is None else attributed
+
+    def _name(self, rollups):
+        if self.labeller is None:
+            return rollups
+        named = self._guard("names", lambda: self.labeller.label(rollups))
+        return rollups if named is None else named
 
     def _guard(self, feature, call):
         """A failing feature costs its own output, never the counts: say so once and go on."""

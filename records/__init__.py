@@ -41,6 +41,8 @@ class Packet(NamedTuple):
     dport: int
     tcp_flags: int
     frag: tuple | None   # (ip id, offset, more fragments) when the IP packet is a fragment
+    start: int = 0       # where the transport payload begins in the frame's bytes (TCP/UDP only)
+    end: int = 0         # where it ends (the IP length, cut to what was captured); start == end: none
 
 
 _TEXT: dict[bytes, str] = {}
@@ -108,6 +110,13 @@ class FlowDelta(NamedTuple):
     orig_process: str | None = None
     resp_pid: int | None = None
     resp_process: str | None = None
+    # what the flow carried (capture/peek.py), Zeek/nDPI names; "" where unknown
+    app: str = ""             # application protocol as Wireshark names its dissector: tls, http, dns, quic...
+    app_source: str = ""      # "dpi": read from the payload; "port": a guess from the server's port alone
+    server_name: str = ""     # TLS/QUIC SNI, HTTP Host, or the DNS query name (records.wire_text)
+    # filled by names/ in the collector
+    service: str = ""         # a named service (YouTube, Zoom...) from server_name or the address
+    traffic_class: str = ""   # one of names.classes.CLASSES (exported as `class`)
 
 
 class Rollup(NamedTuple):
@@ -121,6 +130,9 @@ class Rollup(NamedTuple):
     processes: dict = {}                 # records.ProcessKey -> [tx_bytes, rx_bytes, tx_packets, rx_packets]
     attribution: dict = {}               # 'attributed' or an unattributed reason -> [bytes, packets]
     macs: dict = {}                      # IPv4 address -> MAC, as ARP senders announced them
+    names: dict = {}                     # address -> (name, source, ts): DNS answers, mDNS/LLMNR/NBNS
+                                         # announcements, DHCP hostnames seen in this bucket
+    unnamed: dict = {}                   # reason -> flows whose payload could not be read (dns_compression_loop...)
 
 
 # Keys of Rollup.attribution: ATTRIBUTED, or the reason a local endpoint's bytes are not charged
@@ -198,6 +210,10 @@ def wire_text(raw, limit=MAX_NAME):
     it printable and bounded, and is the same text for the same bytes."""
     if isinstance(raw, str):
         raw = raw.encode("utf-8", "surrogateescape")
+    if raw.isascii():                   # the common case, at C speed: plain printable ASCII
+        text = raw.decode("ascii")
+        if text.isprintable() and "\\" not in text:
+            return text[:limit]
     out = []
     size = 0
     for b in raw:

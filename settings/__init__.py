@@ -38,6 +38,9 @@ class Settings:
     token_file: str = _setting("", "access token file for a non-loopback --host (made at first start, mode 0600); default: next to the database, DB name with .token")
     web_user: str = _setting("", "user the web server runs as when started as root; empty: the invoking SUDO_USER, else nobody")
     attribution: str = _setting("auto", "process attribution: auto (Linux: netlink socket table + kernel socket events; elsewhere psutil), proc (Linux socket table, polling only), psutil (portable polling), off")
+    services_file: str = _setting("", "TOML file of service rules that extend or override names/services.toml (docs/NAMES.md)")
+    classes_file: str = _setting("", "TOML file of traffic-class rules that come before names/classes.toml's (docs/NAMES.md)")
+    max_names: int = _setting(100_000, "host names (address -> name learnt on the wire) held in memory")
     config: str = _setting("", "TOML config file (keys are these setting names)")
 
 
@@ -101,5 +104,5 @@ _RANGES = {
     "idle_timeout": (1, 10 ** 7), "active_timeout": (1, 10 ** 8), "max_flows": (1, 10 ** 8), "ring_mb": (1, 4096),
     "retention_seconds": (60, 10 ** 9), "retention_minutes": (1, 10 ** 6), "retention_hours": (1, 10 ** 6),
     "retention_days": (1, 10 ** 6), "retention_flows": (1, 10 ** 6), "maintenance_interval": (1, 86400),
-    "writer_backlog_rows": (1000, 10 ** 9),
+    "writer_backlog_rows": (1000, 10 ** 9), "max_names": (1, 10 ** 8),
 }

@@ -11,7 +11,7 @@ from records import FlowDelta, Rollup
 def rows_of(rollup):
     """Database rows a rollup turns into: the measure of the bound."""
     return (len(rollup.flows) + len(rollup.hosts) + len(rollup.interfaces) + len(rollup.undecodable)
-            + len(rollup.processes) + len(rollup.attribution))
+            + len(rollup.processes) + len(rollup.attribution) + len(rollup.names))
 
 
 def merge(rollups, bucket_size=None):
@@ -22,8 +22,8 @@ def merge(rollups, bucket_size=None):
         bucket = r.bucket if bucket_size is None else r.bucket // bucket_size * bucket_size
         into = by_bucket.get(bucket)
         if into is None:
-            into = by_bucket[bucket] = ({}, {}, {}, {}, {}, {})
-        flows, *tables = into
+            into = by_bucket[bucket] = ({}, {}, {}, {}, {}, {}, {}, {}, {})
+        flows, *tables, macs, names, unnamed = into
         for f in r.flows:
             key = f[:6]
             old = flows.get(key)
@@ -32,7 +32,12 @@ def merge(rollups, bucket_size=None):
             for key, counts in source.items():
                 have = table.get(key)
                 table[key] = list(counts) if have is None else [a + b for a, b in zip(have, counts)]
-    return [Rollup(bucket, list(flows.values()), *tables) for bucket, (flows, *tables) in sorted(by_bucket.items())]
+        macs.update(r.macs)            # the later announcement wins, as in storage
+        names.update(r.names)
+        for reason, n in r.unnamed.items():
+            unnamed[reason] = unnamed.get(reason, 0) + n
+    # the tuple's order is Rollup's: hosts ... attribution, then macs, names, unnamed
+    return [Rollup(bucket, list(flows.values()), *rest) for bucket, (flows, *rest) in sorted(by_bucket.items())]
 
 
 def _merge_flow(a, b):
@@ -40,7 +45,9 @@ def _merge_flow(a, b):
                      a.orig_packets + b.orig_packets, a.resp_bytes + b.resp_bytes,
                      a.resp_packets + b.resp_packets, a.tcp_flags | b.tcp_flags, a.iface, a.closed or b.closed,
                      a.orig_pid if a.orig_pid is not None else b.orig_pid, a.orig_process or b.orig_process,
-                     a.resp_pid if a.resp_pid is not None else b.resp_pid, a.resp_process or b.resp_process)
+                     a.resp_pid if a.resp_pid is not None else b.resp_pid, a.resp_process or b.resp_process,
+                     b.app or a.app, b.app_source if b.app else a.app_source, b.server_name or a.server_name,
+                     b.service or a.service, b.traffic_class or a.traffic_class)
 
 
 class Backlog:

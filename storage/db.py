@@ -6,8 +6,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-SCHEMA_VERSION = 3          # 1: schema.sql; 2: + tiers.sql, alerts.sql; 3: + macs.sql (each step only adds tables)
-SCHEMA_FILES = ("schema.sql", "tiers.sql", "alerts.sql", "macs.sql")
+SCHEMA_VERSION = 4          # 1: schema.sql; 2: + tiers.sql, alerts.sql; 3: + macs.sql; 4: + names.sql
+SCHEMA_FILES = ("schema.sql", "tiers.sql", "alerts.sql", "macs.sql", "names.sql")   # each step only adds tables
 WAL_LIMIT_BYTES = 64 * 1024 * 1024     # WAL file truncated back to this after a checkpoint
 _SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
 _CHECKED = set()                  # databases this process has checked and opened

@@ -28,6 +28,11 @@ FLOW_FIELDS = (
     ("resp_process", "that process's name"),
     ("tcp_flags", "union of TCP flags seen from both sides (FSRPAUEC as letters)"),
     ("iface", "interface the flow was first seen on"),
+    ("app", "application protocol, as Wireshark names its dissector (tls, http, dns, quic...); empty when unknown"),
+    ("app_source", "dpi: read from the packets; port: a guess from the server's port alone"),
+    ("server_name", "TLS or QUIC SNI, HTTP Host, or the DNS query name the flow carried"),
+    ("service", "named service (names/services.toml) from the server name or the address"),
+    ("class", "traffic class (names/classes.toml): video streaming, voice and video calls, ..., other"),
 )
 HOST_FIELDS = (
     ("ip", "IP address, canonical text (IPv6 compressed, lower case)"),
@@ -35,6 +40,9 @@ HOST_FIELDS = (
     ("rx_bytes", "bytes on the wire of frames whose outermost IP destination is this address"),
     ("tx_packets", "frames sent"),
     ("rx_packets", "frames received"),
+    ("name", "the address's name as last seen on the wire (DNS answer, mDNS/LLMNR/NetBIOS, DHCP)"),
+    ("mac", "its MAC address, from ARP (local IPv4 hosts)"),
+    ("vendor", "the MAC's vendor (IEEE OUI registry)"),
 )
 PROCESS_FIELDS = (
     ("pid", "process id"),
@@ -72,6 +80,9 @@ def flow_row(row):
     for side in ("orig", "resp"):
         out.setdefault(f"{side}_pid", None)
         out.setdefault(f"{side}_process", None)
+    for label in ("app", "app_source", "server_name", "service"):
+        out[label] = row.get(label) or ""
+    out["class"] = row.get("traffic_class") or ""
     return out
 
 

@@ -19,13 +19,22 @@ class FlowFilter(NamedTuple):
     proto: int | None = None
     process: str | None = None       # substring of either side's process name, or a pid
     iface: str | None = None
+    app: str | None = None           # exact application (tls, dns...)
+    traffic_class: str | None = None
+    name: str | None = None          # substring of the server name or of either side's host name
 
 
 EVERY_FLOW = FlowFilter()        # no filter
 
 
 _FLOW_COLUMNS = """id, proto, orig_h, orig_p, resp_h, resp_p, orig_bytes, resp_bytes, orig_packets,
-    resp_packets, first_seen, last_seen, tcp_flags, iface, orig_pid, orig_process, resp_pid, resp_process"""
+    resp_packets, first_seen, last_seen, tcp_flags, iface, orig_pid, orig_process, resp_pid, resp_process,
+    n.app, n.app_source, n.server_name, n.service, n.traffic_class"""
+_NAMED = "flows LEFT JOIN flow_names n ON n.flow_id = flows.id"
+
+
+def _like(text):
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 def _flow_where(f):
@@ -43,8 +52,19 @@ def _flow_where(f):
     if f.iface is not None:
         clauses.append("iface = ?")
         args.append(f.iface)
+    if f.app is not None:
+        clauses.append("n.app = ?")
+        args.append(f.app)
+    if f.traffic_class is not None:
+        clauses.append("n.traffic_class = ?")
+        args.append(f.traffic_class)
+    if f.name is not None:
+        pattern = _like(f.name)
+        clauses.append("(n.server_name LIKE ? ESCAPE '\\' OR orig_h IN (SELECT ip FROM host_names WHERE name LIKE ? "
+                       "ESCAPE '\\') OR resp_h IN (SELECT ip FROM host_names WHERE name LIKE ? ESCAPE '\\'))")
+        args += [pattern, pattern, pattern]
     if f.process is not None:
-        pattern = "%" + f.process.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        pattern = _like(f.process)
         match = "orig_process LIKE ? ESCAPE '\\' OR resp_process LIKE ? ESCAPE '\\'"
         args += [pattern, pattern]
         if f.process.isascii() and f.process.isdigit() and len(f.process) <= 10:   # a pid
@@ -58,7 +78,7 @@ def flow_search(con, flt=EVERY_FLOW, sort="last_seen", descending=True, limit=10
     """(number of matching flow records, one page as export rows plus `id` and `bytes`). A record
     matches a time range when it was active in it; its counters are the whole record's."""
     where, args = _flow_where(flt)
-    count = con.execute(f"SELECT count(*) FROM flows WHERE {where}", args).fetchone()[0]
+    count = con.execute(f"SELECT count(*) FROM {_NAMED} WHERE {where}", args).fetchone()[0]
     return count, list(iter_flows(con, flt, sort, descending, limit, offset))
 
 
@@ -68,7 +88,7 @@ def iter_flows(con, flt=EVERY_FLOW, sort="last_seen", descending=True, limit=Non
     where, args = _flow_where(flt)
     direction = "DESC" if descending else "ASC"
     page = "" if limit is None else "LIMIT ? OFFSET ?"
-    cur = con.execute(f"SELECT {_FLOW_COLUMNS} FROM flows WHERE {where} "
+    cur = con.execute(f"SELECT {_FLOW_COLUMNS} FROM {_NAMED} WHERE {where} "
                       f"ORDER BY {FLOW_SORTS[sort]} {direction}, id {direction} {page}",
                       args + ([] if limit is None else [limit, offset]))
     names = [d[0] for d in cur.description]
@@ -83,15 +103,17 @@ def iter_flows(con, flt=EVERY_FLOW, sort="last_seen", descending=True, limit=Non
 
 _FLOWS_ALL = """
 SELECT id, proto, orig_h, orig_p, resp_h, resp_p, orig_bytes, resp_bytes, orig_packets, resp_packets,
-       first_seen, last_seen, orig_pid, orig_process, resp_pid, resp_process, tcp_flags, iface
-FROM flows ORDER BY first_seen, id"""
+       first_seen, last_seen, orig_pid, orig_process, resp_pid, resp_process, tcp_flags, iface,
+       n.app, n.app_source, n.server_name, n.service, n.traffic_class
+FROM flows LEFT JOIN flow_names n ON n.flow_id = flows.id ORDER BY first_seen, id"""
 
 _FLOWS_BETWEEN = """
 SELECT f.id, f.proto, f.orig_h, f.orig_p, f.resp_h, f.resp_p,
        sum(m.orig_bytes) AS orig_bytes, sum(m.resp_bytes) AS resp_bytes,
        sum(m.orig_packets) AS orig_packets, sum(m.resp_packets) AS resp_packets,
-       f.first_seen, f.last_seen, f.orig_pid, f.orig_process, f.resp_pid, f.resp_process, f.tcp_flags, f.iface
-FROM ({source}) m JOIN flows f ON f.id = m.flow_id
+       f.first_seen, f.last_seen, f.orig_pid, f.orig_process, f.resp_pid, f.resp_process, f.tcp_flags, f.iface,
+       n.app, n.app_source, n.server_name, n.service, n.traffic_class
+FROM ({source}) m JOIN flows f ON f.id = m.flow_id LEFT JOIN flow_names n ON n.flow_id = f.id
 GROUP BY f.id ORDER BY f.first_seen, f.id"""
 
 

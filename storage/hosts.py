@@ -38,21 +38,33 @@ def host_usage(con, since, until, now, sort="bytes", descending=True, limit=100,
                                   f"AND minute >= ? AND minute < ? GROUP BY ip", (*ips, lo, hi)).fetchall())
         for r in rows:
             r["last_seen"] = latest.get(r["subject"], r["last_seen"])
-    macs = _macs_of(con, [r["subject"] for r in rows])
-    rows = [{"ip": r["subject"], "mac": macs.get(r["subject"]), **{k: v for k, v in r.items() if k != "subject"}}
-            for r in rows]
+    ips = [r["subject"] for r in rows]
+    macs, names = macs_of(con, ips), names_of(con, ips)
+    rows = [{"ip": r["subject"], "name": names.get(r["subject"]), "mac": macs.get(r["subject"]),
+             **{k: v for k, v in r.items() if k != "subject"}} for r in rows]
     return {"total": total, "resolution": size, "rows": rows}
 
 
-def _macs_of(con, ips):
+def macs_of(con, ips):
     """ip -> MAC for the addresses whose ARP announcements were seen (IPv4 on Ethernet)."""
-    if not ips:
-        return {}
+    return _by_ip(con, "SELECT ip, mac FROM host_macs", ips)
+
+
+def names_of(con, ips):
+    """ip -> name for the addresses named on the wire (DNS answers, announcements, DHCP)."""
+    return _by_ip(con, "SELECT ip, name FROM host_names", ips)
+
+
+def _by_ip(con, select, ips):
+    out = {}
+    ips = list(dict.fromkeys(ips))
     try:
-        return dict(con.execute(f"SELECT ip, mac FROM host_macs WHERE ip IN ({','.join('?' * len(ips))})",
-                                ips).fetchall())
-    except sqlite3.OperationalError:      # a database from before schema 3, read but never migrated here
+        for i in range(0, len(ips), 500):          # SQLite's bound on parameters per statement
+            chunk = ips[i:i + 500]
+            out.update(con.execute(f"{select} WHERE ip IN ({','.join('?' * len(chunk))})", chunk).fetchall())
+    except sqlite3.OperationalError:      # a database older than the table, read but never migrated here
         return {}
+    return out
 
 
 def host_detail(con, ip, since, until, now, step, policy):
@@ -79,7 +91,7 @@ def host_detail(con, ip, since, until, now, step, policy):
     return {**usage["rows"][0], "resolution": usage["resolution"],
             "history": {"step": step, "buckets": [h[0] for h in history],
                         "tx": [h[1] for h in history], "rx": [h[2] for h in history]},
-            "peers": peers, "flows": flows}
+            "peers": _named(con, peers, "peer"), "flows": flows}
 
 
 # ---- the hosts export -----------------------------------------------------------------------------
@@ -92,6 +104,19 @@ FROM ({source}) GROUP BY ip ORDER BY tx_bytes + rx_bytes DESC, ip"""
 
 
 def top_hosts(con, since=None, until=None):
-    """Per address: bytes and frames sent (tx) and received (rx) in [since, until), busiest first."""
+    """Per address: bytes and frames sent (tx) and received (rx) in [since, until), busiest first,
+    with the name and MAC learnt for it (None where none)."""
     sub, params = finest(con, "host", since, until)
-    return dict_rows(con, _HOSTS.format(source=sub), params)
+    rows = dict_rows(con, _HOSTS.format(source=sub), params)
+    macs = macs_of(con, [r["ip"] for r in rows])
+    for r in _named(con, rows, "ip"):
+        r["mac"] = macs.get(r["ip"])
+    return rows
+
+
+def _named(con, rows, column):
+    """`rows` with `name` (of the address in `column`) set; the same list."""
+    names = names_of(con, [r[column] for r in rows])
+    for r in rows:
+        r["name"] = names.get(r[column])
+    return rows

@@ -41,6 +41,8 @@ FAMILIES = {f.name: f for f in (
     Family("undecodable", ("undecodable", "undecodable_hours", "undecodable_days"), ("iface", "reason"),
            ("frames", "bytes")),
     Family("drops", ("capture_drops", "capture_drops_hours", "capture_drops_days"), ("iface",), ("frames",)),
+    Family("app", ("app_minutes", "app_hours", "app_days"), ("app", "service", "traffic_class"), ("bytes", "packets")),
+    Family("unnamed", ("unnamed_minutes", "unnamed_hours", "unnamed_days"), ("reason",), ("flows",)),
 )}
 
 

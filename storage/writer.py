@@ -49,6 +49,14 @@ UPDATE flows SET last_seen = max(last_seen, ?), orig_bytes = orig_bytes + ?, ori
     orig_pid = coalesce(orig_pid, ?), orig_process = coalesce(orig_process, ?),
     resp_pid = coalesce(resp_pid, ?), resp_process = coalesce(resp_process, ?)
 WHERE id = ?"""
+_FLOW_NAMES = """
+INSERT INTO flow_names (flow_id, app, app_source, server_name, service, traffic_class) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (flow_id) DO UPDATE SET app = excluded.app, app_source = excluded.app_source,
+    server_name = excluded.server_name, service = excluded.service, traffic_class = excluded.traffic_class"""
+_HOST_NAME = """
+INSERT INTO host_names (ip, name, source, seen) VALUES (?, ?, ?, ?)
+ON CONFLICT (ip) DO UPDATE SET name = excluded.name, source = excluded.source, seen = excluded.seen
+WHERE excluded.seen >= host_names.seen"""
 _PROCESS_UPSERT = """
 INSERT INTO processes (pid, start_time, name, exe, cmdline, username, unit) VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (pid, start_time) DO UPDATE SET name = excluded.name
@@ -75,6 +83,8 @@ class RollupStore:
     def __init__(self, con):
         self.con = con
         self._flow_ids = {}       # natural key -> flows.id, for flows still open
+        self._labels = {}         # flows.id -> labels last written, for flows still open (a delta
+                                  # carries its flow's labels every time; they are written when new)
         self.span = None          # (first bucket, end of last bucket) of the rollups applied
 
     def apply(self, rollups):
@@ -86,6 +96,7 @@ class RollupStore:
                 for rollup in rollups:
                     self._apply(rollup, marks, undo)
         except BaseException:
+            self._labels.clear()          # a cache only: labels are written again, idempotently
             for natural, old in reversed(undo):
                 if old is None:
                     self._flow_ids.pop(natural, None)
@@ -98,7 +109,7 @@ class RollupStore:
 
     def _apply(self, rollup, marks, undo):
         con, ids, minute = self.con, self._flow_ids, rollup.bucket
-        known, minutes = [], []
+        known, minutes, names, apps, written = [], [], [], {}, self._labels
         for f in rollup.flows:
             natural = (f.proto, f.orig_h, f.orig_p, f.resp_h, f.resp_p, f.first_seen)
             flow_id = ids.get(natural)
@@ -119,7 +130,20 @@ class RollupStore:
                     undo.append((natural, flow_id))
             if f.orig_packets or f.resp_packets:
                 minutes.append((minute, flow_id, f.orig_bytes, f.orig_packets, f.resp_bytes, f.resp_packets))
+                app = apps.get((f.app, f.service, f.traffic_class))
+                if app is None:
+                    app = apps[(f.app, f.service, f.traffic_class)] = [0, 0]
+                app[0] += f.orig_bytes + f.resp_bytes
+                app[1] += f.orig_packets + f.resp_packets
+            labels = (f.app, f.app_source, f.server_name, f.service, f.traffic_class)
+            if (f.app or f.server_name or f.service or f.traffic_class not in ("", "other")) \
+                    and written.get(flow_id) != labels:
+                names.append((flow_id, *labels))
+                written[flow_id] = labels
+            if f.closed:
+                written.pop(flow_id, None)
         con.executemany(_FLOW_ADD, known)
+        con.executemany(_FLOW_NAMES, names)
         processes = [(minute, con.execute(_PROCESS_UPSERT, tuple(key)).fetchone()[0], *c)
                      for key, c in rollup.processes.items()]
         pending = {
@@ -133,9 +157,12 @@ class RollupStore:
             tiers.route(con, marks, "process", minute, processes),
             tiers.route(con, marks, "attribution", minute,
                         [(minute, reason, *c) for reason, c in rollup.attribution.items()]),
+            tiers.route(con, marks, "app", minute, [(minute, *key, *c) for key, c in apps.items()]),
+            tiers.route(con, marks, "unnamed", minute, [(minute, reason, n) for reason, n in rollup.unnamed.items()]),
         }
         tiers.mark_pending(con, pending)
         con.executemany(_HOST_MAC, [(ip, mac, minute, minute) for ip, mac in rollup.macs.items()])
+        con.executemany(_HOST_NAME, [(ip, *seen) for ip, seen in rollup.names.items()])
 
     def add_seconds(self, points):
         """Per-second interface points: [(second, iface, frames, bytes, out_frames, out_bytes)]."""

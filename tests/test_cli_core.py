@@ -200,7 +200,7 @@ def test_export_rejects_times_that_are_not_numbers(db, run_py):
 
 def test_export_to_a_file(db, tmp_path, capsys):
     assert cli(capsys, "export", "hosts", "--db", db, "-o", tmp_path / "h.csv") == (0, "", "")
-    assert (tmp_path / "h.csv").read_text().splitlines()[0] == "ip,tx_bytes,rx_bytes,tx_packets,rx_packets"
+    assert (tmp_path / "h.csv").read_text().splitlines()[0] == "ip,tx_bytes,rx_bytes,tx_packets,rx_packets,name,mac,vendor"
 
 
 # ---- make test installs what the tests use -------------------------------------------------------------

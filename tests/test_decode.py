@@ -16,7 +16,7 @@ from scapy.layers.sctp import SCTP
 from scapy.layers.vxlan import VXLAN
 
 import records as r
-from capture.decode import decode
+from capture.decode import decode as decode_frame
 from records import Packet
 
 E = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
@@ -35,6 +35,12 @@ def raw(a):
 
 def pkt(src, dst, proto, sport=0, dport=0, flags=0, frag=None):
     return Packet(raw(src), raw(dst), proto, sport, dport, flags, frag)
+
+
+def decode(linktype, data):
+    """The header fields the cases below name; the payload span has its own test."""
+    out = decode_frame(linktype, data)
+    return out._replace(start=0, end=0) if isinstance(out, Packet) else out
 
 
 SYN4 = pkt(A4, B4, 6, 40000, 443, 0x02)
@@ -272,3 +278,25 @@ def test_mutated_frames_never_raise(seed, linktype, changes, cut):
             frame[at] = value
     _check(decode(linktype, bytes(frame[:cut])))
     _check(decode(linktype, bytes(frame)))
+
+
+@pytest.mark.parametrize("frame, payload", [
+    (E / IP(src=A4, dst=B4) / TCP(sport=1, dport=2, options=[("MSS", 1460), ("NOP", None)]) / b"GET / HTTP/1.1\r\n",
+     b"GET / HTTP/1.1\r\n"),
+    (E / Dot1Q(vlan=5) / Dot1Q(vlan=6) / IPv6(src=A6, dst=B6) / IPv6ExtHdrHopByHop() / UDP(sport=5, dport=53) / b"q",
+     b"q"),
+    (E / IP(src=A4, dst=B4) / UDP(sport=1, dport=2) / b"abc" / Raw(b"\x00" * 0), b"abc"),
+    (E / IP(src=A4, dst=B4) / TCP(sport=1, dport=2, flags="S"), b""),
+])
+def test_payload_span_is_the_transport_payload(frame, payload):
+    data = bytes(frame)
+    out = decode_frame(1, data)
+    assert data[out.start:out.end] == payload
+
+
+def test_payload_span_stops_at_the_ip_length_not_the_frame():
+    data = bytes(E / IP(src=A4, dst=B4) / UDP(sport=1, dport=2) / b"abc") + b"\x00" * 20   # Ethernet padding
+    out = decode_frame(1, data)
+    assert data[out.start:out.end] == b"abc"
+    cut = decode_frame(1, data[:14 + 20 + 8 + 1])                                           # snaplen cut
+    assert data[cut.start:cut.end] == b"a"

@@ -21,7 +21,7 @@ from storage.writer import RollupStore
 T0 = 1_700_000_040.0          # a minute boundary
 E = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
 A, B, C = "10.0.0.1", "10.0.0.2", "2001:db8::3"
-HOST_COLUMNS = ["ip", "tx_bytes", "rx_bytes", "tx_packets", "rx_packets"]
+HOST_COLUMNS = ["ip", "tx_bytes", "rx_bytes", "tx_packets", "rx_packets", "name", "mac", "vendor"]
 FLOW_COLUMNS = ["proto", "orig_h", "orig_p", "resp_h", "resp_p", "orig_bytes", "resp_bytes", "orig_packets",
                 "resp_packets", "first_seen", "last_seen", "orig_pid", "orig_process", "resp_pid", "resp_process"]
 
@@ -84,7 +84,7 @@ def exports(path, since=None, until=None):
 
 
 def hosts_table(text):
-    return {r["ip"]: [int(r[k]) for k in HOST_COLUMNS[1:]] for r in csv.DictReader(io.StringIO(text))}
+    return {r["ip"]: [int(r[k]) for k in HOST_COLUMNS[1:5]] for r in csv.DictReader(io.StringIO(text))}
 
 
 # ---- rollups to rows --------------------------------------------------------------------------------
@@ -173,7 +173,7 @@ def test_a_carriage_return_in_a_cell_does_not_forge_a_row():
     row = dict(ip="10.0.0.1", tx_bytes=1, rx_bytes=2, tx_packets=3, rx_packets=4)
     text = render("hosts", [dict(row, ip="x\r=1+2,9,9,9,9\r\ny")], "csv")
     got = list(csv.reader(io.StringIO(text, newline="")))
-    assert got == [HOST_COLUMNS, ["x\n=1+2,9,9,9,9\ny", "1", "2", "3", "4"]]
+    assert got == [HOST_COLUMNS, ["x\n=1+2,9,9,9,9\ny", "1", "2", "3", "4", "", "", ""]]
 
 
 def test_hostile_interface_name_from_a_capture_file_is_neutralised(tmp_path, capsys, clean_env):
@@ -194,8 +194,9 @@ def test_json_export_has_the_same_rows_with_numbers(tmp_path, capsys, clean_env)
             assert run.main(["export", table, "--db", str(tmp_path / "a.db"), "--format", fmt]) == 0
             out[table, fmt] = capsys.readouterr().out
     hosts = json.loads(out["hosts", "json"])
-    assert hosts == [dict(ip=B, tx_bytes=360, rx_bytes=774, tx_packets=7, rx_packets=15),
-                     dict(ip=A, tx_bytes=648, rx_bytes=234, tx_packets=12, rx_packets=4)]
+    unnamed = dict(name=None, mac=None, vendor="")
+    assert hosts == [dict(ip=B, tx_bytes=360, rx_bytes=774, tx_packets=7, rx_packets=15, **unnamed),
+                     dict(ip=A, tx_bytes=648, rx_bytes=234, tx_packets=12, rx_packets=4, **unnamed)]
     flows = json.loads(out["flows", "json"])
     assert [list(f)[:len(FLOW_COLUMNS)] for f in flows] == [FLOW_COLUMNS] * 2
     assert [(f["proto"], f["orig_bytes"], f["resp_packets"], f["orig_pid"]) for f in flows] == [

@@ -56,7 +56,7 @@ def test_hosts_rates_and_order(client):
     h = get(client, "/api/hosts")
     assert h["total"] == 4 and h["resolution"] == 60
     assert [r["ip"] for r in h["rows"]] == [A, B, C, "224.0.0.251"]
-    assert h["rows"][0] == {"ip": A, "mac": None, "tx_bytes": 1690, "rx_bytes": 5120, "tx_packets": 15,
+    assert h["rows"][0] == {"ip": A, "name": None, "mac": None, "vendor": "", "tx_bytes": 1690, "rx_bytes": 5120, "tx_packets": 15,
                             "rx_packets": 13, "bytes": 6810, "current_bps": 71.6, "avg_bps": 302.7,
                             "peak_bps": 800.0, "first_seen": T0, "last_seen": MINUTE}
     by_rx = get(client, "/api/hosts?sort=rx&order=asc&limit=2&offset=1")
@@ -68,8 +68,8 @@ def test_one_host(client):
     assert h["bytes"] == 6810 and h["history"]["step"] == 60
     assert list(zip(h["history"]["buckets"], h["history"]["tx"], h["history"]["rx"])) == [
         (T0, 1000, 5000), (MINUTE, 690, 120)]
-    assert h["peers"] == [{"peer": B, "tx_bytes": 1600, "rx_bytes": 5000, "flows": 1},
-                          {"peer": C, "tx_bytes": 90, "rx_bytes": 120, "flows": 1}]
+    assert h["peers"] == [{"peer": B, "tx_bytes": 1600, "rx_bytes": 5000, "flows": 1, "name": None},
+                          {"peer": C, "tx_bytes": 90, "rx_bytes": 120, "flows": 1, "name": None}]
     assert [f["resp_p"] for f in h["flows"]] == [443, 53]
     missing = client.get("/api/hosts/10.9.9.9")
     assert missing.status_code == 404 and "10.9.9.9" in missing.get_json()["error"]
@@ -131,8 +131,8 @@ def test_flows_csv_is_the_json_rows_neutralised(client):
 
 def test_hosts_and_processes_csv(client):
     hosts = client.get("/api/hosts.csv?sort=ip&order=asc").get_data(as_text=True)
-    assert hosts == ("ip,tx_bytes,rx_bytes,tx_packets,rx_packets\n"
-                     f"{A},1690,5120,15,13\n{B},5000,1600,12,14\n{C},320,90,3,1\n224.0.0.251,0,200,0,2\n")
+    assert hosts == ("ip,tx_bytes,rx_bytes,tx_packets,rx_packets,name,mac,vendor\n"
+                     f"{A},1690,5120,15,13,,,\n{B},5000,1600,12,14,,,\n{C},320,90,3,1,,,\n224.0.0.251,0,200,0,2,,,\n")
     procs = client.get("/api/processes.csv").get_data(as_text=True)
     assert procs == ("pid,process,tx_bytes,rx_bytes,tx_packets,rx_packets\n100,curl,1600,5000,14,12\n"
                      f"300,\"'=HYPERLINK(\"\"x\"\")\",90,120,1,1\n200,{EVIL_PROCESS},200,0,2,0\n")
@@ -201,6 +201,7 @@ BAD = [
     ("/api/flows?process=%01", "process"), ("/api/flows?limit=1001", "limit"), ("/api/flows?sort=id", "sort"),
     ("/api/flows.csv?port=-1", "port"), ("/api/flows?process=" + "x" * 201, "process"),
     ("/api/interfaces?until=soon", "until"), ("/api/traffic_types?limit=99", "limit"),
+    ("/api/apps?by=colour", "by"), ("/api/apps?host=nas.local", "host"), ("/api/flows?class=%01", "class"),
     ("/api/alerts?state=maybe", "state"), ("/api/stream?since=1", "since"),
     ("/api/alerts.csv?state=maybe", "state"), ("/api/alerts/rules?x=1", "x"), ("/api/alerts/rules/x%20y", "name"),
 ]

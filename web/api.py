@@ -3,8 +3,10 @@ storage call and renders it; the CSV variants take the same parameters as their 
 Alerts have their own blueprint (web/alerts_api.py)."""
 import time
 
-from flask import Blueprint, Response, jsonify, request, stream_with_context
+from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
 
+from names.label import add_vendors
+from storage.apps import app_usage
 from storage.export import render_csv_chunks
 from storage.flows import FLOW_SORTS, FlowFilter, flow_search, iter_flows
 from storage.history import HISTORY_BY, traffic_history
@@ -69,6 +71,7 @@ def _hosts(p, csv):
     limit, offset = _page(p, csv)
     p.finish()
     usage = host_usage(db(), since, until, p.now, sort, descending, limit, offset, policy=policy())
+    add_vendors(usage["rows"], current_app.extensions["nettally.vendors"])
     return {"since": since, "until": until, "limit": limit, "offset": offset, **usage}
 
 
@@ -94,6 +97,7 @@ def host(ip):
         response = jsonify(error=f"no traffic for {ip} in this time range")
         response.status_code = 404
         return response
+    add_vendors([detail], current_app.extensions["nettally.vendors"])
     return jsonify(since=since, until=until, **detail)
 
 
@@ -120,7 +124,8 @@ def processes_csv():
 def _flow_query(p, csv):
     since, until = p.time_range()
     flt = FlowFilter(since=since, until=until, host=p.ip("host"), port=p.integer("port", None, 0, 65535),
-                       proto=p.proto("proto"), process=p.text("process"), iface=p.text("iface"))
+                     proto=p.proto("proto"), process=p.text("process"), iface=p.text("iface"),
+                     app=p.text("app"), traffic_class=p.text("class"), name=p.text("name"))
     sort, descending = p.sort(FLOW_SORTS, "last_seen")
     limit, offset = _page(p, csv)
     p.finish()
@@ -157,3 +162,15 @@ def traffic_types():
     p.finish()
     return jsonify(since=since, until=until, **traffic_by_class(db(), since, until, p.now, top, policy=policy()))
 
+
+
+@bp.get("/apps")
+def apps():
+    p = _params()
+    since, until = p.time_range(default_since="1h")
+    by = p.choice("by", ("all", "app", "service", "class"), "all")
+    host, process = p.ip("host"), p.text("process")
+    limit = p.integer("limit", 100, 1, PAGE_MAX)
+    p.finish()
+    usage = app_usage(db(), since, until, p.now, by, host, process, limit, policy=policy())
+    return jsonify(since=since, until=until, by=by, host=host, process=process, **usage)

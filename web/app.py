@@ -7,6 +7,7 @@ import time
 from flask import Flask, jsonify, request
 
 from alerts.config import file_rules
+from names.vendors import Vendors
 from settings import Settings
 from storage.tiers import RetentionPolicy
 from web import auth
@@ -52,6 +53,7 @@ def create_app(settings=None, test_config=None):
     app.extensions["nettally.changes"] = AlertChanges(app.config["DB"], app.config["CHANGE_WAIT"])
     app.extensions["nettally.rules_file"] = _rules_file(app.config["ALERTS_CONFIG"])
     app.extensions["nettally.stream_slots"] = threading.BoundedSemaphore(app.config["MAX_STREAMS"])
+    app.extensions["nettally.vendors"] = Vendors.load()       # read before any privilege drop
     auth.install(app, token, app.config["BIND_HOST"])
 
     app.extensions["nettally.static"] = StaticFiles()

@@ -1,0 +1,54 @@
+"""Applications, services and traffic classes: bytes by what the traffic was, for /api/apps and
+the overview's class chart. Conventions as in storage/reads.py.
+
+Without a host or process filter the answer comes from the app tier (exact per bucket). With
+one, it comes from the flow records active in the range that touch that host or process: their
+whole-record counters, as the flows page counts (a record spanning the range's edge counts whole).
+"""
+from storage import tiers
+from storage.reads import FAR_FUTURE, FAR_PAST, source, span
+
+_GROUPS = {"app": ("app",), "service": ("service",), "class": ("traffic_class",),
+           "all": ("app", "service", "traffic_class")}
+
+
+def app_usage(con, since, until, now, by="all", host=None, process=None, limit=100, *, policy):
+    """{resolution, total_bytes, rows: [{app, service, class, bytes, packets, share}]}, busiest
+    first; `by` groups by app, service, class or all three. `share` is of the range's total."""
+    keys = _GROUPS[by]
+    if host is None and process is None:
+        tier, lo, hi = span(policy, "app", since, until, now)
+        sub, args = source(con, "app", tier, lo, hi, "app, service, traffic_class, bytes, packets")
+        resolution = tiers.SIZE[tier]
+    else:
+        sub, args = _flows_of(since, until, host, process)
+        resolution = None
+    cols = ", ".join(keys)
+    rows = con.execute(f"SELECT {cols}, sum(bytes) AS b, sum(packets) AS p FROM ({sub}) GROUP BY {cols} "
+                       f"ORDER BY b DESC, {cols}", args).fetchall()
+    total = sum(r[len(keys)] for r in rows) or 0
+    out = []
+    for r in rows[:limit]:
+        row = {"traffic_class" if k == "traffic_class" else k: v for k, v in zip(keys, r)}
+        if "traffic_class" in row:
+            row["class"] = row.pop("traffic_class")
+        nbytes, packets = r[len(keys)], r[len(keys) + 1]
+        row.update(bytes=nbytes, packets=packets, share=round(nbytes / total, 4) if total else 0.0)
+        out.append(row)
+    return {"resolution": resolution, "total_bytes": total, "rows": out}
+
+
+def _flows_of(since, until, host, process):
+    clauses = ["f.last_seen >= ?", "f.first_seen < ?"]
+    args = [FAR_PAST if since is None else since, FAR_FUTURE if until is None else until]
+    if host is not None:
+        clauses.append("(f.orig_h = ? OR f.resp_h = ?)")
+        args += [host, host]
+    if process is not None:
+        clauses.append("(f.orig_process = ? OR f.resp_process = ?)")
+        args += [process, process]
+    sql = ("SELECT coalesce(n.app, '') AS app, coalesce(n.service, '') AS service, "
+           "coalesce(nullif(n.traffic_class, ''), 'other') AS traffic_class, "
+           "f.orig_bytes + f.resp_bytes AS bytes, f.orig_packets + f.resp_packets AS packets "
+           f"FROM flows f LEFT JOIN flow_names n ON n.flow_id = f.id WHERE {' AND '.join(clauses)}")
+    return sql, args
