@@ -31,14 +31,14 @@ _WANT = object()              # a TCP/UDP flow whose first payload has not come 
 class Flow:
     __slots__ = ("key", "first_seen", "orig", "resp", "iface", "flushed", "app", "server_name", "problem")
 
-    def __init__(self, key, ts, iface):
+    def __init__(self, key, ts, iface, read_payload=True):
         self.key = key              # (proto, orig addr, orig port, resp addr, resp port), raw addresses
         self.first_seen = ts
         self.iface = iface
         self.flushed = False        # some of it has left in a rollup: its orientation is fixed
         # direction[5]: the flow's Peek while its payload is still read (shared by both
         # directions), _WANT before its first payload, None once named or given up
-        want = _WANT if key[0] == 6 or key[0] == 17 else None
+        want = _WANT if read_payload and (key[0] == 6 or key[0] == 17) else None
         self.orig = [0, 0, ts, 0, self, want]
         self.resp = [0, 0, ts, 0, self, want]
         self.app = self.server_name = self.problem = ""
@@ -50,8 +50,9 @@ class Flow:
 
 class FlowTable:
     def __init__(self, bucket_seconds=60, idle_timeout=DEFAULTS.idle_timeout, active_timeout=DEFAULTS.active_timeout,
-                 max_flows=DEFAULTS.max_flows):
+                 max_flows=DEFAULTS.max_flows, read_payload=DEFAULTS.names):
         self.bucket_seconds = bucket_seconds
+        self.read_payload = read_payload   # names and apps from first payloads (capture/peek.py)
         self.idle_timeout = idle_timeout
         self.active_timeout = active_timeout
         self.max_flows = max_flows
@@ -230,7 +231,7 @@ class FlowTable:
     def _new_flow(self, key, ts, iface):
         if len(self._flows) >= self.max_flows:
             self._evict()
-        flow = Flow(key, ts, iface)
+        flow = Flow(key, ts, iface, self.read_payload)
         self._flows.add(flow)
         self.new_flows.append(key + (ts,))
         self._dirs[key] = flow.orig

@@ -31,7 +31,7 @@ def run_import(settings, files):
     alert rules and the coarser tiers over what was imported. Returns the exit status."""
     try:
         load_rules(settings)                 # a bad rules or names file: one line, before any work
-        labeller = Labeller.from_settings(settings)
+        labeller = Labeller.from_settings(settings) if settings.names else None
         store = RollupStore(connect(settings.db))
     except (DatabaseError, ValueError) as e:
         raise UsageError(str(e)) from None
@@ -49,7 +49,7 @@ def _import_files(settings, files, store, labeller, stop_asked):
     status = EXIT_OK
     for path in files:
         table = FlowTable(idle_timeout=settings.idle_timeout, active_timeout=settings.active_timeout,
-                          max_flows=settings.max_flows)
+                          max_flows=settings.max_flows, read_payload=settings.names)
         source = store.begin_source("file", path)
         writer = ImportWriter(settings.db)   # SQLite on the other core
         tally = _ImportTally(partial(_labelled, labeller, writer.submit))
@@ -91,7 +91,7 @@ def _import_files(settings, files, store, labeller, stop_asked):
 
 
 def _labelled(labeller, submit, rollups):
-    submit(labeller.label(rollups))
+    submit(labeller.label(rollups) if labeller is not None else rollups)
 
 
 class _ImportTally:

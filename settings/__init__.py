@@ -38,6 +38,7 @@ class Settings:
     token_file: str = _setting("", "access token file for a non-loopback --host (made at first start, mode 0600); default: next to the database, DB name with .token")
     web_user: str = _setting("", "user the web server runs as when started as root; empty: the invoking SUDO_USER, else nobody")
     attribution: str = _setting("auto", "process attribution: auto (Linux: netlink socket table + kernel socket events; elsewhere psutil), proc (Linux socket table, polling only), psutil (portable polling), off")
+    names: bool = _setting(True, "name flows and hosts: apps, server names, services, classes, host names (docs/NAMES.md); false: counts only")
     services_file: str = _setting("", "TOML file of service rules that extend or override names/services.toml (docs/NAMES.md)")
     classes_file: str = _setting("", "TOML file of traffic-class rules that come before names/classes.toml's (docs/NAMES.md)")
     max_names: int = _setting(100_000, "host names (address -> name learnt on the wire) held in memory")
