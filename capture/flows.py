@@ -15,7 +15,7 @@ import struct
 
 from capture.decode import decode
 from capture.peek import Peek, port_guess
-from records import IFACE_FIELDS, FlowDelta, Packet, Rollup, ip_text
+from records import IFACE_FIELDS, FlowDelta, Packet, Rollup, Sample, ip_text
 from settings import DEFAULTS
 
 _ETH_IPV4 = struct.Struct("!12xHBxHHHxB2x4s4sHH9xB")         # 48 bytes: Ethernet, IPv4 (no options), ports, TCP flags
@@ -25,6 +25,8 @@ _LINKTYPE_ETHERNET = 1
 _TCP_SYN_ONLY = 0x02
 _FRAGMENT_MEMORY = 65536      # first-fragment port records kept for later fragments
 MAX_NAMES = 65536             # host names learnt per bucket (a flood of DNS answers cannot grow it)
+SAMPLE_FLOWS = 256            # flows whose first frames are kept at once, for Wireshark to name if we cannot
+SAMPLE_FRAMES, SAMPLE_BYTES = 4, 1024     # per sampled flow: its first payload frames, each cut to this
 _WANT = object()              # a TCP/UDP flow whose first payload has not come yet (no Peek made)
 
 
@@ -53,6 +55,9 @@ class FlowTable:
                  max_flows=DEFAULTS.max_flows, read_payload=DEFAULTS.names):
         self.bucket_seconds = bucket_seconds
         self.read_payload = read_payload   # names and apps from first payloads (capture/peek.py)
+        self._sample_slots = SAMPLE_FLOWS
+        self._samples = []                 # [Sample] of flows that ended their reading unnamed
+        self._linktype = 1                 # of the frames being ingested (samples carry it)
         self.idle_timeout = idle_timeout
         self.active_timeout = active_timeout
         self.max_flows = max_flows
@@ -82,6 +87,7 @@ class FlowTable:
         counters = self._ifaces.get(iface)
         if counters is None:
             counters = self._ifaces[iface] = [0] * len(IFACE_FIELDS)
+        self._linktype = linktype
         get = self._dirs.get
         new_flow = self._new_flow
         bucket_start, bucket_end = self._bucket_floor, self._bucket_end
@@ -212,13 +218,32 @@ class FlowTable:
         if peek is _WANT:
             k = flow.key
             peek = flow.orig[5] = flow.resp[5] = Peek(k[0], k[2], k[4])
+            if self._sample_slots:
+                self._sample_slots -= 1
+                peek.frames = []
+        if peek.frames is not None and len(peek.frames) < SAMPLE_FRAMES:
+            peek.frames.append((ts, bytes(data[:SAMPLE_BYTES])))    # a copy: live frames live in the ring
         more = peek.see(c is flow.orig, data[start:end], ts, self._learn)
         flow.app, flow.server_name = peek.app, peek.server_name
         if peek.problem and not flow.problem:
             flow.problem = peek.problem
             self._problems[peek.problem] = self._problems.get(peek.problem, 0) + 1
         if not more:
-            flow.orig[5] = flow.resp[5] = None
+            self._end_peek(flow, peek)
+
+    def _end_peek(self, flow, peek):
+        """The flow is read no more; unnamed, its first frames go out for Wireshark to try."""
+        flow.orig[5] = flow.resp[5] = None
+        if peek.frames is None:
+            return
+        self._sample_slots += 1
+        if not flow.app and peek.frames:
+            if len(self._samples) < SAMPLE_FLOWS:
+                proto, a, ap, b, bp = flow.key
+                self._samples.append(Sample((proto, ip_text(a), ap, ip_text(b), bp), flow.first_seen,
+                                            self._linktype, peek.frames))
+            else:
+                self._problems["sample_over_bucket_limit"] = self._problems.get("sample_over_bucket_limit", 0) + 1
 
     def _learn(self, address, name, source, ts):
         """A host name seen on the wire; the latest per address in this bucket is kept."""
@@ -257,6 +282,9 @@ class FlowTable:
             self.evicted_flows += 1
 
     def _remove(self, flow):
+        peek = flow.orig[5]
+        if peek is not None and peek is not _WANT:
+            self._end_peek(flow, peek)
         self._flows.discard(flow)
         k = flow.key
         self._dirs.pop(k, None)
@@ -309,7 +337,9 @@ class FlowTable:
         macs = {ip_text(ip): ":".join(f"{b:02x}" for b in mac) for ip, mac in macs.items()}
         names, self._names = self._names, {}
         problems, self._problems = self._problems, {}
-        return Rollup(bucket, flows, hosts, ifaces, undecodable, {}, {}, macs, names, problems)   # not the shared defaults
+        samples, self._samples = self._samples, []
+        return Rollup(bucket, flows, hosts, ifaces, undecodable, {}, {}, macs, names, problems,   # not the shared
+                      samples)                                                                    # defaults
 
     @staticmethod
     def _delta(flow, closed, hosts):

@@ -23,8 +23,8 @@ class Peek:
     """One flow's reading state. orig is taken as the client (it sent the first packet; for
     TCP the SYN), so the ClientHello, the Initials and the request are orig's."""
 
-    __slots__ = ("proto", "port", "client_port", "left", "app", "server_name", "problem", "_stream", "_quic",
-                 "_dns_stream")
+    __slots__ = ("proto", "port", "client_port", "left", "app", "server_name", "problem", "frames", "_stream",
+                 "_quic", "_dns_stream")
 
     def __init__(self, proto, orig_port, resp_port):
         self.proto = proto
@@ -35,6 +35,7 @@ class Peek:
         self.app = ""
         self.server_name = ""
         self.problem = ""              # the first reason the payload could not be read, e.g. dns_compression_loop
+        self.frames = None             # [(ts, bytes)] kept for Wireshark when the flow table samples this flow
         self._stream = None            # the client's first TCP bytes, for a ClientHello over several segments
         self._quic = None
         self._dns_stream = None

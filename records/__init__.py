@@ -133,6 +133,16 @@ class Rollup(NamedTuple):
     names: dict = {}                     # address -> (name, source, ts): DNS answers, mDNS/LLMNR/NBNS
                                          # announcements, DHCP hostnames seen in this bucket
     unnamed: dict = {}                   # reason -> flows whose payload could not be read (dns_compression_loop...)
+    samples: list = []                   # [Sample]: first frames of flows the capture's parsers left unnamed
+
+
+class Sample(NamedTuple):
+    """The first frames of a flow NetTally's own parsers could not name, for Wireshark's
+    dissectors to try beside the counting path (names/tshark.py)."""
+    key: tuple                           # (proto, orig_h, orig_p, resp_h, resp_p), canonical text
+    first_seen: float                    # with key, the flow record's natural key
+    linktype: int                        # pcap link type of the frames
+    frames: list                         # [(ts, bytes)], at most capture.flows.SAMPLE_FRAMES, cut to SAMPLE_BYTES
 
 
 # Keys of Rollup.attribution: ATTRIBUTED, or the reason a local endpoint's bytes are not charged
