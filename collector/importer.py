@@ -101,6 +101,8 @@ class _ImportTally:
         self.sink = sink
         self.ip = self.non_ip = self.undecodable = 0
         self.reasons = {}
+        self.names = set()            # addresses named on the wire (bounded by the flow table per bucket)
+        self.unreadable = {}          # reason -> flows whose payload could not be read
 
     def __call__(self, rollups):
         for rollup in rollups:
@@ -110,10 +112,18 @@ class _ImportTally:
                 self.undecodable += c[_UNDECODABLE_FRAMES]
             for (_, reason), c in rollup.undecodable.items():
                 self.reasons[reason] = self.reasons.get(reason, 0) + c[0]
+            if len(self.names) < 1_000_000:
+                self.names.update(rollup.names)
+            for reason, n in rollup.unnamed.items():
+                self.unreadable[reason] = self.unreadable.get(reason, 0) + n
         self.sink(rollups)
 
     def summary(self):
         text = f"{self.ip} IP, {self.non_ip} non-IP, {self.undecodable} undecodable"
         if self.reasons:
             text += ": " + ", ".join(f"{reason} {n}" for reason, n in sorted(self.reasons.items()))
+        if self.names:
+            text += f"; {len(self.names)} hosts named"
+        if self.unreadable:
+            text += "; payload unreadable: " + ", ".join(f"{r} {n}" for r, n in sorted(self.unreadable.items()))
         return text

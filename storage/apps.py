@@ -6,7 +6,7 @@ one, it comes from the flow records active in the range that touch that host or 
 whole-record counters, as the flows page counts (a record spanning the range's edge counts whole).
 """
 from storage import tiers
-from storage.reads import FAR_FUTURE, FAR_PAST, source, span
+from storage.reads import FAR_FUTURE, FAR_PAST, finest, source, span
 
 _GROUPS = {"app": ("app",), "service": ("service",), "class": ("traffic_class",),
            "all": ("app", "service", "traffic_class")}
@@ -35,7 +35,8 @@ def app_usage(con, since, until, now, by="all", host=None, process=None, limit=1
         nbytes, packets = r[len(keys)], r[len(keys) + 1]
         row.update(bytes=nbytes, packets=packets, share=round(nbytes / total, 4) if total else 0.0)
         out.append(row)
-    return {"resolution": resolution, "total_bytes": total, "rows": out}
+    return {"resolution": resolution, "total_bytes": total, "rows": out,
+            "unreadable": unnamed_reasons(con, since, until)}
 
 
 def _flows_of(since, until, host, process):
@@ -52,3 +53,10 @@ def _flows_of(since, until, host, process):
            "f.orig_bytes + f.resp_bytes AS bytes, f.orig_packets + f.resp_packets AS packets "
            f"FROM flows f LEFT JOIN flow_names n ON n.flow_id = f.id WHERE {' AND '.join(clauses)}")
     return sql, args
+
+
+def unnamed_reasons(con, since=None, until=None):
+    """{reason: flows} whose payload could not be read in [since, until) (dns_compression_loop,
+    tls_truncated_handshake, ...), from the unnamed tier."""
+    sub, args = finest(con, "unnamed", since, until)
+    return dict(con.execute(f"SELECT reason, sum(flows) FROM ({sub}) GROUP BY reason ORDER BY reason", args))

@@ -57,11 +57,12 @@ class Backlog:
     def __init__(self, max_rows):
         self.max_rows = max_rows
         self.rollups, self.seconds, self.drops = [], [], []
+        self.relabels = []        # late app names (at most a few hundred a minute: not bounded apart)
         self.rows = 0
         self.dropped_frames = self.dropped_bytes = self.dropped_seconds = 0
 
     def __bool__(self):
-        return bool(self.rollups or self.seconds or self.drops)
+        return bool(self.rollups or self.seconds or self.drops or self.relabels)
 
     def add_rollups(self, rollups):
         self.rollups.extend(rollups)

@@ -57,6 +57,13 @@ _HOST_NAME = """
 INSERT INTO host_names (ip, name, source, seen) VALUES (?, ?, ?, ?)
 ON CONFLICT (ip) DO UPDATE SET name = excluded.name, source = excluded.source, seen = excluded.seen
 WHERE excluded.seen >= host_names.seen"""
+_RELABEL = """
+INSERT INTO flow_names (flow_id, app, app_source, traffic_class)
+SELECT id, ?, 'dpi', ? FROM flows
+WHERE proto = ? AND orig_h = ? AND orig_p = ? AND resp_h = ? AND resp_p = ? AND first_seen = ?
+ON CONFLICT (flow_id) DO UPDATE SET app = excluded.app, app_source = 'dpi',
+    traffic_class = CASE WHEN service = '' THEN excluded.traffic_class ELSE traffic_class END
+WHERE flow_names.app_source != 'dpi'"""
 _PROCESS_UPSERT = """
 INSERT INTO processes (pid, start_time, name, exe, cmdline, username, unit) VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (pid, start_time) DO UPDATE SET name = excluded.name
@@ -164,6 +171,13 @@ class RollupStore:
         con.executemany(_HOST_MAC, [(ip, mac, minute, minute) for ip, mac in rollup.macs.items()])
         con.executemany(_HOST_NAME, [(ip, *seen) for ip, seen in rollup.names.items()])
 
+    def relabel(self, labels):
+        """Apps named late, by Wireshark (names/tshark.py): [(proto, orig_h, orig_p, resp_h, resp_p,
+        first_seen, app, traffic_class)]. A flow's own reading ('dpi') is never overwritten; the app
+        tier keeps what was counted when the bytes were written."""
+        with immediate(self.con):
+            self.con.executemany(_RELABEL, [(app, cls, *natural) for *natural, app, cls in labels])
+
     def add_seconds(self, points):
         """Per-second interface points: [(second, iface, frames, bytes, out_frames, out_bytes)]."""
         with immediate(self.con):
@@ -255,6 +269,9 @@ class WriterThread(threading.Thread):
     def submit_drops(self, minute, drops):
         self.queue.put(("drops", minute, drops))
 
+    def submit_relabels(self, labels):
+        self.queue.put(("relabel", labels))
+
     def close(self, frames=None):
         """Flushes everything submitted, then stops the thread (recording `frames` in the source
         row, if one was opened)."""
@@ -318,6 +335,8 @@ class WriterThread(threading.Thread):
             self.backlog.add_rollups(item[1])
         elif item[0] == "seconds":
             self.backlog.add_seconds(item[1])
+        elif item[0] == "relabel":
+            self.backlog.relabels.extend(item[1])
         else:
             self.backlog.add_drops(item[1], item[2])
 
@@ -352,6 +371,9 @@ class WriterThread(threading.Thread):
             while b.drops:
                 self.store.add_drops(*b.drops[0])
                 b.drops.pop(0)
+            if b.relabels:                  # after the rollups: the flows they name are written
+                self.store.relabel(b.relabels)
+                b.relabels = []
         except Exception as e:
             if is_stall(e):
                 self._stall(e)

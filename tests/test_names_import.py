@@ -125,3 +125,49 @@ def test_api_filters_flows_by_app_class_and_name_and_sums_apps(imported):
     by_class = {r["class"]: r["bytes"] for r in apps["rows"]}
     flows = client.get("/api/flows?since=0&class=video%20streaming&limit=1000").get_json()["rows"]
     assert by_class["video streaming"] == sum(r["orig_bytes"] + r["resp_bytes"] for r in flows)
+
+
+def test_hostile_dns_is_counted_unreadable_and_the_rest_imports(tmp_path, capsys, clean_env):
+    # a response whose question name points at itself (a compression loop), and one with a label of
+    # control bytes: the loop is counted by reason, the other name is kept as escaped text
+    header = bytes.fromhex("0001 8180 0001 0000 0000 0000")
+    loop = header + bytes.fromhex("c00c 0001 0001")
+    odd = DNS(id=2, qr=1, qd=DNSQR(qname=b"a\x1b[31m<b>.example"))
+    frames = [E / IP(src=RESOLVER, dst=CLIENT) / UDP(sport=53, dport=41000) / loop,
+              E / IP(src=RESOLVER, dst=CLIENT) / UDP(sport=53, dport=41001) / odd]
+    for i, frame in enumerate(frames):
+        frame.time = T0 + i
+    wrpcap(str(tmp_path / "hostile.pcap"), frames)
+    code, out, err = cli(capsys, "import", tmp_path / "hostile.pcap", "--db", tmp_path / "h.db")
+    assert (code, err) == (0, "")
+    assert out.endswith("(2 IP, 0 non-IP, 0 undecodable; payload unreadable: dns_compression_loop 1)\n")
+    flows = {r["resp_p"]: r for r in export(capsys, "flows", tmp_path / "h.db")}
+    assert {r["app"] for r in flows.values()} == {"dns"}
+    assert (flows["41000"]["server_name"], flows["41001"]["server_name"]) == ("", "a\\x1b[31m<b>.example")
+
+
+def test_late_app_names_fill_what_the_port_guessed_and_never_overwrite_a_reading(imported, capsys):
+    from storage.db import connect
+    from storage.writer import RollupStore
+    flows = {(r["resp_h"], r["resp_p"]): r for r in export(capsys, "flows", imported)}
+    ssh, tls = flows[("198.51.100.1", "22")], flows[(VIDEO, "443")]
+
+    def natural(r):
+        from datetime import datetime
+        first = datetime.fromisoformat(r["first_seen"].replace("Z", "+00:00")).timestamp()
+        return (6, r["orig_h"], int(r["orig_p"]), r["resp_h"], int(r["resp_p"]), first)
+
+    store = RollupStore(connect(str(imported)))
+    store.relabel([(*natural(ssh), "sftp", "file transfer and downloads"),
+                   (*natural(tls), "http", "web browsing")])
+    store.con.close()
+    after = {(r["resp_h"], r["resp_p"]): r for r in export(capsys, "flows", imported)}
+    got = after[("198.51.100.1", "22")]
+    assert (got["app"], got["app_source"], got["class"]) == ("sftp", "dpi", "file transfer and downloads")
+    assert (after[(VIDEO, "443")]["app"], after[(VIDEO, "443")]["class"]) == ("tls", "video streaming")
+
+
+def test_the_import_says_how_many_hosts_it_named(tmp_path, capsys, clean_env):
+    build_capture(tmp_path / "n.pcap")
+    code, out, _ = cli(capsys, "import", tmp_path / "n.pcap", "--db", tmp_path / "n.db")
+    assert code == 0 and "; 3 hosts named" in out        # the video server, the printer, alice-laptop
