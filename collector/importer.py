@@ -15,12 +15,15 @@ from capture.capfile import CaptureError
 from capture.flows import FlowTable
 from capture.offline import import_file
 from collector.import_writer import ImportWriter
-from names.label import Labeller
+from collector.dpi import DpiWorker
+from names.label import Labeller, unnamed_rollup
 from records import IFACE_FIELDS
 from runtime.exits import EXIT_DAMAGED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
 from storage.db import DatabaseError, connect
 from storage.tiers import build_pending
 from storage.writer import RollupStore
+
+LATE_NAMES_WAIT = 30.0      # seconds the end of an import waits for the tshark batch in flight
 
 _IP_FRAMES, _NON_IP_FRAMES, _UNDECODABLE_FRAMES = (IFACE_FIELDS.index(name) for name in
                                                     ("ip_frames", "non_ip_frames", "undecodable_frames"))
@@ -38,21 +41,27 @@ def run_import(settings, files):
     stop_asked = []                 # Ctrl-C or SIGTERM: the import ends after the batch at hand
     before = {signum: signal.signal(signum, lambda signum, frame: stop_asked.append(signum))
               for signum in (signal.SIGINT, signal.SIGTERM)}
+    dpi = DpiWorker() if labeller is not None else None
     try:
-        return _import_files(settings, files, store, labeller, stop_asked)
+        status = _import_files(settings, files, store, labeller, dpi, stop_asked)
+        if dpi is not None:
+            _late_names(store, labeller, dpi, wait=0.0 if stop_asked else LATE_NAMES_WAIT)
     finally:
         for signum, handler in before.items():
             signal.signal(signum, handler)
+        if dpi is not None:
+            dpi.close()
+    return status
 
 
-def _import_files(settings, files, store, labeller, stop_asked):
+def _import_files(settings, files, store, labeller, dpi, stop_asked):
     status = EXIT_OK
     for path in files:
         table = FlowTable(idle_timeout=settings.idle_timeout, active_timeout=settings.active_timeout,
                           max_flows=settings.max_flows, read_payload=settings.names)
         source = store.begin_source("file", path)
         writer = ImportWriter(settings.db)   # SQLite on the other core
-        tally = _ImportTally(partial(_labelled, labeller, writer.submit))
+        tally = _ImportTally(partial(_labelled, labeller, dpi, writer.submit))
         try:
             try:
                 result = import_file(path, tally, table, stop=lambda: bool(stop_asked))
@@ -90,8 +99,26 @@ def _import_files(settings, files, store, labeller, stop_asked):
     return status
 
 
-def _labelled(labeller, submit, rollups):
-    submit(labeller.label(rollups) if labeller is not None else rollups)
+def _labelled(labeller, dpi, submit, rollups):
+    if labeller is not None:
+        if dpi is not None and any(r.samples for r in rollups):
+            dpi.offer([s for r in rollups for s in r.samples])
+            labelled = dpi.take()             # what an earlier batch named, without waiting
+            if labelled:
+                dpi.done.extend(labelled)
+        rollups = labeller.label([r._replace(samples=[]) if r.samples else r for r in rollups])
+    submit(rollups)
+
+
+def _late_names(store, labeller, dpi, wait):
+    """What Wireshark named during the import, the batch in flight included (bounded by the
+    labeller's own timeout), goes into the flow records; what it could not reach is counted."""
+    dpi.done.extend(dpi.take(wait=wait))
+    dpi.close()
+    if dpi.done:
+        store.relabel(labeller.late_labels(dpi.done))
+    if dpi.dropped and store.span:
+        store.apply([unnamed_rollup(store.span[1] - 60, dpi.dropped)])
 
 
 class _ImportTally:

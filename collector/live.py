@@ -20,7 +20,8 @@ from functools import partial
 
 from alerts.service import AlertRunner
 from attribution.service import Attributor
-from names.label import Labeller
+from collector.dpi import DpiWorker
+from names.label import Labeller, unnamed_rollup
 from runtime import children
 from capture.ring import privilege_problem
 from records import Done, Drops, Failed, NewFlows, Ready, Rollups, Seconds, Notice
@@ -100,6 +101,7 @@ class Collector:
         self.frames = self.drops = 0
         self.attributor = _optional("attribution", lambda: Attributor(settings))
         self.labeller = _optional("names", lambda: Labeller.from_settings(settings)) if settings.names else None
+        self.dpi = _optional("tshark labelling", DpiWorker) if self.labeller is not None else None
         self.alerts = None          # opened once the writer has its connection: see run()
         from storage.writer import WriterThread
         self.writer = WriterThread(settings.db, settings, source=("live", ",".join(n for n, _ in interfaces)),
@@ -136,6 +138,10 @@ class Collector:
             self.capture.join(5)
         if self.attributor is not None:
             self._guard("attribution", self.attributor.close)
+        if self.dpi is not None:
+            self._guard("tshark labelling", lambda: self._late_names(wait=2.0))
+            self._guard("tshark labelling", self.dpi.close)
+            self._guard("tshark labelling", self._late_names)
         status = EXIT_OK if clean else EXIT_FAILED
         written = f"written to {self.settings.db}"
         try:
@@ -177,7 +183,7 @@ class Collector:
                 case NewFlows(flows):
                     self._guard("attribution", partial(self._observe, flows))
                 case Rollups(rollups):
-                    self.writer.submit(self._name(self._attribute(rollups)))
+                    self.writer.submit(self._name(self._attribute(self._sampled(rollups))))
                 case Seconds(points):
                     self.writer.submit_seconds(points)
                 case Drops(minute, by_iface):
@@ -190,6 +196,7 @@ class Collector:
                     return True
             if time.monotonic() >= next_tick:
                 self._guard("attribution", lambda: self.attributor and self.attributor.tick())
+                self._guard("tshark labelling", self._late_names)
                 next_tick = time.monotonic() + 1.0
 
     def _observe(self, flows):
@@ -206,6 +213,24 @@ class Collector:
             return rollups
         attributed = self._guard("attribution", lambda: self.attributor.attribute(rollups))
         return rollups if attributed is None else attributed
+
+    def _sampled(self, rollups):
+        """Rollups without their samples, which go to the tshark worker instead of the writer."""
+        if not any(r.samples for r in rollups):
+            return rollups
+        if self.dpi is not None:
+            self._guard("tshark labelling", lambda: self.dpi.offer([s for r in rollups for s in r.samples]))
+        return [r._replace(samples=[]) if r.samples else r for r in rollups]
+
+    def _late_names(self, wait=0.0):
+        if self.dpi is None:
+            return
+        labelled = self.dpi.take(wait)
+        if labelled:
+            self.writer.submit_relabels(self.labeller.late_labels(labelled))
+        if self.dpi.dropped:
+            self.writer.submit([unnamed_rollup(time.time(), self.dpi.dropped)])
+            self.dpi.dropped = {}
 
     def _name(self, rollups):
         if self.labeller is None:

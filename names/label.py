@@ -8,6 +8,7 @@ resolved as rr3.googlevideo.com still counts as YouTube.
 from names.classes import ClassRules
 from names.passive import NameMap
 from names.services import ServiceRules
+from records import Rollup
 
 _MEMO = 65536           # (server name, address) and (app, service, proto, port) answers kept
 
@@ -37,6 +38,12 @@ class Labeller:
             flows = [self._label(f, rollup.bucket) for f in rollup.flows]
             out.append(rollup._replace(flows=flows))
         return out
+
+    def late_labels(self, labelled):
+        """Relabel rows for the writer (RollupStore.relabel) from [(Sample, app)] that Wireshark
+        named: the class follows the app (a service, when the flow has one, decides in storage)."""
+        return [(*s.key, s.first_seen, app, self.classes.traffic_class(app, "", s.key[0], s.key[4]))
+                for s, app in labelled]
 
     def _label(self, f, now):
         name = f.server_name
@@ -69,3 +76,8 @@ def add_vendors(rows, vendors):
         mac = r.get("mac")
         r["vendor"] = vendors.vendor(mac) if mac else ""
     return rows
+
+
+def unnamed_rollup(now, reasons):
+    """A rollup that carries only counts of flows left unnamed, by reason, in the minute of `now`."""
+    return Rollup(int(now // 60 * 60), [], {}, {}, {}, unnamed=dict(reasons))

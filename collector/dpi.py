@@ -1,0 +1,97 @@
+"""Wireshark's dissectors beside the count: a process of its own runs names/tshark.py on the
+first frames of flows NetTally's parsers left unnamed (Rollup.samples) and sends back app names.
+
+The counting never waits for it. One batch is in flight at a time; samples that come while it
+is busy wait in a bounded queue, and past that bound they are dropped and counted
+(`tshark_busy`), as are all of them when tshark is missing (`tshark_missing`).
+"""
+import signal
+
+from runtime import children
+
+QUEUED = 1000             # samples waiting for the worker; beyond, dropped and counted
+BATCH = 200               # samples per tshark run (names/tshark.py measures the cost per batch)
+
+
+class DpiWorker:
+    def __init__(self):
+        ctx = children.context()
+        self._requests, child_requests = ctx.Pipe(duplex=True)
+        self._process = ctx.Process(target=_serve, args=(child_requests,), name="nettally-dpi", daemon=True)
+        self._process.start()
+        child_requests.close()
+        try:
+            self.available, self.why_not = self._requests.recv()
+        except (EOFError, OSError):
+            self.available, self.why_not = False, "the tshark worker did not start"
+        self._waiting = []                 # samples not yet sent
+        self.done = []                     # [(Sample, app)] a caller keeps here until it can use them
+        self._busy = False
+        self.dropped = {}                  # reason -> samples not labelled
+
+    def offer(self, samples):
+        """Queues samples for labelling; returns at once."""
+        if not samples:
+            return
+        if not self.available:
+            self._drop("tshark_missing", len(samples))
+            return
+        room = QUEUED - len(self._waiting)
+        self._waiting.extend(samples[:max(room, 0)])
+        if len(samples) > room:
+            self._drop("tshark_busy", len(samples) - max(room, 0))
+        self._send()
+
+    def take(self, wait=0.0):
+        """[(Sample, app)] labelled since the last call; waits up to `wait` seconds for a batch."""
+        out = []
+        while self._busy and self._requests.poll(wait):
+            try:
+                out.extend(self._requests.recv())
+            except (EOFError, OSError):       # the worker died: what it had is lost, counting goes on
+                self._busy, self.available, self.why_not = False, False, "the tshark worker ended"
+                break
+            self._busy = False
+            wait = 0.0
+            self._send()
+        return out
+
+    def close(self):
+        try:
+            self._requests.send(None)
+        except OSError:
+            pass
+        self._process.join(5)
+        if self._process.is_alive():
+            self._process.kill()
+        self._requests.close()
+        left = len(self._waiting)
+        if left:
+            self._drop("tshark_unfinished", left)
+
+    def _send(self):
+        if self._busy or not self._waiting:
+            return
+        batch, self._waiting = self._waiting[:BATCH], self._waiting[BATCH:]
+        self._requests.send(batch)
+        self._busy = True
+
+    def _drop(self, reason, n):
+        self.dropped[reason] = self.dropped.get(reason, 0) + n
+
+
+def _serve(conn):
+    for signum in (signal.SIGINT, signal.SIGTERM):     # the collector decides when to stop
+        signal.signal(signum, signal.SIG_IGN)
+    from names.tshark import TsharkLabeller
+    labeller = TsharkLabeller()
+    conn.send((labeller.available, labeller.why_not))
+    while True:
+        try:
+            batch = conn.recv()
+        except (EOFError, OSError):
+            return
+        if batch is None:
+            return
+        labels = labeller.label(batch) if labeller.available else {}
+        conn.send([(s, labels[s.key]) for s in batch if s.key in labels])
