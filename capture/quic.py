@@ -338,18 +338,23 @@ def _ietf_frames(plain, crypto):
         elif kind == 0x01:
             p += 1
         elif kind == 0x06:
-            offset, p = _varint(plain, p + 1)
-            length, p = _varint(plain, p)
-            if p + length > size:
-                raise QuicError("bad_crypto_frame")
-            crypto.add(offset, plain[p:p + length])
-            p += length
+            p = _crypto_frame(plain, p + 1, crypto)
         elif kind in (0x02, 0x03):
             p = _skip_ack(plain, p + 1, kind == 0x03)
         elif kind == 0x1C:
             return             # the client closed the connection: nothing further to read
         else:
             raise QuicError("bad_frame")
+
+
+def _crypto_frame(plain, p, crypto):
+    """A CRYPTO frame's body at p (offset, length, data) into `crypto`; the position after it."""
+    offset, p = _varint(plain, p)
+    length, p = _varint(plain, p)
+    if p + length > len(plain):
+        raise QuicError("bad_crypto_frame")
+    crypto.add(offset, plain[p:p + length])
+    return p + length
 
 
 def _skip_ack(plain, p, ecn):
@@ -378,12 +383,7 @@ def _gquic_frames(plain, crypto, version):
             if p is None:
                 return         # an ACK we cannot step over: nothing after it is needed
         elif kind == 0x08 and version is None:
-            offset, p = _varint(plain, p + 1)
-            length, p = _varint(plain, p)
-            if p + length > size:
-                raise QuicError("bad_crypto_frame")
-            crypto.add(offset, plain[p:p + length])
-            p += length
+            p = _crypto_frame(plain, p + 1, crypto)
         elif kind == 0x07:
             p += 1
         else:

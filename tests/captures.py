@@ -125,3 +125,17 @@ def pcapng_bytes(linktype, records, endian="<", name="eth0"):
 
 def gz(data):
     return gzip.compress(data, mtime=0)
+
+
+def ip_transport(frame):
+    """(proto, src, dst, transport header offset, IP payload end) of an Ethernet / IPv4 or IPv6
+    frame, else None: what tests that read real captures' TCP or UDP need, in one place."""
+    import struct
+    etype, p = struct.unpack_from("!H", frame, 12)[0], 14
+    if etype == 0x0800:
+        proto, end = frame[p + 9], p + struct.unpack_from("!H", frame, p + 2)[0]
+        return proto, frame[p + 12:p + 16], frame[p + 16:p + 20], p + (frame[p] & 15) * 4, end
+    if etype == 0x86DD:
+        proto, end = frame[p + 6], p + 40 + struct.unpack_from("!H", frame, p + 4)[0]
+        return proto, frame[p + 8:p + 24], frame[p + 24:p + 40], p + 40, end
+    return None

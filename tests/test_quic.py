@@ -17,6 +17,7 @@ from aioquic.tls import cipher_suite_hash, hkdf_expand_label, hkdf_extract
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import captures
 from capture.capfile import CaptureFile
 from capture.quic import MAX_CRYPTO, QuicClientHellos, QuicError, looks_like_quic
 from capture.tls import ClientHello
@@ -527,17 +528,10 @@ def client_datagrams(path):
 
 def _udp(frame):
     """(flow key, payload) of an Ethernet / IPv4 or IPv6 / UDP frame, else None."""
-    etype, p = struct.unpack_from("!H", frame, 12)[0], 14
-    if etype == 0x0800:
-        proto, end = frame[p + 9], p + struct.unpack_from("!H", frame, p + 2)[0]
-        src, dst, p = frame[p + 12:p + 16], frame[p + 16:p + 20], p + (frame[p] & 15) * 4
-    elif etype == 0x86DD:
-        proto, end = frame[p + 6], p + 40 + struct.unpack_from("!H", frame, p + 4)[0]
-        src, dst, p = frame[p + 8:p + 24], frame[p + 24:p + 40], p + 40
-    else:
+    ip = captures.ip_transport(frame)
+    if ip is None or ip[0] != 17:
         return None
-    if proto != 17:
-        return None
+    _, src, dst, p, end = ip
     sport, dport = struct.unpack_from("!HH", frame, p)
     return (src, sport, dst, dport), frame[p + 8:end]
 

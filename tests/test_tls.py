@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import captures
 from capture.capfile import CaptureFile
 from capture.tls import (MAX_ALPN, MAX_STREAM, ClientHello, TlsError, client_hello_from_stream,
                          parse_client_hello)
@@ -267,17 +268,10 @@ def client_streams(path):
 
 def _tcp(frame):
     """(flow key, seq, flags, payload) of an Ethernet / IPv4 or IPv6 / TCP frame, else None."""
-    etype, p = struct.unpack_from("!H", frame, 12)[0], 14
-    if etype == 0x0800:
-        proto, end = frame[p + 9], p + struct.unpack_from("!H", frame, p + 2)[0]
-        src, dst, p = frame[p + 12:p + 16], frame[p + 16:p + 20], p + (frame[p] & 15) * 4
-    elif etype == 0x86DD:
-        proto, end = frame[p + 6], p + 40 + struct.unpack_from("!H", frame, p + 4)[0]
-        src, dst, p = frame[p + 8:p + 24], frame[p + 24:p + 40], p + 40
-    else:
+    ip = captures.ip_transport(frame)
+    if ip is None or ip[0] != 6:
         return None
-    if proto != 6:
-        return None
+    _, src, dst, p, end = ip
     sport, dport, seq = struct.unpack_from("!HHI", frame, p)
     return (src, sport, dst, dport), seq, frame[p + 13], frame[p + (frame[p + 12] >> 4) * 4:end]
 
