@@ -5,19 +5,28 @@ The counting never waits for it. One batch is in flight at a time; samples that 
 is busy wait in a bounded queue, and past that bound they are dropped and counted
 (`tshark_busy`), as are all of them when tshark is missing (`tshark_missing`).
 """
+import os
 import signal
 
+from records import Sample
 from runtime import children
+from runtime.privileges import PrivilegeError, drop_root, home_of_current_user
 
 QUEUED = 1000             # samples waiting for the worker; beyond, dropped and counted
-BATCH = 200               # samples per tshark run (names/tshark.py measures the cost per batch)
+BATCH = 200               # samples per tshark run: ~0.2-0.4 s here (names/tshark.py measures it)
+BATCH_TIMEOUT = 5.0       # a tshark run that takes longer is killed and its samples counted
+# Ethernet / IPv4 127.0.0.1 -> 127.0.0.1 / UDP 5353 -> 53 / a DNS query for "a": the warm-up run's frame
+_WARM_UP_FRAME = bytes.fromhex("000000000000000000000000080045000027000000004011"
+                               "7cc37f0000017f00000114e900350013000000010100000100000000000001610000010001")
 
 
 class DpiWorker:
-    def __init__(self):
+    def __init__(self, user=""):
+        """`user`: who the worker runs as when started as root (tshark dissects hostile packets:
+        Wireshark warns against doing that as root); empty: nobody."""
         ctx = children.context()
         self._requests, child_requests = ctx.Pipe(duplex=True)
-        self._process = ctx.Process(target=_serve, args=(child_requests,), name="nettally-dpi", daemon=True)
+        self._process = ctx.Process(target=_serve, args=(child_requests, user), name="nettally-dpi", daemon=True)
         self._process.start()
         child_requests.close()
         try:
@@ -47,10 +56,13 @@ class DpiWorker:
         out = []
         while self._busy and self._requests.poll(wait):
             try:
-                out.extend(self._requests.recv())
+                labelled, dropped = self._requests.recv()
             except (EOFError, OSError):       # the worker died: what it had is lost, counting goes on
                 self._busy, self.available, self.why_not = False, False, "the tshark worker ended"
                 break
+            out.extend(labelled)
+            for reason, n in dropped.items():
+                self._drop(reason, n)
             self._busy = False
             wait = 0.0
             self._send()
@@ -80,11 +92,25 @@ class DpiWorker:
         self.dropped[reason] = self.dropped.get(reason, 0) + n
 
 
-def _serve(conn):
+def _serve(conn, user):
     for signum in (signal.SIGINT, signal.SIGTERM):     # the collector decides when to stop
         signal.signal(signum, signal.SIG_IGN)
     from names.tshark import TsharkLabeller
-    labeller = TsharkLabeller()
+    labeller = TsharkLabeller(timeout=BATCH_TIMEOUT)
+    if labeller.available:
+        # one run on a frame of our own while the interpreter's files are still readable: every
+        # module a run needs is loaded before root goes (a pyenv under /root is not nobody's)
+        labeller.label([Sample((17, "127.0.0.1", 5353, "127.0.0.1", 53), 0.0, 1, [(0.0, _WARM_UP_FRAME)])])
+    was = os.geteuid()
+    try:
+        drop_root(user)
+        if os.geteuid() != was:
+            # tshark reads its configuration from $HOME: root's is not readable any more, and a
+            # profile there would change what it names. The new user's home, or none.
+            os.environ["HOME"] = home_of_current_user()
+    except (PrivilegeError, OSError) as e:
+        conn.send((False, f"the tshark worker cannot give up root: {e}"))
+        return
     conn.send((labeller.available, labeller.why_not))
     while True:
         try:
@@ -93,5 +119,8 @@ def _serve(conn):
             return
         if batch is None:
             return
+        before = dict(labeller.dropped)
         labels = labeller.label(batch) if labeller.available else {}
-        conn.send([(s, labels[s.key]) for s in batch if s.key in labels])
+        dropped = {reason: n - before.get(reason, 0) for reason, n in labeller.dropped.items()
+                   if n != before.get(reason, 0)}
+        conn.send(([(s, labels[s.key]) for s in batch if s.key in labels], dropped))

@@ -41,7 +41,7 @@ def run_import(settings, files):
     stop_asked = []                 # Ctrl-C or SIGTERM: the import ends after the batch at hand
     before = {signum: signal.signal(signum, lambda signum, frame: stop_asked.append(signum))
               for signum in (signal.SIGINT, signal.SIGTERM)}
-    dpi = DpiWorker() if labeller is not None else None
+    dpi = DpiWorker(settings.web_user) if labeller is not None else None
     try:
         status = _import_files(settings, files, store, labeller, dpi, stop_asked)
         if dpi is not None:

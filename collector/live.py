@@ -101,7 +101,8 @@ class Collector:
         self.frames = self.drops = 0
         self.attributor = _optional("attribution", lambda: Attributor(settings))
         self.labeller = _optional("names", lambda: Labeller.from_settings(settings)) if settings.names else None
-        self.dpi = _optional("tshark labelling", DpiWorker) if self.labeller is not None else None
+        self.dpi = _optional("tshark labelling", lambda: DpiWorker(settings.web_user)) \
+            if self.labeller is not None else None
         self.alerts = None          # opened once the writer has its connection: see run()
         from storage.writer import WriterThread
         self.writer = WriterThread(settings.db, settings, source=("live", ",".join(n for n, _ in interfaces)),

@@ -64,3 +64,11 @@ def _prctl(option, value):
         ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
     except (OSError, AttributeError):      # not Linux: the drop itself still happened
         pass
+
+
+def home_of_current_user():
+    """The home folder of the user this process runs as, or /nonexistent (as nobody's is)."""
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_dir or "/nonexistent"
+    except KeyError:
+        return "/nonexistent"

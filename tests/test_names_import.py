@@ -4,6 +4,7 @@ imported with `run.py import`; the flows and hosts exports carry app, app_source
 service, class and the hosts' names; the API filters by them."""
 import csv
 import io
+import shutil
 import ssl
 
 import pytest
@@ -171,3 +172,22 @@ def test_the_import_says_how_many_hosts_it_named(tmp_path, capsys, clean_env):
     build_capture(tmp_path / "n.pcap")
     code, out, _ = cli(capsys, "import", tmp_path / "n.pcap", "--db", tmp_path / "n.db")
     assert code == 0 and "; 3 hosts named" in out        # the video server, the printer, alice-laptop
+
+
+@pytest.mark.system
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed (make test installs it as root)")
+def test_wireshark_names_what_our_parsers_leave_to_a_port_guess(tmp_path, capsys, clean_env):
+    """SNMP is not among NetTally's own parsers: its port guesses it; tshark, beside the import,
+    reads it and the flow record says so (app_source dpi)."""
+    from scapy.layers.snmp import SNMP, SNMPget, SNMPvarbind
+    from scapy.asn1.asn1 import ASN1_OID
+    get = SNMP(community="public", PDU=SNMPget(varbindlist=[SNMPvarbind(oid=ASN1_OID("1.3.6.1.2.1.1.1.0"))]))
+    frames = [E / IP(src=CLIENT, dst="10.1.0.161") / UDP(sport=41161, dport=161) / get,
+              E / IP(src="10.1.0.161", dst=CLIENT) / UDP(sport=161, dport=41161) / get]
+    for i, frame in enumerate(frames):
+        frame.time = T0 + i
+    wrpcap(str(tmp_path / "snmp.pcap"), frames)
+    code, _, err = cli(capsys, "import", tmp_path / "snmp.pcap", "--db", tmp_path / "s.db")
+    assert (code, err) == (0, "")
+    [flow] = export(capsys, "flows", tmp_path / "s.db")
+    assert (flow["app"], flow["app_source"]) == ("snmp", "dpi")
