@@ -9,7 +9,7 @@ from settings import Settings
 from storage import retention, tiers
 from storage.db import connect
 from storage.writer import RollupStore
-from web_helpers import A, B, C, EVIL_PROCESS, FORMULA_PROCESS, MINUTE, NOW, make_db, rollups
+from web_helpers import A, B, C, EVIL_NAME, EVIL_PROCESS, FORMULA_NAME, FORMULA_PROCESS, MINUTE, NOW, make_db, rollups
 from web.app import create_app
 
 T0 = MINUTE - 120
@@ -181,6 +181,63 @@ def test_interfaces_and_traffic_types(client):
     types = get(client, "/api/traffic_types")["rows"]
     assert types == [{"class": "https (tcp/443)", "bytes": 6600}, {"class": "dns (udp/53)", "bytes": 210},
                      {"class": "mdns (udp/5353)", "bytes": 200}]
+
+
+@pytest.fixture
+def named(tmp_path):
+    app = _app(make_db(tmp_path / "named.db", named=True))
+    yield app.test_client()
+    app.extensions["nettally.pool"].close()
+
+
+def test_flows_name_both_sides_for_the_flows_page(named, client):
+    rows = get(named, "/api/flows?sort=resp_p&order=asc")["rows"]
+    assert [(r["resp_p"], r["orig_name"], r["resp_name"], r["app"], r["app_source"], r["server_name"], r["service"],
+             r["class"]) for r in rows] == [
+        (53, None, EVIL_NAME, "dns", "port", "", "", "system and background"),
+        (443, None, FORMULA_NAME, "tls", "dpi", EVIL_NAME, "YouTube", "video streaming"),
+        (5353, EVIL_NAME, None, "mdns", "dpi", FORMULA_NAME, "", "system and background")]
+    assert {(r["orig_name"], r["resp_name"]) for r in get(client, "/api/flows")["rows"]} == {(None, None)}
+
+
+def test_flows_filter_by_app_class_and_name(named):
+    def ports(query):
+        return [r["resp_p"] for r in get(named, f"/api/flows?sort=resp_p&order=asc&{query}")["rows"]]
+    assert ports("app=dns") == [53] and ports("app=tl") == []               # app: exact
+    assert ports("class=system%20and%20background") == [53, 5353] and ports("class=gaming") == []
+    assert ports("name=hyperlink") == [443, 5353]      # B's host name (443) and the mDNS flow's server name
+    assert ports("name=onerror") == [53, 443, 5353]    # C's name (53, 5353) and the TLS flow's SNI
+    assert ports("name=50%25") == []                   # % is a character, not a wildcard
+
+
+def test_hosts_named_and_apps_by_class_service_host_and_process(named):
+    hosts = get(named, "/api/hosts?sort=ip&order=asc")["rows"]
+    assert [(h["ip"], h["name"], h["vendor"]) for h in hosts] == [
+        (A, None, ""), (B, FORMULA_NAME, ""), (C, EVIL_NAME, ""), ("224.0.0.251", None, "")]
+    assert get(named, f"/api/hosts/{A}")["peers"][1]["name"] == EVIL_NAME
+
+    def shares(query):          # (total, [(the group's keys..., bytes, share)])
+        a = get(named, f"/api/apps?{query}")
+        keys = {"all": ("app", "service", "class")}.get(a["by"], (a["by"],)) + ("bytes", "share")
+        return a["total_bytes"], [tuple(r[k] for k in keys) for r in a["rows"]]
+    assert shares("by=class") == (7010, [("video streaming", 6600, 0.9415), ("system and background", 410, 0.0585)])
+    assert shares("by=service") == (7010, [("YouTube", 6600, 0.9415), ("", 410, 0.0585)])
+    assert shares(f"by=class&host={C}&since=0") == (410, [("system and background", 410, 1.0)])
+    assert shares(f"by=service&host={B}&since=0") == (6600, [("YouTube", 6600, 1.0)])
+    assert shares("by=class&process=curl&since=0") == (6600, [("video streaming", 6600, 1.0)])
+    assert shares(f"by=all&process={EVIL_PROCESS}&since=0") == (200, [("mdns", "", "system and background", 200, 1.0)])
+    assert shares("by=class&process=nobody&since=0") == (0, [])
+
+
+def test_names_in_csv_are_formula_safe(named):
+    hosts = named.get("/api/hosts.csv?sort=ip&order=asc").get_data(as_text=True)
+    assert hosts == ("ip,tx_bytes,rx_bytes,tx_packets,rx_packets,name,mac,vendor\n"
+                     f"{A},1690,5120,15,13,,,\n{B},5000,1600,12,14,\"'=HYPERLINK(\"\"x\"\")\",,\n"
+                     f"{C},320,90,3,1,{EVIL_NAME},,\n224.0.0.251,0,200,0,2,,,\n")
+    flows = list(csv.DictReader(io.StringIO(named.get("/api/flows.csv?sort=resp_p&order=asc").get_data(as_text=True))))
+    assert [(f["app"], f["app_source"], f["server_name"], f["service"], f["class"]) for f in flows] == [
+        ("dns", "port", "", "", "system and background"), ("tls", "dpi", EVIL_NAME, "YouTube", "video streaming"),
+        ("mdns", "dpi", "'" + FORMULA_NAME, "", "system and background")]
 
 
 def test_alerts_list(client):

@@ -18,6 +18,8 @@ NOW = 1_700_000_000 // 3600 * 3600 + 1830.5      # 30 min 30.5 s into an hour
 MINUTE = int(NOW // 60 * 60)                       # the current minute
 EVIL_PROCESS = "<img src=x onerror=alert(1)>"
 FORMULA_PROCESS = '=HYPERLINK("x")'
+EVIL_NAME = "<img src=x onerror=window.__xss=1>"      # a host name and a server name others wrote
+FORMULA_NAME = '=HYPERLINK("x")'
 
 A, B, C = "10.0.0.1", "10.0.0.2", "192.168.1.9"
 
@@ -59,15 +61,35 @@ def rollups():
     return [first, second]
 
 
+# What make_db(named=True) adds: labels on every flow and names for B and C.
+#   A:40000 -> B:443   tls (read: dpi), server_name EVIL_NAME, service YouTube, video streaming
+#   C:5353  -> 224.0.0.251:5353  mdns (dpi), server_name FORMULA_NAME, system and background
+#   A:53000 -> C:53    dns guessed from the port, system and background
+#   B is named FORMULA_NAME (DNS), C is named EVIL_NAME (mDNS)
+FLOW_LABELS = {443: dict(app="tls", app_source="dpi", server_name=EVIL_NAME, service="YouTube",
+                         traffic_class="video streaming"),
+               5353: dict(app="mdns", app_source="dpi", server_name=FORMULA_NAME, traffic_class="system and background"),
+               53: dict(app="dns", app_source="port", traffic_class="system and background")}
+HOST_NAMES = {B: (FORMULA_NAME, "dns", MINUTE - 119.0), C: (EVIL_NAME, "mdns", MINUTE + 2.5)}
+
+
+def named_rollups():
+    """rollups() with FLOW_LABELS on the flows and HOST_NAMES learnt in the first minute."""
+    out = [r._replace(flows=[f._replace(**FLOW_LABELS[f.resp_p]) for f in r.flows]) for r in rollups()]
+    out[0] = out[0]._replace(names=HOST_NAMES)
+    return out
+
+
 SECONDS = [(int(NOW) - 3, "eth0", 2, 2000, 1, 500), (int(NOW) - 2, "eth0", 1, 100, 0, 0),
            (int(NOW) - 1, "eth0", 3, 3000, 3, 3000), (int(NOW) - 1, "lo", 1, 80, 0, 0)]
 
 
-def make_db(path, extra=None):
-    """The database of `rollups()` (plus `extra` rollups), SECONDS and 4 dropped frames."""
+def make_db(path, extra=None, named=False):
+    """The database of `rollups()` (`named_rollups()` if named; plus `extra` rollups), SECONDS
+    and 4 dropped frames."""
     con = connect(str(path))
     store = RollupStore(con)
-    store.apply(rollups() + list(extra or []))
+    store.apply((named_rollups() if named else rollups()) + list(extra or []))
     store.add_seconds(SECONDS)
     store.add_drops(MINUTE, {"eth0": 4})
     con.close()
