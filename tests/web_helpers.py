@@ -70,7 +70,7 @@ FLOW_LABELS = {443: dict(app="tls", app_source="dpi", server_name=EVIL_NAME, ser
                          traffic_class="video streaming"),
                5353: dict(app="mdns", app_source="dpi", server_name=FORMULA_NAME, traffic_class="system and background"),
                53: dict(app="dns", app_source="port", traffic_class="system and background")}
-HOST_NAMES = {B: (FORMULA_NAME, "dns", MINUTE - 119.0), C: (EVIL_NAME, "mdns", MINUTE + 2.5)}
+HOST_NAMES = {B: (FORMULA_NAME, "dns", MINUTE - 119.0), C: (EVIL_NAME, "mdns", MINUTE - 118.0)}
 
 
 def named_rollups():

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from flask import Blueprint, Response, abort, current_app, render_template, request
 
+from names.classes import CLASSES
+
 bp = Blueprint("pages", __name__)
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -76,7 +78,7 @@ def processes():
 
 @bp.get("/flows")
 def flows():
-    return _page("flows")
+    return _page("flows", classes=CLASSES)
 
 
 @bp.get("/history")

@@ -52,9 +52,42 @@ const NT = (() => {
     return node;
   }
 
-  function hostLink(ip) {
+  /* A host by name first, its address beside it; the address alone where no name is known.
+     Names came off the wire: text only, cut by CSS (.clip) with the whole of it in the title. */
+  function hostLink(ip, name) {
     if (!ip) return "–";
-    return el("a", {href: `/hosts/${encodeURIComponent(ip)}`, className: "mono"}, ip);
+    const href = `/hosts/${encodeURIComponent(ip)}`;
+    if (!name) return el("a", {href, className: "mono ip"}, ip);
+    return el("span", {className: "host"}, el("a", {href, className: "clip", title: `${name} (${ip})`}, name), " ",
+              el("span", {className: "ip mono"}, ip));
+  }
+
+  /* Text that may be long (server names, services): cut by CSS, whole in the title. */
+  function clip(text, className) {
+    if (text === null || text === undefined || text === "") return null;
+    return el("span", {className: `clip ${className || ""}`.trim(), title: String(text)}, text);
+  }
+
+  /* A flow's application; one guessed from the server's port alone is marked so, never shown as fact. */
+  function appLabel(app, source) {
+    if (!app) return null;
+    if (source !== "port") return app;
+    return el("span", {className: "guessed", title: `${app}: guessed from the port number, not read from the traffic`},
+              app, " ", el("span", {className: "guess"}, "guess"));
+  }
+
+  const percent = (share) => (share === null || share === undefined ? "–" : `${(share * 100).toFixed(1)} %`);
+
+  /* /api/apps answers ("" is a flow no rule or reading named). */
+  const UNNAMED = {app: "unknown", service: "no named service", class: "unclassified"};
+  const appsKey = (row, by) => row[by] || UNNAMED[by];
+
+  /* A breakdown table (class or service | bytes | share) of an /api/apps answer grouped `by`. */
+  function fillShares(table, answer, by, empty) {
+    fillTable(table, answer.rows, [
+      {value: (r) => (r[by] ? clip(r[by], "share-key") : el("span", {className: "muted"}, UNNAMED[by]))},
+      {value: (r) => bytes(r.bytes), num: true}, {value: (r) => percent(r.share), num: true},
+    ], empty || "no traffic in this range");
   }
 
   /* columns: [{value: row => text|Node, num: bool, className}] */
@@ -237,6 +270,7 @@ const NT = (() => {
   }
 
   chartDefaults();
-  return {bytes, rate, count, time, clock, shortTime, el, hostLink, fillTable, status, api, send, every,
+  return {bytes, rate, count, time, clock, shortTime, el, hostLink, clip, appLabel, percent, appsKey, fillShares,
+          fillTable, status, api, send, every,
           PALETTE, cssVar, sortable, pager, formValues, csvHref, listPage, series, rateChart};
 })();

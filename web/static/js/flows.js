@@ -1,22 +1,34 @@
-/* Flows: filter by host, port, protocol and process; the CSV button exports the same filter. */
+/* Flows: filter by host, name, port, protocol, app, class and process; the CSV button exports the
+   same filter. Each side by name where one is known (the address beside it), with its process. */
 "use strict";
 
 (() => {
   const endpoint = (r, side) => {
     const port = r[`${side}_p`];
-    return NT.el("span", {className: "mono"}, NT.hostLink(r[`${side}_h`]), port ? `:${port}` : "");
+    const pid = r[`${side}_pid`];
+    return NT.el("span", {className: "endpoint"}, NT.hostLink(r[`${side}_h`], r[`${side}_name`]), NT.el("wbr"),
+                 NT.el("span", {className: "mono port"}, port ? `:${port}` : ""),
+                 pid === null ? null : NT.el("span", {className: "process mono"}, `${r[`${side}_process`]} (${pid})`));
   };
-  const proc = (r, side) => (r[`${side}_pid`] === null ? null : `${r[`${side}_process`]} (${r[`${side}_pid`]})`);
+  const what = (r) => NT.el("span", {className: "what"}, NT.appLabel(r.app, r.app_source), " ",
+                            NT.el("span", {className: "proto"}, r.proto));
   NT.listPage({
     path: "/api/flows", csvPath: "/api/flows.csv", table: document.getElementById("flows"), sort: "last_seen",
     empty: "no flow matches",
     columns: [
-      {value: (r) => r.proto}, {value: (r) => endpoint(r, "orig")}, {value: (r) => endpoint(r, "resp")},
+      {value: what}, {value: (r) => NT.clip(r.server_name, "mono")},
+      {value: (r) => endpoint(r, "orig")}, {value: (r) => endpoint(r, "resp")},
+      {value: (r) => NT.clip(r.service), className: "wide"}, {value: (r) => r.class, className: "words"},
       {value: (r) => NT.bytes(r.orig_bytes), num: true}, {value: (r) => NT.bytes(r.resp_bytes), num: true},
-      {value: (r) => NT.count(r.orig_packets + r.resp_packets), num: true},
-      {value: (r) => proc(r, "orig"), className: "mono"}, {value: (r) => proc(r, "resp"), className: "mono"},
-      {value: (r) => NT.time(r.first_seen)}, {value: (r) => NT.time(r.last_seen)},
+      {value: (r) => NT.count(r.orig_packets + r.resp_packets), num: true, className: "wide"},
+      {value: (r) => NT.time(r.first_seen), className: "wide words"}, {value: (r) => NT.time(r.last_seen), className: "words"},
     ],
     after: (d) => { document.getElementById("count").textContent = `${NT.count(d.total)} flows match`; },
   });
+
+  // The apps of the last day as suggestions for the App field (any other name may be typed).
+  NT.api("/api/apps", {since: "24h", by: "app", limit: 100}).then((a) => {
+    document.getElementById("apps-seen").replaceChildren(
+      ...a.rows.filter((r) => r.app).map((r) => NT.el("option", {value: r.app})));
+  }, () => {});
 })();

@@ -1,13 +1,18 @@
-/* Hosts: every address seen, with current / average / peak rates. */
+/* Hosts: every address seen, by name where one was learnt, with current / average / peak rates. */
 "use strict";
 
-NT.listPage({
-  path: "/api/hosts", csvPath: "/api/hosts.csv", table: document.getElementById("hosts"), sort: "bytes", refresh: 15,
-  columns: [
-    {value: (r) => NT.hostLink(r.ip)}, {value: (r) => r.mac, className: "mono"},
-    {value: (r) => NT.rate(r.current_bps), num: true}, {value: (r) => NT.rate(r.avg_bps), num: true},
-    {value: (r) => NT.rate(r.peak_bps), num: true}, {value: (r) => NT.bytes(r.tx_bytes), num: true},
-    {value: (r) => NT.bytes(r.rx_bytes), num: true}, {value: (r) => NT.bytes(r.bytes), num: true},
-    {value: (r) => NT.time(r.first_seen)}, {value: (r) => NT.time(r.last_seen)},
-  ],
-});
+(() => {
+  const link = (r) => `/hosts/${encodeURIComponent(r.ip)}`;
+  NT.listPage({
+    path: "/api/hosts", csvPath: "/api/hosts.csv", table: document.getElementById("hosts"), sort: "bytes", refresh: 15,
+    columns: [
+      {value: (r) => (r.name ? NT.el("a", {href: link(r), className: "clip name", title: `${r.name} (${r.ip})`}, r.name) : null)},
+      {value: (r) => NT.hostLink(r.ip)}, {value: (r) => r.mac, className: "mono wide"},
+      {value: (r) => NT.clip(r.vendor)},
+      {value: (r) => NT.rate(r.current_bps), num: true}, {value: (r) => NT.rate(r.avg_bps), num: true, className: "wide"},
+      {value: (r) => NT.rate(r.peak_bps), num: true, className: "wide"}, {value: (r) => NT.bytes(r.tx_bytes), num: true},
+      {value: (r) => NT.bytes(r.rx_bytes), num: true}, {value: (r) => NT.bytes(r.bytes), num: true},
+      {value: (r) => NT.time(r.first_seen), className: "wide words"}, {value: (r) => NT.time(r.last_seen), className: "words"},
+    ],
+  });
+})();

@@ -93,24 +93,43 @@
     ]);
     const rates = [{value: (r) => NT.rate(r.current_bps), num: true},
                    {value: (r) => NT.bytes(r.tx_bytes), num: true}, {value: (r) => NT.bytes(r.rx_bytes), num: true}];
-    NT.fillTable(document.getElementById("top-hosts"), hosts.rows, [{value: (r) => NT.hostLink(r.ip)}, ...rates],
+    NT.fillTable(document.getElementById("top-hosts"), hosts.rows, [{value: (r) => NT.hostLink(r.ip, r.name)}, ...rates],
                  "no traffic in the last 10 minutes");
     NT.fillTable(document.getElementById("top-processes"), procs.rows, [{value: (r) => r.process, className: "mono"},
                  ...rates], "no traffic attributed in the last 10 minutes");
   }
 
-  const typesChart = new Chart(document.getElementById("types-chart"), {
+  // One colour per class, the same on every load (classes come and go with the traffic).
+  const CLASS_COLORS = {"video streaming": "#dc2626", "voice and video calls": "#9333ea",
+                        "file transfer and downloads": "#d97706", "web browsing": "#2563eb", gaming: "#16a34a",
+                        "system and background": "#64748b", other: "#0891b2", "": "#a3a3a3"};
+  const classColor = (c, i) => CLASS_COLORS[c] || NT.PALETTE[i % NT.PALETTE.length];
+  let classRows = [];
+  const classesChart = new Chart(document.getElementById("classes-chart"), {
     type: "doughnut",
-    data: {labels: [], datasets: [{data: [], backgroundColor: NT.PALETTE, borderWidth: 0}]},
-    options: {plugins: {legend: {position: "right"},
-                        tooltip: {callbacks: {label: (c) => `${c.label}: ${NT.bytes(c.parsed)}`}}}},
+    data: {labels: [], datasets: [{data: [], backgroundColor: [], borderWidth: 0}]},
+    options: {plugins: {legend: {display: false},     // the table below is the legend, with bytes and shares
+                        tooltip: {callbacks: {label: (c) =>
+                          `${c.label}: ${NT.bytes(c.parsed)} (${NT.percent(classRows[c.dataIndex].share)})`}}}},
   });
 
-  async function loadTypes() {
-    const t = await NT.api("/api/traffic_types", {since: "1h"});
-    typesChart.data.labels = t.rows.map((r) => r.class);
-    typesChart.data.datasets[0].data = t.rows.map((r) => r.bytes);
-    typesChart.update("none");
+  async function loadClasses() {
+    const t = await NT.api("/api/apps", {since: "1h", by: "class"});
+    classRows = t.rows;
+    const colors = t.rows.map((r, i) => classColor(r.class, i));
+    classesChart.data.labels = t.rows.map((r) => NT.appsKey(r, "class"));
+    classesChart.data.datasets[0].data = t.rows.map((r) => r.bytes);
+    classesChart.data.datasets[0].backgroundColor = colors;
+    classesChart.update("none");
+    document.getElementById("classes-chart").parentElement.hidden = !t.rows.length;
+    NT.fillTable(document.getElementById("classes"), t.rows, [
+      {value: (r) => {
+        const swatch = NT.el("span", {className: "swatch"});
+        swatch.style.backgroundColor = colors[t.rows.indexOf(r)];    // through the CSSOM: the CSP allows it
+        return NT.el("span", {}, swatch, NT.appsKey(r, "class"));
+      }},
+      {value: (r) => NT.bytes(r.bytes), num: true}, {value: (r) => NT.percent(r.share), num: true},
+    ], "no traffic in the last hour");
   }
 
   // Open alerts first (they want acknowledging), then the latest of the last 24 hours.
@@ -129,6 +148,6 @@
 
   NT.every(5, loadUsage);
   NT.every(5, loadTop);
-  NT.every(10, loadTypes);
+  NT.every(10, loadClasses);
   NT.onAlerts(loadAlerts, 30);
 })();
