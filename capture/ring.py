@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from records import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_RAW
 from runtime.text import one_line
 
-# The decoder reads headers only (Ethernet, VLAN/MPLS/PPPoE, IP, ports). Copying 256 bytes of
-# each frame instead of up to 64 KiB keeps the ring compact and the copy cheap; the wire length
-# comes from the kernel, not from the copied bytes.
-SNAPLEN = 256
+# The decoder reads headers; the first payloads of a flow are read for names (capture/peek.py):
+# a TLS ClientHello, a QUIC Initial (1200+ bytes), a DNS answer. 2048 bytes hold any of them in a
+# standard-MTU frame; copying that instead of up to 64 KiB of a loopback or jumbo frame keeps the
+# ring compact and the copy bounded. The wire length comes from the kernel, not the copied bytes.
+SNAPLEN = 2048
 BLOCK_SIZE = 1 << 20              # 1 MiB blocks: ring_mb of them per interface
 BLOCK_TIMEOUT_MS = 50             # a partly filled block is handed to us after this long
 _FRAME_SIZE = 2048                # V3 ignores frame slots except for this sanity check

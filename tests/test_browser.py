@@ -29,7 +29,6 @@ import urllib.parse
 
 import pytest
 
-from capture.ring import SNAPLEN
 from common import IS_ROOT, ROOT
 from selenium.webdriver.support.ui import Select
 from web_helpers import A, B, C, EVIL_NAME, EVIL_PROCESS, FORMULA_NAME, FORMULA_PROCESS, answering, \
@@ -279,9 +278,6 @@ print(address, flush=True)
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="needs root (live capture on lo, a resolver on port 53)")
-@pytest.mark.xfail(SNAPLEN < 1024, strict=True, raises=AssertionError,
-                   reason=f"live capture copies {SNAPLEN} bytes of a frame (capture/ring.py SNAPLEN): a real "
-                          "ClientHello's SNI lies past them, so live flows get app tls but no server name")
 def test_live_names_on_lo(browser, tmp_path, run_py):
     """Issue 9, "Live on lo": a TLS client connects by a name the test resolves on loopback; within
     5 s the flows page shows the flow's server name and app, and the hosts page names the server."""
