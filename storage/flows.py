@@ -2,6 +2,7 @@
 flows export over a time range. Conventions as in storage/reads.py."""
 from typing import NamedTuple
 
+from storage.addresses import names_of
 from storage.export import flow_row
 from storage.reads import FAR_FUTURE, FAR_PAST, dict_rows, finest
 
@@ -75,11 +76,16 @@ def _flow_where(f):
 
 
 def flow_search(con, flt=EVERY_FLOW, sort="last_seen", descending=True, limit=100, offset=0):
-    """(number of matching flow records, one page as export rows plus `id` and `bytes`). A record
+    """(number of matching flow records, one page as export rows plus `id`, `bytes` and both
+    sides' names, `orig_name` and `resp_name`). A record
     matches a time range when it was active in it; its counters are the whole record's."""
     where, args = _flow_where(flt)
     count = con.execute(f"SELECT count(*) FROM {_NAMED} WHERE {where}", args).fetchone()[0]
-    return count, list(iter_flows(con, flt, sort, descending, limit, offset))
+    rows = list(iter_flows(con, flt, sort, descending, limit, offset))
+    names = names_of(con, [r[f"{side}_h"] for r in rows for side in ("orig", "resp")])
+    for r in rows:              # both sides by name, for the page's rows only
+        r["orig_name"], r["resp_name"] = names.get(r["orig_h"]), names.get(r["resp_h"])
+    return count, rows
 
 
 def iter_flows(con, flt=EVERY_FLOW, sort="last_seen", descending=True, limit=None, offset=0):

@@ -1,8 +1,7 @@
 """Hosts (IP addresses): the hosts page and API, one host's detail, and the hosts export.
 Conventions as in storage/reads.py."""
-import sqlite3
-
 from storage import tiers
+from storage.addresses import macs_of, names_of
 from storage.flows import FlowFilter, flow_search
 from storage.reads import choose_tier, dict_rows, finest, source, span
 from storage.usage import PER_SUBJECT, recent_start, usage_rows
@@ -43,28 +42,6 @@ def host_usage(con, since, until, now, sort="bytes", descending=True, limit=100,
     rows = [{"ip": r["subject"], "name": names.get(r["subject"]), "mac": macs.get(r["subject"]),
              **{k: v for k, v in r.items() if k != "subject"}} for r in rows]
     return {"total": total, "resolution": size, "rows": rows}
-
-
-def macs_of(con, ips):
-    """ip -> MAC for the addresses whose ARP announcements were seen (IPv4 on Ethernet)."""
-    return _by_ip(con, "SELECT ip, mac FROM host_macs", ips)
-
-
-def names_of(con, ips):
-    """ip -> name for the addresses named on the wire (DNS answers, announcements, DHCP)."""
-    return _by_ip(con, "SELECT ip, name FROM host_names", ips)
-
-
-def _by_ip(con, select, ips):
-    out = {}
-    ips = list(dict.fromkeys(ips))
-    try:
-        for i in range(0, len(ips), 500):          # SQLite's bound on parameters per statement
-            chunk = ips[i:i + 500]
-            out.update(con.execute(f"{select} WHERE ip IN ({','.join('?' * len(chunk))})", chunk).fetchall())
-    except sqlite3.OperationalError:      # a database older than the table, read but never migrated here
-        return {}
-    return out
 
 
 def host_detail(con, ip, since, until, now, step, policy):

@@ -10,7 +10,7 @@ from storage.apps import app_usage
 from storage.export import render_csv_chunks
 from storage.flows import FLOW_SORTS, FlowFilter, flow_search, iter_flows
 from storage.history import HISTORY_BY, traffic_history
-from storage.hosts import HOST_SORTS, host_detail, host_usage, names_of
+from storage.hosts import HOST_SORTS, host_detail, host_usage
 from storage.interfaces import current_usage as current_usage_of, interface_usage
 from storage.processes import PROCESS_GROUPS, PROCESS_SORTS, process_usage
 from storage.traffic_types import traffic_by_class
@@ -137,16 +137,7 @@ def flows():
     flt, sort, descending, limit, offset = _flow_query(_params(), csv=False)
     total, rows = flow_search(db(), flt, sort, descending, limit, offset)
     return jsonify({"since": flt.since, "until": flt.until, "limit": limit, "offset": offset, "total": total,
-                    "rows": _sides_named(rows)})
-
-
-def _sides_named(rows):
-    """Flow rows with `orig_name` and `resp_name`: the names learnt for their addresses (None
-    where none), so the flows page shows peers by name. Only the page's rows are looked up."""
-    names = names_of(db(), [r[f"{side}_h"] for r in rows for side in ("orig", "resp")])
-    for r in rows:
-        r["orig_name"], r["resp_name"] = names.get(r["orig_h"]), names.get(r["resp_h"])
-    return rows
+                    "rows": rows})
 
 
 @bp.get("/flows.csv")
