@@ -12,7 +12,11 @@ says how far above the achieved rate it could go on a free core. With two or mor
 is pinned to the first and run.py to the others (--no-pin to share them).
 
     sudo .venv/bin/python bench/live.py [--rates 100000,200000,300000,400000,1000000] [--seconds 5]
-                                        [--senders N] [--inject] [--no-pin]
+                                        [--senders N] [--inject] [--no-pin] [--names on|off|both]
+
+--names: run.py with names on (the default: the flow table reads each flow's first payloads),
+off (NETTALLY_NAMES=false), or both, off and on at each rate (issue 9: lossless at 300k
+packets/s on lo with names on).
 """
 import argparse
 import csv
@@ -71,13 +75,22 @@ def _pin(cpus):
     return None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
 
 
-def one_run(sender, rate, count, workdir, senders=1, sender_cpus=None, capture_cpus=None, inject=False):
+def names_env(names):
+    """This process's environment without the caller's NETTALLY_* settings, names on or off."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NETTALLY_")}
+    if names == "off":
+        env["NETTALLY_NAMES"] = "false"
+    return env
+
+
+def one_run(sender, rate, count, workdir, senders=1, sender_cpus=None, capture_cpus=None, inject=False,
+            names="on"):
     """One capture run with `senders` sender processes sharing `rate` and `count`."""
-    db = os.path.join(workdir, f"live-{rate}-{senders}.db")
+    db = os.path.join(workdir, f"live-{rate}-{senders}-{names}.db")
     proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "--no-web", "-i", "lo",
                              "-f", f"udp portrange {PORT}-{PORT + senders - 1}", "--db", db],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-                            preexec_fn=_pin(capture_cpus))
+                            preexec_fn=_pin(capture_cpus), env=names_env(names))
     try:
         wait_for_line(proc, "capturing on", 30)
         child = capture_pid(proc.pid)
@@ -103,7 +116,7 @@ def one_run(sender, rate, count, workdir, senders=1, sender_cpus=None, capture_c
             proc.wait()
     stopped = re.search(r"stopped: (\d+) frames counted, (\d+) dropped", rest)
     frames, drops = (int(x) for x in stopped.groups())
-    return {"rate": rate, "sent": sent, "achieved": sent / elapsed, "counted": counted_packets(db, senders),
+    return {"names": names, "rate": rate, "sent": sent, "achieved": sent / elapsed, "counted": counted_packets(db, senders),
             "frames": frames, "drops": drops, "cpu_us": cpu / sent * 1e6, "status": proc.returncode}
 
 
@@ -118,6 +131,8 @@ def main(argv=None):
                     help="write the frames onto lo through a packet socket (cheaper to send than UDP sockets)")
     ap.add_argument("--no-pin", action="store_true",
                     help="do not pin the sender to CPU 0 and run.py to the other CPUs")
+    ap.add_argument("--names", choices=("on", "off", "both"), default="on",
+                    help="run.py with names on (default), off (NETTALLY_NAMES=false), or both at each rate")
     args = ap.parse_args(argv)
     cpus = sorted(os.sched_getaffinity(0))
     # The sender's CPU also runs the kernel's whole loopback path (transmit, receive, the copy
@@ -130,23 +145,26 @@ def main(argv=None):
     rows = []
     with tempfile.TemporaryDirectory(prefix="nettally-bench-") as workdir:
         sender = build_sender(workdir)
-        for rate in (int(r) for r in args.rates.split(",")):
+        runs = [(int(r), names) for r in args.rates.split(",")
+                for names in (("off", "on") if args.names == "both" else (args.names,))]
+        for rate, names in runs:
             row = one_run(sender, rate, int(rate * args.seconds) // args.senders * args.senders, workdir,
-                          args.senders, sender_cpus, capture_cpus, args.inject)
+                          args.senders, sender_cpus, capture_cpus, args.inject, names)
             rows.append(row)
-            print(f"rate {row['rate']:>8}/s: sent {row['sent']} at {row['achieved']:,.0f}/s, counted "
+            print(f"names {names:>3}, rate {row['rate']:>8}/s: sent {row['sent']} at {row['achieved']:,.0f}/s, counted "
                   f"{row['counted']} (exit line {row['frames']}), kernel drops {row['drops']}, capture "
                   f"CPU {row['cpu_us']:.2f} us/packet, exit {row['status']}", flush=True)
     print()
-    print("| nominal rate (pkt/s) | achieved (pkt/s) | sent | counted | kernel drops | capture CPU (µs/pkt) |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("| names | nominal rate (pkt/s) | achieved (pkt/s) | sent | counted | kernel drops | capture CPU (µs/pkt) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['rate']:,} | {r['achieved']:,.0f} | {r['sent']:,} | {r['counted']:,} | {r['drops']} "
+        print(f"| {r['names']} | {r['rate']:,} | {r['achieved']:,.0f} | {r['sent']:,} | {r['counted']:,} | {r['drops']} "
               f"| {r['cpu_us']:.2f} |")
-    lossless = [r for r in rows if r["counted"] == r["sent"] and r["drops"] == 0]
-    if lossless:
-        best = max(lossless, key=lambda r: r["achieved"])
-        print(f"\nhighest lossless achieved rate: {best['achieved']:,.0f} packets/s")
+    for names in sorted({r["names"] for r in rows}):
+        lossless = [r for r in rows if r["names"] == names and r["counted"] == r["sent"] and r["drops"] == 0]
+        if lossless:
+            best = max(lossless, key=lambda r: r["achieved"])
+            print(f"\nnames {names}: highest lossless achieved rate: {best['achieved']:,.0f} packets/s")
     return 0
 
 

@@ -7,6 +7,8 @@
 Generates (or reuses, when its parameters match) a synthetic pcap (bench/gen_capture.py), then
 times, in the same run and on the same file:
   - `python run.py import FILE --db fresh.db`   the whole command, storage included
+  - the same with NETTALLY_NAMES=false          names off: the baseline of issue 9's names target
+                                                (names on >= 0.9x its speed; --skip-names-off)
   - `argus -r FILE -w OUT`                      Debian argus-server: a flow meter written in C
   - `tcpdump -r FILE -w /dev/null`              reading the file, no analysis
   - `tshark -q -z conv,ip -r FILE`              full dissection (the slowest: ~17 s per million here)
@@ -37,6 +39,7 @@ from bench import gen_capture  # noqa: E402  (needs ROOT on sys.path)
 
 GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 HEAVY_MODULES = ("scapy", "pandas", "numpy", "psutil", "flask", "pyshark")
+NAMES_OFF = "run.py import, names off"
 
 
 def _cpu_busy_jiffies():
@@ -50,8 +53,8 @@ def _cpu_busy_jiffies():
     return sum(fields[:8]) - idle
 
 
-def run_timed(cmd, out_path=os.devnull):
-    """Runs cmd; returns a dict: wall, cpu (user+sys of it and its children), maxrss_mb (the
+def run_timed(cmd, out_path=os.devnull, env=None):
+    """Runs cmd (in `env`, default this process's environment); returns a dict: wall, cpu (user+sys of it and its children), maxrss_mb (the
     largest process of the command's tree), status, and others: the share of the machine's CPU
     that other processes used meanwhile (0..1)."""
     tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -63,7 +66,7 @@ def run_timed(cmd, out_path=os.devnull):
     busy0 = _cpu_busy_jiffies()
     with open(out_path, "wb") as out:
         start = time.perf_counter()
-        proc = subprocess.Popen(wrapped, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = subprocess.Popen(wrapped, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
     busy1 = _cpu_busy_jiffies()
@@ -99,22 +102,36 @@ def _argus():
     return shutil.which("argus") or next((p for p in ("/usr/sbin/argus", "/usr/bin/argus") if os.path.exists(p)), None)
 
 
-def tools(capture, workdir, db):
-    """(label, command, output file, cleanup paths) of each tool that is installed."""
+def names_env(on):
+    """This process's environment without the caller's NETTALLY_* settings; names on (the
+    default) or off (NETTALLY_NAMES=false: the flow table reads no payload, nothing is labelled)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NETTALLY_")}
+    if not on:
+        env["NETTALLY_NAMES"] = "false"
+    return env
+
+
+def tools(capture, workdir, db, names_off=True):
+    """(label, command, output file, cleanup paths, environment) of each tool that is installed."""
     py = sys.executable
     out = []
+    cleanup = [db, Path(f"{db}-wal"), Path(f"{db}-shm")]
     out.append(("run.py import", [py, str(ROOT / "run.py"), "import", str(capture), "--db", str(db)],
-                workdir / "import.out", [db, Path(f"{db}-wal"), Path(f"{db}-shm")]))
+                workdir / "import.out", cleanup, names_env(True)))
+    if names_off:
+        out.append((NAMES_OFF, [py, str(ROOT / "run.py"), "import", str(capture), "--db", str(db)],
+                    workdir / "import-names-off.out", cleanup, names_env(False)))
     argus = _argus()
     if argus:
         argus_out = workdir / "out.argus"
-        out.append(("argus", [argus, "-r", str(capture), "-w", str(argus_out)], workdir / "argus.out", [argus_out]))
+        out.append(("argus", [argus, "-r", str(capture), "-w", str(argus_out)], workdir / "argus.out", [argus_out],
+                    None))
     if shutil.which("tcpdump"):
-        out.append(("tcpdump", ["tcpdump", "-r", str(capture), "-w", os.devnull], workdir / "tcpdump.out", []))
+        out.append(("tcpdump", ["tcpdump", "-r", str(capture), "-w", os.devnull], workdir / "tcpdump.out", [], None))
     return out
 
 
-def measure(label, cmd, out_path, cleanup, repeat, quiet_wait=0):
+def measure(label, cmd, out_path, cleanup, repeat, quiet_wait=0, env=None):
     runs = []
     for _ in range(repeat):
         if quiet_wait:
@@ -122,7 +139,7 @@ def measure(label, cmd, out_path, cleanup, repeat, quiet_wait=0):
         for path in cleanup:
             if path.exists():
                 path.unlink()
-        run = run_timed(cmd, out_path)
+        run = run_timed(cmd, out_path, env)
         if run["status"] != 0:
             tail = Path(out_path).read_text(errors="replace").strip().splitlines()[-1:]
             print(f"  {label}: exit {run['status']}: {tail[0] if tail else ''}", file=sys.stderr)
@@ -211,6 +228,8 @@ def main(argv=None):
     p.add_argument("-n", "--packets", type=int, default=1_000_000)
     p.add_argument("--repeat", type=int, default=3, help="runs per tool (default 3)")
     p.add_argument("--skip-tshark", action="store_true", help="leave tshark out (the slowest tool)")
+    p.add_argument("--skip-names-off", action="store_true",
+                   help="leave out the import with NETTALLY_NAMES=false (the names on/off comparison)")
     p.add_argument("--tshark-packets", type=int, help="run tshark on a smaller file of this many packets")
     p.add_argument("--tshark-repeat", type=int, default=1)
     p.add_argument("--dir", help="where the capture and databases go (default: a directory under /tmp, reused)")
@@ -233,12 +252,12 @@ def main(argv=None):
 
     db = workdir / "fresh.db"
     results = []
-    for label, cmd, out_path, cleanup in tools(capture, workdir, db):
-        result = measure(label, cmd, out_path, cleanup, args.repeat, args.wait_quiet)
+    for label, cmd, out_path, cleanup, env in tools(capture, workdir, db, not args.skip_names_off):
+        result = measure(label, cmd, out_path, cleanup, args.repeat, args.wait_quiet, env)
         if result is None:
             return 1
         results.append(result)
-        if label == "run.py import":
+        if label in ("run.py import", NAMES_OFF):
             mismatches = check_import(db, stats)
             if mismatches:
                 print("import totals WRONG:\n  " + "\n  ".join(mismatches), file=sys.stderr)
@@ -279,6 +298,12 @@ def main(argv=None):
     rate = args.packets / imp["best"]
     print(f"run.py import: {rate:,.0f} packets/s (target: 500,000 packets/s on 1,000,000 packets"
           + (f": {'met' if rate >= 500_000 else 'missed'})" if args.packets >= 1_000_000 else ")"))
+    off = next((r for r in results if r["label"] == NAMES_OFF), None)
+    if off:      # issue 9: names on at no less than 0.9x the speed of names off
+        ratio = off["best"] / imp["best"]
+        print(f"names on / names off speed: {ratio:.2f} from the best runs, {off['median'] / imp['median']:.2f} "
+              f"from the medians (target 0.9: {'met' if ratio >= 0.9 else 'missed'}; bench/names.py "
+              "alternates the two and profiles)")
     if args.json:
         Path(args.json).write_text(json.dumps({"stats": stats, "results": results, "startup_s": startup,
                                                "heavy_modules": heavy, "cpus": os.cpu_count(),
