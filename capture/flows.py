@@ -341,14 +341,13 @@ class FlowTable:
         return Rollup(bucket, flows, hosts, ifaces, undecodable, {}, {}, macs, names, problems,   # not the shared
                       samples)                                                                    # defaults
 
-    @staticmethod
-    def _delta(flow, closed, hosts):
+    def _delta(self, flow, closed, hosts):
         orig, resp = flow.orig, flow.resp
         proto, a, ap, b, bp = flow.key
         a, b = ip_text(a), ip_text(b)
         app, source = flow.app, "dpi"
         if not app:
-            app = port_guess(proto, ap, bp)
+            app = port_guess(proto, ap, bp) if self.read_payload else ""
             source = "port" if app else ""
         delta = FlowDelta(proto, a, ap, b, bp, flow.first_seen, max(orig[2], resp[2]),
                           orig[0], orig[1], resp[0], resp[1], orig[3] | resp[3], flow.iface, closed,

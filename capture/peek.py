@@ -13,6 +13,8 @@ what was learnt and the reason is counted (`problem`).
 from capture import dhcp, dns, http, quic, signatures, tls
 
 PACKETS = 8             # a ClientHello in a few segments, QUIC Initials, an HTTP request head
+TRIES = 2               # payloads that match no signature before a flow is given up (one per side,
+                        # as a rule: a server that speaks first shows itself in its first payload)
 NAME_PACKETS = 64       # DNS, mDNS, LLMNR, NBNS and DHCP flows: names come in every packet
 _DNS_PORTS = {53: "dns", 5353: "mdns", 5355: "llmnr"}
 _NAME_PORTS = frozenset((53, 5353, 5355, 137, 67, 68))
@@ -23,8 +25,8 @@ class Peek:
     """One flow's reading state. orig is taken as the client (it sent the first packet; for
     TCP the SYN), so the ClientHello, the Initials and the request are orig's."""
 
-    __slots__ = ("proto", "port", "client_port", "left", "app", "server_name", "problem", "frames", "_stream",
-                 "_quic", "_dns_stream")
+    __slots__ = ("proto", "port", "client_port", "left", "tries", "app", "server_name", "problem", "frames",
+                 "_stream", "_quic", "_dns_stream")
 
     def __init__(self, proto, orig_port, resp_port):
         self.proto = proto
@@ -32,6 +34,7 @@ class Peek:
         self.client_port = orig_port
         names = resp_port in _NAME_PORTS or orig_port in _NAME_PORTS
         self.left = NAME_PACKETS if names else PACKETS
+        self.tries = TRIES
         self.app = ""
         self.server_name = ""
         self.problem = ""              # the first reason the payload could not be read, e.g. dns_compression_loop
@@ -55,6 +58,9 @@ class Peek:
             self._stream = self._quic = self._dns_stream = None
             if family != "dns":        # a resolver flow goes on answering; a broken handshake does not
                 return self._more_names()
+        if not self.app and self._stream is None and self._quic is None and not self._more_names():
+            self.tries -= 1            # nothing recognised: a few more tries, not the whole budget
+            return self.tries > 0 and self.left > 0
         return self.left > 0 and not self._named()
 
     def _named(self):
@@ -93,6 +99,9 @@ class Peek:
             if from_orig:
                 self._read_quic(payload)
             return
+        if from_orig and payload[0] & 0x80 and 443 in (self.port, self.client_port) and len(payload) >= 1200:
+            # a long header in a full-size datagram to 443: QUIC of a version we do not know
+            raise quic.QuicError("unknown_version")
         if not self.app:
             self.app = signatures.app_of_payload(_UDP, self.client_port, self.port, payload)
 

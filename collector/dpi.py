@@ -23,19 +23,17 @@ _WARM_UP_FRAME = bytes.fromhex("000000000000000000000000080045000027000000004011
 class DpiWorker:
     def __init__(self, user=""):
         """`user`: who the worker runs as when started as root (tshark dissects hostile packets:
-        Wireshark warns against doing that as root); empty: nobody."""
+        Wireshark warns against doing that as root); empty: nobody. Returns at once: the worker
+        says whether tshark is there in its first message, read by take()."""
         ctx = children.context()
         self._requests, child_requests = ctx.Pipe(duplex=True)
         self._process = ctx.Process(target=_serve, args=(child_requests, user), name="nettally-dpi", daemon=True)
         self._process.start()
         child_requests.close()
-        try:
-            self.available, self.why_not = self._requests.recv()
-        except (EOFError, OSError):
-            self.available, self.why_not = False, "the tshark worker did not start"
+        self.available, self.why_not = True, ""      # until the worker says otherwise
         self._waiting = []                 # samples not yet sent
         self.done = []                     # [(Sample, app)] a caller keeps here until it can use them
-        self._busy = False
+        self._in_flight = 0                # samples of the batch the worker has
         self.dropped = {}                  # reason -> samples not labelled
 
     def offer(self, samples):
@@ -45,59 +43,79 @@ class DpiWorker:
         if not self.available:
             self._drop("tshark_missing", len(samples))
             return
-        room = QUEUED - len(self._waiting)
-        self._waiting.extend(samples[:max(room, 0)])
-        if len(samples) > room:
-            self._drop("tshark_busy", len(samples) - max(room, 0))
+        room = max(QUEUED - len(self._waiting), 0)
+        self._waiting.extend(samples[:room])
+        self._drop("tshark_busy", len(samples) - room)
         self._send()
 
     def take(self, wait=0.0):
         """[(Sample, app)] labelled since the last call; waits up to `wait` seconds for a batch."""
         out = []
-        while self._busy and self._requests.poll(wait):
+        while self._process is not None and self._requests.poll(wait if self._in_flight else 0):
             try:
-                labelled, dropped = self._requests.recv()
+                message = self._requests.recv()
             except (EOFError, OSError):       # the worker died: what it had is lost, counting goes on
-                self._busy, self.available, self.why_not = False, False, "the tshark worker ended"
+                self._gone("the tshark worker ended")
                 break
+            if message[0] == "hello":
+                self.available, self.why_not = message[1], message[2]
+                if not self.available:
+                    self._gone(self.why_not)
+                    break
+                continue
+            _, labelled, dropped = message
             out.extend(labelled)
             for reason, n in dropped.items():
                 self._drop(reason, n)
-            self._busy = False
+            self._in_flight = 0
             wait = 0.0
             self._send()
         return out
 
     def close(self):
-        try:
-            self._requests.send(None)
-        except OSError:
-            pass
-        self._process.join(5)
-        if self._process.is_alive():
-            self._process.kill()
-        self._requests.close()
-        left = len(self._waiting)
-        if left:
-            self._drop("tshark_unfinished", left)
+        if self._process is not None:
+            try:
+                self._requests.send(None)
+            except OSError:
+                pass
+            self._process.join(5)
+            if self._process.is_alive():
+                self._process.kill()
+            self._requests.close()
+            self._process = None
+        self._drop("tshark_unfinished", len(self._waiting) + self._in_flight)
+        self._waiting, self._in_flight = [], 0
 
     def _send(self):
-        if self._busy or not self._waiting:
+        if self._in_flight or not self._waiting or self._process is None:
             return
         batch, self._waiting = self._waiting[:BATCH], self._waiting[BATCH:]
-        self._requests.send(batch)
-        self._busy = True
+        try:
+            self._requests.send(batch)
+        except OSError:
+            self._waiting = batch + self._waiting
+            self._gone("the tshark worker ended")
+            return
+        self._in_flight = len(batch)
+
+    def _gone(self, why):
+        """No worker any more: what it held and what waits is counted, later samples too."""
+        self.available, self.why_not = False, why
+        self._drop("tshark_missing", len(self._waiting) + self._in_flight)
+        self._waiting, self._in_flight = [], 0
 
     def _drop(self, reason, n):
-        self.dropped[reason] = self.dropped.get(reason, 0) + n
+        if n > 0:
+            self.dropped[reason] = self.dropped.get(reason, 0) + n
 
 
 def _serve(conn, user):
     for signum in (signal.SIGINT, signal.SIGTERM):     # the collector decides when to stop
         signal.signal(signum, signal.SIG_IGN)
+    os.nice(19)          # the counting (capture, import, writer) keeps the cores; tshark gets the rest
     from names.tshark import TsharkLabeller
     labeller = TsharkLabeller(timeout=BATCH_TIMEOUT)
-    if labeller.available:
+    if labeller.available and os.geteuid() == 0:
         # one run on a frame of our own while the interpreter's files are still readable: every
         # module a run needs is loaded before root goes (a pyenv under /root is not nobody's)
         labeller.label([Sample((17, "127.0.0.1", 5353, "127.0.0.1", 53), 0.0, 1, [(0.0, _WARM_UP_FRAME)])])
@@ -109,9 +127,9 @@ def _serve(conn, user):
             # profile there would change what it names. The new user's home, or none.
             os.environ["HOME"] = home_of_current_user()
     except (PrivilegeError, OSError) as e:
-        conn.send((False, f"the tshark worker cannot give up root: {e}"))
+        conn.send(("hello", False, f"the tshark worker cannot give up root: {e}"))
         return
-    conn.send((labeller.available, labeller.why_not))
+    conn.send(("hello", labeller.available, labeller.why_not))
     while True:
         try:
             batch = conn.recv()
@@ -123,4 +141,4 @@ def _serve(conn, user):
         labels = labeller.label(batch) if labeller.available else {}
         dropped = {reason: n - before.get(reason, 0) for reason, n in labeller.dropped.items()
                    if n != before.get(reason, 0)}
-        conn.send(([(s, labels[s.key]) for s in batch if s.key in labels], dropped))
+        conn.send(("labels", [(s, labels[s.key]) for s in batch if s.key in labels], dropped))

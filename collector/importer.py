@@ -7,6 +7,7 @@ on the capture's own timeline and the hour and day tiers of what was imported.
 """
 import signal
 import sys
+import time
 from functools import partial
 
 from alerts.config import load_rules
@@ -23,7 +24,9 @@ from storage.db import DatabaseError, connect
 from storage.tiers import build_pending
 from storage.writer import RollupStore
 
-LATE_NAMES_WAIT = 30.0      # seconds the end of an import waits for the tshark batch in flight
+LATE_NAMES_WAIT = 30.0      # seconds the end of an import waits at most for the tshark batch in flight
+SMALL_IMPORT = 1.0          # an import quicker than this waits up to SMALL_IMPORT_WAIT for it
+SMALL_IMPORT_WAIT = 3.0
 
 _IP_FRAMES, _NON_IP_FRAMES, _UNDECODABLE_FRAMES = (IFACE_FIELDS.index(name) for name in
                                                     ("ip_frames", "non_ip_frames", "undecodable_frames"))
@@ -42,10 +45,11 @@ def run_import(settings, files):
     before = {signum: signal.signal(signum, lambda signum, frame: stop_asked.append(signum))
               for signum in (signal.SIGINT, signal.SIGTERM)}
     dpi = DpiWorker(settings.web_user) if labeller is not None else None
+    started = time.monotonic()
     try:
         status = _import_files(settings, files, store, labeller, dpi, stop_asked)
         if dpi is not None:
-            _late_names(store, labeller, dpi, wait=0.0 if stop_asked else LATE_NAMES_WAIT)
+            _late_names(store, labeller, dpi, wait=0.0 if stop_asked else _late_wait(time.monotonic() - started))
     finally:
         for signum, handler in before.items():
             signal.signal(signum, handler)
@@ -108,6 +112,13 @@ def _labelled(labeller, dpi, submit, rollups):
                 dpi.done.extend(labelled)
         rollups = labeller.label([r._replace(samples=[]) if r.samples else r for r in rollups])
     submit(rollups)
+
+
+def _late_wait(elapsed):
+    """How long the end of an import waits for Wireshark's batch in flight: a tenth of what the
+    import took (its labels must not cost more: docs/NAMES.md), but a small capture, imported in
+    under a second, gets its flows named (a few seconds at most)."""
+    return min(LATE_NAMES_WAIT, max(elapsed / 10, SMALL_IMPORT_WAIT if elapsed < SMALL_IMPORT else 0.0))
 
 
 def _late_names(store, labeller, dpi, wait):

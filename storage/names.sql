@@ -10,6 +10,9 @@ CREATE TABLE IF NOT EXISTS flow_names (
     traffic_class TEXT    NOT NULL DEFAULT ''   -- names/classes.toml
 );
 CREATE INDEX IF NOT EXISTS flow_names_app ON flow_names (app);
+-- a flow's labels go with it (retention deletes flows; a reused id must not inherit them)
+CREATE TRIGGER IF NOT EXISTS flow_names_follow_flows AFTER DELETE ON flows
+BEGIN DELETE FROM flow_names WHERE flow_id = old.id; END;
 
 CREATE TABLE IF NOT EXISTS host_names (
     ip     TEXT NOT NULL PRIMARY KEY,

@@ -37,6 +37,11 @@ def maintain(con, policy, now, budget=0.5, clock=time.monotonic):
     if not _prune_rows(con, "DELETE FROM flows WHERE id IN (SELECT id FROM flows WHERE last_seen < ? LIMIT ?)",
                        (flows_cutoff,), deadline, clock, "SELECT 1 FROM flows WHERE last_seen < ? LIMIT 1"):
         return False
+    # what is known about addresses ages with the flows: a name or MAC not seen since is dropped
+    for table, seen in (("host_names", "seen"), ("host_macs", "last_seen")):
+        if not _prune_rows(con, f"DELETE FROM {table} WHERE ip IN (SELECT ip FROM {table} WHERE {seen} < ? LIMIT ?)",
+                           (flows_cutoff,), deadline, clock, f"SELECT 1 FROM {table} WHERE {seen} < ? LIMIT 1"):
+            return False
     unused = ("DELETE FROM processes WHERE id IN (SELECT p.id FROM processes p WHERE "
               + " AND ".join(f"NOT EXISTS (SELECT 1 FROM {t} x WHERE x.process_id = p.id)"
                              for t in FAMILIES["process"].tables) + " LIMIT ?)")

@@ -191,3 +191,18 @@ def test_wireshark_names_what_our_parsers_leave_to_a_port_guess(tmp_path, capsys
     assert (code, err) == (0, "")
     [flow] = export(capsys, "flows", tmp_path / "s.db")
     assert (flow["app"], flow["app_source"]) == ("snmp", "dpi")
+
+
+def test_names_age_with_the_flows_and_a_reused_flow_id_inherits_nothing(imported):
+    from settings import Settings
+    from storage.db import connect
+    from storage.retention import maintain
+    from storage.tiers import RetentionPolicy
+    con = connect(str(imported))
+    assert con.execute("SELECT count(*) FROM flow_names").fetchone()[0] > 0
+    policy = RetentionPolicy.from_settings(Settings())
+    while not maintain(con, policy, T0 + 400 * 86400):      # past every retention
+        pass
+    assert [con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in ("flows", "flow_names", "host_names", "host_macs")] == [0, 0, 0, 0]
+    con.close()
