@@ -221,9 +221,11 @@ class FlowTable:
             if self._sample_slots:
                 self._sample_slots -= 1
                 peek.frames = []
-        if peek.frames is not None and len(peek.frames) < SAMPLE_FRAMES:
+        payload = data[start:end]
+        # a frame whose payload is all zeros (padding) names nothing, for Wireshark neither
+        if peek.frames is not None and len(peek.frames) < SAMPLE_FRAMES and payload.count(0) != len(payload):
             peek.frames.append((ts, bytes(data[:SAMPLE_BYTES])))    # a copy: live frames live in the ring
-        more = peek.see(c is flow.orig, data[start:end], ts, self._learn)
+        more = peek.see(c is flow.orig, payload, ts, self._learn)
         flow.app, flow.server_name = peek.app, peek.server_name
         if peek.problem and not flow.problem:
             flow.problem = peek.problem

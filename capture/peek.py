@@ -47,6 +47,11 @@ class Peek:
         """Reads one packet's payload (non-empty). `learn(address, name, source, ts)` takes host
         names. Returns False once nothing more is to be learnt from this flow."""
         self.left -= 1
+        if payload.count(0) == len(payload):       # padding names nothing: a try spent, no parsing
+            if self._more_names():
+                return True
+            self.tries -= 1
+            return self.tries > 0 and self.left > 0
         try:
             if self.proto == _UDP:
                 self._udp(from_orig, payload, ts, learn)

@@ -23,13 +23,11 @@ _WARM_UP_FRAME = bytes.fromhex("000000000000000000000000080045000027000000004011
 class DpiWorker:
     def __init__(self, user=""):
         """`user`: who the worker runs as when started as root (tshark dissects hostile packets:
-        Wireshark warns against doing that as root); empty: nobody. Returns at once: the worker
-        says whether tshark is there in its first message, read by take()."""
-        ctx = children.context()
-        self._requests, child_requests = ctx.Pipe(duplex=True)
-        self._process = ctx.Process(target=_serve, args=(child_requests, user), name="nettally-dpi", daemon=True)
-        self._process.start()
-        child_requests.close()
+        Wireshark warns against doing that as root); empty: nobody. The worker starts with the
+        first samples (a capture our parsers name whole never pays for it) and says whether
+        tshark is there in its first message, read by take()."""
+        self._user = user
+        self._process = None
         self.available, self.why_not = True, ""      # until the worker says otherwise
         self._waiting = []                 # samples not yet sent
         self.done = []                     # [(Sample, app)] a caller keeps here until it can use them
@@ -43,6 +41,8 @@ class DpiWorker:
         if not self.available:
             self._drop("tshark_missing", len(samples))
             return
+        if self._process is None:
+            self._start()
         room = max(QUEUED - len(self._waiting), 0)
         self._waiting.extend(samples[:room])
         self._drop("tshark_busy", len(samples) - room)
@@ -51,9 +51,9 @@ class DpiWorker:
     def take(self, wait=0.0):
         """[(Sample, app)] labelled since the last call; waits up to `wait` seconds for a batch."""
         out = []
-        while self._process is not None and self._requests.poll(wait if self._in_flight else 0):
+        while self._process is not None and self._answers.poll(wait if self._in_flight else 0):
             try:
-                message = self._requests.recv()
+                message = self._answers.recv()
             except (EOFError, OSError):       # the worker died: what it had is lost, counting goes on
                 self._gone("the tshark worker ended")
                 break
@@ -82,9 +82,21 @@ class DpiWorker:
             if self._process.is_alive():
                 self._process.kill()
             self._requests.close()
+            self._answers.close()
             self._process = None
         self._drop("tshark_unfinished", len(self._waiting) + self._in_flight)
         self._waiting, self._in_flight = [], 0
+
+    def _start(self):
+        ctx = children.context()
+        requests, self._requests = ctx.Pipe(duplex=False)
+        self._answers, answers = ctx.Pipe(duplex=False)
+        children.widen(self._requests)     # a whole batch fits (BATCH x 4 KiB): sending never waits
+        self._process = ctx.Process(target=_serve, args=(requests, answers, self._user), name="nettally-dpi",
+                                    daemon=True)
+        self._process.start()
+        requests.close()
+        answers.close()
 
     def _send(self):
         if self._in_flight or not self._waiting or self._process is None:
@@ -109,7 +121,7 @@ class DpiWorker:
             self.dropped[reason] = self.dropped.get(reason, 0) + n
 
 
-def _serve(conn, user):
+def _serve(requests, answers, user):
     for signum in (signal.SIGINT, signal.SIGTERM):     # the collector decides when to stop
         signal.signal(signum, signal.SIG_IGN)
     os.nice(19)          # the counting (capture, import, writer) keeps the cores; tshark gets the rest
@@ -127,12 +139,12 @@ def _serve(conn, user):
             # profile there would change what it names. The new user's home, or none.
             os.environ["HOME"] = home_of_current_user()
     except (PrivilegeError, OSError) as e:
-        conn.send(("hello", False, f"the tshark worker cannot give up root: {e}"))
+        answers.send(("hello", False, f"the tshark worker cannot give up root: {e}"))
         return
-    conn.send(("hello", labeller.available, labeller.why_not))
+    answers.send(("hello", labeller.available, labeller.why_not))
     while True:
         try:
-            batch = conn.recv()
+            batch = requests.recv()
         except (EOFError, OSError):
             return
         if batch is None:
@@ -141,4 +153,4 @@ def _serve(conn, user):
         labels = labeller.label(batch) if labeller.available else {}
         dropped = {reason: n - before.get(reason, 0) for reason, n in labeller.dropped.items()
                    if n != before.get(reason, 0)}
-        conn.send(("labels", [(s, labels[s.key]) for s in batch if s.key in labels], dropped))
+        answers.send(("labels", [(s, labels[s.key]) for s in batch if s.key in labels], dropped))
