@@ -21,7 +21,8 @@ from functools import partial
 from alerts.service import AlertRunner
 from attribution.service import Attributor
 from collector.dpi import DpiWorker
-from names.label import Labeller, unnamed_rollup
+from names.label import Labeller, names_rollup, unnamed_rollup
+from names.rdns import ReverseNames
 from runtime import children
 from capture.ring import privilege_problem
 from records import Done, Drops, Failed, NewFlows, Ready, Rollups, Seconds, Notice
@@ -103,6 +104,8 @@ class Collector:
         self.labeller = _optional("names", lambda: Labeller.from_settings(settings)) if settings.names else None
         self.dpi = _optional("tshark labelling", lambda: DpiWorker(settings.web_user)) \
             if self.labeller is not None else None
+        self.rdns = _optional("reverse dns", ReverseNames) \
+            if self.labeller is not None and settings.reverse_dns else None
         self.alerts = None          # opened once the writer has its connection: see run()
         from storage.writer import WriterThread
         self.writer = WriterThread(settings.db, settings, source=("live", ",".join(n for n, _ in interfaces)),
@@ -139,6 +142,9 @@ class Collector:
             self.capture.join(5)
         if self.attributor is not None:
             self._guard("attribution", self.attributor.close)
+        if self.rdns is not None:
+            self._guard("reverse dns", self.rdns.close)
+            self._guard("reverse dns", self._reverse_names)
         if self.dpi is not None:
             self._guard("tshark labelling", lambda: self._late_names(wait=2.0))
             self._guard("tshark labelling", self.dpi.close)
@@ -198,6 +204,7 @@ class Collector:
             if time.monotonic() >= next_tick:
                 self._guard("attribution", lambda: self.attributor and self.attributor.tick())
                 self._guard("tshark labelling", self._late_names)
+                self._guard("reverse dns", self._reverse_names)
                 next_tick = time.monotonic() + 1.0
 
     def _observe(self, flows):
@@ -237,7 +244,19 @@ class Collector:
         if self.labeller is None:
             return rollups
         named = self._guard("names", lambda: self.labeller.label(rollups))
+        if self.rdns is not None:
+            self._guard("reverse dns", lambda: self.rdns.offer(self.labeller.unnamed_addresses(rollups, time.time())))
         return rollups if named is None else named
+
+    def _reverse_names(self):
+        if self.rdns is None:
+            return
+        now = time.time()
+        names = {address: (name, "rdns", now) for address, name in self.rdns.take()}
+        if names:
+            for address, (name, source, ts) in names.items():
+                self.labeller.name_map.learn(address, name, source, ts)
+            self.writer.submit([names_rollup(now, names)])
 
     def _guard(self, feature, call):
         """A failing feature costs its own output, never the counts: say so once and go on."""

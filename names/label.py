@@ -39,6 +39,12 @@ class Labeller:
             out.append(rollup._replace(flows=flows))
         return out
 
+    def unnamed_addresses(self, rollups, now):
+        """Addresses of these rollups' flows that no name is known for (for reverse DNS)."""
+        known = self.name_map.name
+        seen = {a for r in rollups for f in r.flows for a in (f.orig_h, f.resp_h)}
+        return [a for a in seen if known(a, now) is None]
+
     def late_labels(self, labelled):
         """Relabel rows for the writer (RollupStore.relabel) from [(Sample, app)] that Wireshark
         named: the class follows the app (a service, when the flow has one, decides in storage)."""
@@ -81,3 +87,8 @@ def add_vendors(rows, vendors):
 def unnamed_rollup(now, reasons):
     """A rollup that carries only counts of flows left unnamed, by reason, in the minute of `now`."""
     return Rollup(int(now // 60 * 60), [], {}, {}, {}, unnamed=dict(reasons))
+
+
+def names_rollup(now, names):
+    """A rollup that carries only host names {address: (name, source, ts)}, in the minute of `now`."""
+    return Rollup(int(now // 60 * 60), [], {}, {}, {}, names=dict(names))

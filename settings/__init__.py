@@ -39,6 +39,7 @@ class Settings:
     web_user: str = _setting("", "user the web server runs as when started as root; empty: the invoking SUDO_USER, else nobody")
     attribution: str = _setting("auto", "process attribution: auto (Linux: netlink socket table + kernel socket events; elsewhere psutil), proc (Linux socket table, polling only), psutil (portable polling), off")
     names: bool = _setting(True, "name flows and hosts: apps, server names, services, classes, host names (docs/NAMES.md); false: counts only")
+    reverse_dns: bool = _setting(False, "ask the host's resolver for names of addresses the wire did not name (at most 10 lookups a second; live capture only)")
     services_file: str = _setting("", "TOML file of service rules that extend or override names/services.toml (docs/NAMES.md)")
     classes_file: str = _setting("", "TOML file of traffic-class rules that come before names/classes.toml's (docs/NAMES.md)")
     max_names: int = _setting(100_000, "host names (address -> name learnt on the wire) held in memory")
