@@ -14,7 +14,8 @@ from runtime.privileges import PrivilegeError, drop_root, home_of_current_user
 
 QUEUED = 1000             # samples waiting for the worker; beyond, dropped and counted
 BATCH = 200               # samples per tshark run: ~0.2-0.4 s here (names/tshark.py measures it)
-BATCH_TIMEOUT = 5.0       # a tshark run that takes longer is killed and its samples counted
+BATCH_TIMEOUT = 20.0      # a tshark run that takes longer is killed and its samples counted (a batch
+                          # takes 0.2-0.4 s; at nice 19 on a busy machine it may take many times that)
 # Ethernet / IPv4 127.0.0.1 -> 127.0.0.1 / UDP 5353 -> 53 / a DNS query for "a": the warm-up run's frame
 _WARM_UP_FRAME = bytes.fromhex("000000000000000000000000080045000027000000004011"
                                "7cc37f0000017f00000114e900350013000000010100000100000000000001610000010001")

@@ -25,8 +25,7 @@ from storage.tiers import build_pending
 from storage.writer import RollupStore
 
 LATE_NAMES_WAIT = 30.0      # seconds the end of an import waits at most for the tshark batch in flight
-SMALL_IMPORT = 1.0          # an import quicker than this waits up to SMALL_IMPORT_WAIT for it
-SMALL_IMPORT_WAIT = 3.0
+SMALL_IMPORT = 1.0          # an import quicker than this waits for it (up to LATE_NAMES_WAIT)
 
 _IP_FRAMES, _NON_IP_FRAMES, _UNDECODABLE_FRAMES = (IFACE_FIELDS.index(name) for name in
                                                     ("ip_frames", "non_ip_frames", "undecodable_frames"))
@@ -117,8 +116,8 @@ def _labelled(labeller, dpi, submit, rollups):
 def _late_wait(elapsed):
     """How long the end of an import waits for Wireshark's batch in flight: a tenth of what the
     import took (its labels must not cost more: docs/NAMES.md), but a small capture, imported in
-    under a second, gets its flows named (a few seconds at most)."""
-    return min(LATE_NAMES_WAIT, max(elapsed / 10, SMALL_IMPORT_WAIT if elapsed < SMALL_IMPORT else 0.0))
+    under a second, gets its flows named: its batch is waited for (tshark's own timeout bounds it)."""
+    return LATE_NAMES_WAIT if elapsed < SMALL_IMPORT else min(LATE_NAMES_WAIT, elapsed / 10)
 
 
 def _late_names(store, labeller, dpi, wait):
