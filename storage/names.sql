@@ -37,6 +37,24 @@ CREATE TABLE IF NOT EXISTS app_days (
     PRIMARY KEY (day, app, service, traffic_class)
 ) WITHOUT ROWID;
 
+-- Per host: bytes it sent (tx) and received (rx) by application, service and class
+CREATE TABLE IF NOT EXISTS host_app_minutes (
+    minute INTEGER NOT NULL, ip TEXT NOT NULL, app TEXT NOT NULL, service TEXT NOT NULL, traffic_class TEXT NOT NULL,
+    tx_bytes INTEGER NOT NULL, rx_bytes INTEGER NOT NULL, tx_packets INTEGER NOT NULL, rx_packets INTEGER NOT NULL,
+    PRIMARY KEY (minute, ip, app, service, traffic_class)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS host_app_minutes_ip ON host_app_minutes (ip, minute);
+CREATE TABLE IF NOT EXISTS host_app_hours (
+    hour INTEGER NOT NULL, ip TEXT NOT NULL, app TEXT NOT NULL, service TEXT NOT NULL, traffic_class TEXT NOT NULL,
+    tx_bytes INTEGER NOT NULL, rx_bytes INTEGER NOT NULL, tx_packets INTEGER NOT NULL, rx_packets INTEGER NOT NULL,
+    PRIMARY KEY (hour, ip, app, service, traffic_class)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS host_app_days (
+    day INTEGER NOT NULL, ip TEXT NOT NULL, app TEXT NOT NULL, service TEXT NOT NULL, traffic_class TEXT NOT NULL,
+    tx_bytes INTEGER NOT NULL, rx_bytes INTEGER NOT NULL, tx_packets INTEGER NOT NULL, rx_packets INTEGER NOT NULL,
+    PRIMARY KEY (day, ip, app, service, traffic_class)
+) WITHOUT ROWID;
+
 -- Flows whose payload could not be read, by reason (dns_compression_loop, tls_truncated_handshake...)
 CREATE TABLE IF NOT EXISTS unnamed_minutes (
     minute INTEGER NOT NULL, reason TEXT NOT NULL, flows INTEGER NOT NULL, PRIMARY KEY (minute, reason)

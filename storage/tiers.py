@@ -43,6 +43,8 @@ FAMILIES = {f.name: f for f in (
     Family("drops", ("capture_drops", "capture_drops_hours", "capture_drops_days"), ("iface",), ("frames",)),
     Family("app", ("app_minutes", "app_hours", "app_days"), ("app", "service", "traffic_class"), ("bytes", "packets")),
     Family("unnamed", ("unnamed_minutes", "unnamed_hours", "unnamed_days"), ("reason",), ("flows",)),
+    Family("host_app", ("host_app_minutes", "host_app_hours", "host_app_days"),
+           ("ip", "app", "service", "traffic_class"), _PAIR),
 )}
 
 

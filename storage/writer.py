@@ -116,7 +116,7 @@ class RollupStore:
 
     def _apply(self, rollup, marks, undo):
         con, ids, minute = self.con, self._flow_ids, rollup.bucket
-        known, minutes, names, apps, written = [], [], [], {}, self._labels
+        known, minutes, names, apps, host_apps, written = [], [], [], {}, {}, self._labels
         for f in rollup.flows:
             natural = (f.proto, f.orig_h, f.orig_p, f.resp_h, f.resp_p, f.first_seen)
             flow_id = ids.get(natural)
@@ -142,6 +142,16 @@ class RollupStore:
                     app = apps[(f.app, f.service, f.traffic_class)] = [0, 0]
                 app[0] += f.orig_bytes + f.resp_bytes
                 app[1] += f.orig_packets + f.resp_packets
+                for ip, tx, rx, txp, rxp in ((f.orig_h, f.orig_bytes, f.resp_bytes, f.orig_packets, f.resp_packets),
+                                             (f.resp_h, f.resp_bytes, f.orig_bytes, f.resp_packets, f.orig_packets)):
+                    key = (ip, f.app, f.service, f.traffic_class)
+                    host_app = host_apps.get(key)
+                    if host_app is None:
+                        host_app = host_apps[key] = [0, 0, 0, 0]
+                    host_app[0] += tx
+                    host_app[1] += rx
+                    host_app[2] += txp
+                    host_app[3] += rxp
             labels = (f.app, f.app_source, f.server_name, f.service, f.traffic_class)
             if (f.app or f.server_name or f.service or f.traffic_class not in ("", "other")) \
                     and written.get(flow_id) != labels:
@@ -166,6 +176,7 @@ class RollupStore:
                         [(minute, reason, *c) for reason, c in rollup.attribution.items()]),
             tiers.route(con, marks, "app", minute, [(minute, *key, *c) for key, c in apps.items()]),
             tiers.route(con, marks, "unnamed", minute, [(minute, reason, n) for reason, n in rollup.unnamed.items()]),
+            tiers.route(con, marks, "host_app", minute, [(minute, *key, *c) for key, c in host_apps.items()]),
         }
         tiers.mark_pending(con, pending)
         con.executemany(_HOST_MAC, [(ip, mac, minute, minute) for ip, mac in rollup.macs.items()])

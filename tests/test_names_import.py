@@ -206,3 +206,25 @@ def test_names_age_with_the_flows_and_a_reused_flow_id_inherits_nothing(imported
     assert [con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
             for t in ("flows", "flow_names", "host_names", "host_macs")] == [0, 0, 0, 0]
     con.close()
+
+
+def test_a_hosts_apps_add_up_to_its_bytes_at_every_tier(imported, capsys):
+    from settings import Settings
+    from storage.apps import app_usage
+    from storage.db import connect
+    from storage.retention import maintain
+    from storage.tiers import RetentionPolicy
+    hosts = {r["ip"]: r for r in export(capsys, "hosts", imported)}
+    con = connect(str(imported))
+    policy = RetentionPolicy.from_settings(Settings())
+    for now in (T0 + 600, T0 + 5 * 86400):          # minutes, then (minutes pruned) hours
+        while not maintain(con, policy, now):
+            pass
+        for ip in (CLIENT, VIDEO):
+            apps = app_usage(con, None, None, now, by="all", host=ip, policy=policy)
+            h = hosts[ip]
+            assert apps["total_bytes"] == int(h["tx_bytes"]) + int(h["rx_bytes"])
+            assert sum(r["packets"] for r in apps["rows"]) == int(h["tx_packets"]) + int(h["rx_packets"])
+    video = app_usage(con, None, None, T0 + 5 * 86400, by="service", host=VIDEO, policy=policy)["rows"]
+    assert [r["service"] for r in video] == ["YouTube"]
+    con.close()
