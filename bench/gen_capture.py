@@ -212,5 +212,23 @@ def main(argv=None):
     return 0
 
 
+
+
+def bench_capture(folder, packets):
+    """(path, stats, seconds spent generating or 0) of the benchmarks' capture of `packets`
+    frames in `folder` (default: /tmp/nettally-bench), reused while its parameters match."""
+    import tempfile
+    import time
+    from pathlib import Path
+    workdir = Path(folder or Path(tempfile.gettempdir()) / "nettally-bench")
+    workdir.mkdir(parents=True, exist_ok=True)
+    capture = workdir / f"offline-{packets}.pcap"
+    stats, spent = cached(str(capture), packets), 0.0
+    if stats is None:
+        started = time.perf_counter()
+        stats = generate(str(capture), packets)
+        spent = time.perf_counter() - started
+    return capture, stats, spent
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -32,7 +32,6 @@ import pstats
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -192,12 +191,8 @@ def main(argv=None):
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
 
-    workdir = Path(args.dir or Path(tempfile.gettempdir()) / "nettally-bench")
-    workdir.mkdir(parents=True, exist_ok=True)
-    capture = workdir / f"offline-{args.packets}.pcap"
-    stats = gen_capture.cached(str(capture), args.packets)
-    if stats is None:
-        stats = gen_capture.generate(str(capture), args.packets)
+    capture, stats, _ = gen_capture.bench_capture(args.dir, args.packets)
+    workdir = capture.parent
     print(f"capture: {capture}: {stats['frames']:,} frames, {stats['flows']:,} flows; {os.cpu_count()} CPUs")
     runs = compare(capture, stats, workdir, args.repeat, args.wait_quiet)
     if runs is None:

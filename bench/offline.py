@@ -238,14 +238,10 @@ def main(argv=None):
                    help="before each run, wait up to this long for the machine to be idle (shared machines)")
     args = p.parse_args(argv)
 
-    workdir = Path(args.dir or Path(tempfile.gettempdir()) / "nettally-bench")
-    workdir.mkdir(parents=True, exist_ok=True)
-    capture = workdir / f"offline-{args.packets}.pcap"
-    stats = gen_capture.cached(str(capture), args.packets)
-    if stats is None:
-        t0 = time.perf_counter()
-        stats = gen_capture.generate(str(capture), args.packets)
-        print(f"generated {capture} ({stats['bytes'] / 1e6:.0f} MB) in {time.perf_counter() - t0:.1f} s")
+    capture, stats, spent = gen_capture.bench_capture(args.dir, args.packets)
+    workdir = capture.parent
+    if spent:
+        print(f"generated {capture} ({stats['bytes'] / 1e6:.0f} MB) in {spent:.1f} s")
     print(f"capture: {capture}: {stats['frames']:,} frames, {stats['bytes']:,} bytes, "
           f"{stats['ip_frames']:,} IP ({stats['ipv6_frames']:,} IPv6, {stats['vlan_frames']:,} VLAN-tagged), "
           f"{stats['flows']:,} flows over {stats['seconds']:.0f} s; {os.cpu_count()} CPUs")
