@@ -1,10 +1,10 @@
 """Applications, services and traffic classes: bytes by what the traffic was, for /api/apps and
 the overview's class chart. Conventions as in storage/reads.py.
 
-Without a filter the answer comes from the app tier, for a host from the host_app tier (both
-exact per bucket: a host's bytes sent and received). For a process it comes from the flow records
-active in the range that touch that process: their whole-record counters, as the flows page
-counts (a record spanning the range's edge counts whole).
+Without a filter the answer comes from the app tier, for a host from the host_app tier, for a
+process name from the process_app tier (all exact per bucket; a host's or process's bytes sent
+and received). For a host and a process at once it comes from the flow records active in the
+range that touch both: their whole-record counters, as the flows page counts.
 """
 from storage import tiers
 from storage.reads import FAR_FUTURE, FAR_PAST, finest, source, span
@@ -17,18 +17,20 @@ def app_usage(con, since, until, now, by="all", host=None, process=None, limit=1
     """{resolution, total_bytes, rows: [{app, service, class, bytes, packets, share}]}, busiest
     first; `by` groups by app, service, class or all three. `share` is of the range's total."""
     keys = _GROUPS[by]
-    if process is None:
-        family = "app" if host is None else "host_app"
-        tier, lo, hi = span(policy, family, since, until, now)
-        if host is None:
-            sub, args = source(con, "app", tier, lo, hi, "app, service, traffic_class, bytes, packets")
-        else:                   # a host's own bytes and frames, both ways
-            sub, args = source(con, "host_app", tier, lo, hi, "app, service, traffic_class, tx_bytes + rx_bytes "
-                               "AS bytes, tx_packets + rx_packets AS packets", "AND ip = ?", [host])
-        resolution = tiers.SIZE[tier]
-    else:
+    if host is not None and process is not None:
         sub, args = _flows_of(since, until, host, process)
         resolution = None
+    else:
+        family = "app" if host is None and process is None else "host_app" if process is None else "process_app"
+        tier, lo, hi = span(policy, family, since, until, now)
+        resolution = tiers.SIZE[tier]
+        if family == "app":
+            sub, args = source(con, "app", tier, lo, hi, "app, service, traffic_class, bytes, packets")
+        else:                   # a host's or a process's own bytes and frames, both ways
+            where, wargs = (("AND ip = ?", [host]) if family == "host_app" else
+                            ("AND process_id IN (SELECT id FROM processes WHERE name = ?)", [process]))
+            sub, args = source(con, family, tier, lo, hi, "app, service, traffic_class, tx_bytes + rx_bytes "
+                               "AS bytes, tx_packets + rx_packets AS packets", where, wargs)
     cols = ", ".join(keys)
     rows = con.execute(f"SELECT {cols}, sum(bytes) AS b, sum(packets) AS p FROM ({sub}) GROUP BY {cols} "
                        f"ORDER BY b DESC, {cols}", args).fetchall()
@@ -46,7 +48,7 @@ def app_usage(con, since, until, now, by="all", host=None, process=None, limit=1
 
 
 def _flows_of(since, until, host, process):
-    """The flow records of `process` (and `host`, when given) active in the range."""
+    """The flow records of `process` on `host` active in the range."""
     clauses = ["f.last_seen >= ?", "f.first_seen < ?"]
     args = [FAR_PAST if since is None else since, FAR_FUTURE if until is None else until]
     if host is not None:

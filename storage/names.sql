@@ -55,6 +55,24 @@ CREATE TABLE IF NOT EXISTS host_app_days (
     PRIMARY KEY (day, ip, app, service, traffic_class)
 ) WITHOUT ROWID;
 
+-- Per process (processes.id): bytes it sent (tx) and received (rx) by application, service and class
+CREATE TABLE IF NOT EXISTS process_app_minutes (
+    minute INTEGER NOT NULL, process_id INTEGER NOT NULL, app TEXT NOT NULL, service TEXT NOT NULL, traffic_class TEXT NOT NULL,
+    tx_bytes INTEGER NOT NULL, rx_bytes INTEGER NOT NULL, tx_packets INTEGER NOT NULL, rx_packets INTEGER NOT NULL,
+    PRIMARY KEY (minute, process_id, app, service, traffic_class)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS process_app_minutes_ip ON process_app_minutes (process_id, minute);
+CREATE TABLE IF NOT EXISTS process_app_hours (
+    hour INTEGER NOT NULL, process_id INTEGER NOT NULL, app TEXT NOT NULL, service TEXT NOT NULL, traffic_class TEXT NOT NULL,
+    tx_bytes INTEGER NOT NULL, rx_bytes INTEGER NOT NULL, tx_packets INTEGER NOT NULL, rx_packets INTEGER NOT NULL,
+    PRIMARY KEY (hour, process_id, app, service, traffic_class)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS process_app_days (
+    day INTEGER NOT NULL, process_id INTEGER NOT NULL, app TEXT NOT NULL, service TEXT NOT NULL, traffic_class TEXT NOT NULL,
+    tx_bytes INTEGER NOT NULL, rx_bytes INTEGER NOT NULL, tx_packets INTEGER NOT NULL, rx_packets INTEGER NOT NULL,
+    PRIMARY KEY (day, process_id, app, service, traffic_class)
+) WITHOUT ROWID;
+
 -- Flows whose payload could not be read, by reason (dns_compression_loop, tls_truncated_handshake...)
 CREATE TABLE IF NOT EXISTS unnamed_minutes (
     minute INTEGER NOT NULL, reason TEXT NOT NULL, flows INTEGER NOT NULL, PRIMARY KEY (minute, reason)

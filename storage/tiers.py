@@ -45,6 +45,8 @@ FAMILIES = {f.name: f for f in (
     Family("unnamed", ("unnamed_minutes", "unnamed_hours", "unnamed_days"), ("reason",), ("flows",)),
     Family("host_app", ("host_app_minutes", "host_app_hours", "host_app_days"),
            ("ip", "app", "service", "traffic_class"), _PAIR),
+    Family("process_app", ("process_app_minutes", "process_app_hours", "process_app_days"),
+           ("process_id", "app", "service", "traffic_class"), _PAIR),
 )}
 
 

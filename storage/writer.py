@@ -73,6 +73,31 @@ INSERT INTO iface_seconds (second, iface, frames, bytes, out_frames, out_bytes) 
 ON CONFLICT (second, iface) DO UPDATE SET frames = frames + excluded.frames, bytes = bytes + excluded.bytes,
     out_frames = out_frames + excluded.out_frames, out_bytes = out_bytes + excluded.out_bytes"""
 
+def _process_apps(rollup, process_ids, minute):
+    """Rows (minute, process id, app, service, class, tx, rx, tx frames, rx frames): each flow side a
+    process owns credits that process, as the attribution join charged it in this rollup (a pid
+    names one process per rollup: the one in rollup.processes)."""
+    by_pid = {key.pid: process_id for key, process_id in process_ids.items()}
+    out = {}
+    for f in rollup.flows:
+        if not (f.orig_packets or f.resp_packets):
+            continue                   # a correction's stub: its bytes moved with the process rows
+        for pid, tx, rx, txp, rxp in ((f.orig_pid, f.orig_bytes, f.resp_bytes, f.orig_packets, f.resp_packets),
+                                      (f.resp_pid, f.resp_bytes, f.orig_bytes, f.resp_packets, f.orig_packets)):
+            process_id = by_pid.get(pid) if pid is not None else None
+            if process_id is None:
+                continue
+            key = (process_id, f.app, f.service, f.traffic_class)
+            c = out.get(key)
+            if c is None:
+                c = out[key] = [0, 0, 0, 0]
+            c[0] += tx
+            c[1] += rx
+            c[2] += txp
+            c[3] += rxp
+    return [(minute, *key, *c) for key, c in out.items()]
+
+
 # SQLite result codes that mean "cannot write now, may later": the batch waits in memory.
 _SQLITE_BUSY, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN = 5, 8, 10, 13, 14
 _STALLS = {_SQLITE_BUSY, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN}
@@ -161,8 +186,9 @@ class RollupStore:
                 written.pop(flow_id, None)
         con.executemany(_FLOW_ADD, known)
         con.executemany(_FLOW_NAMES, names)
-        processes = [(minute, con.execute(_PROCESS_UPSERT, tuple(key)).fetchone()[0], *c)
-                     for key, c in rollup.processes.items()]
+        process_ids = {key: con.execute(_PROCESS_UPSERT, tuple(key)).fetchone()[0] for key in rollup.processes}
+        processes = [(minute, process_ids[key], *c) for key, c in rollup.processes.items()]
+        process_apps = _process_apps(rollup, process_ids, minute)
         pending = {
             tiers.route(con, marks, "flow", minute, minutes),
             tiers.route(con, marks, "host", minute,
@@ -177,6 +203,7 @@ class RollupStore:
             tiers.route(con, marks, "app", minute, [(minute, *key, *c) for key, c in apps.items()]),
             tiers.route(con, marks, "unnamed", minute, [(minute, reason, n) for reason, n in rollup.unnamed.items()]),
             tiers.route(con, marks, "host_app", minute, [(minute, *key, *c) for key, c in host_apps.items()]),
+            tiers.route(con, marks, "process_app", minute, process_apps),
         }
         tiers.mark_pending(con, pending)
         con.executemany(_HOST_MAC, [(ip, mac, minute, minute) for ip, mac in rollup.macs.items()])
