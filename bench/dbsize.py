@@ -28,7 +28,7 @@ from storage import tiers                             # noqa: E402
 from storage.db import connect                        # noqa: E402
 from storage.retention import maintain  # noqa: E402
 from storage.tiers import RetentionPolicy
-from storage.writer import RollupStore                # noqa: E402
+from storage.store import RollupStore                # noqa: E402
 
 DAY0 = 1_700_006_400          # a UTC midnight
 GROUPS = ("minute tier", "hour tier", "day tier", "flow records", "1-second points", "other")

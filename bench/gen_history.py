@@ -34,7 +34,7 @@ from records import ProcessKey               # noqa: E402
 from settings import Settings                        # noqa: E402
 from storage import retention, tiers                 # noqa: E402
 from storage.db import connect                       # noqa: E402
-from storage.writer import RollupStore               # noqa: E402
+from storage.store import RollupStore               # noqa: E402
 
 IFACES = ("eth0", "wlan0")
 SERVICES = ((6, 443), (6, 443), (6, 443), (17, 443), (6, 80), (17, 53), (6, 22), (17, 123), (6, 8080), (6, 5432))

@@ -9,7 +9,7 @@ import signal
 
 from runtime import children
 from storage.db import DatabaseError, connect
-from storage.writer import RollupStore
+from storage.store import RollupStore
 
 
 class ImportWriter:

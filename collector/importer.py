@@ -22,7 +22,7 @@ from records import IFACE_FIELDS
 from runtime.exits import EXIT_DAMAGED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
 from storage.db import DatabaseError, connect
 from storage.tiers import build_pending
-from storage.writer import RollupStore
+from storage.store import RollupStore
 
 LATE_NAMES_WAIT = 30.0      # seconds the end of an import waits at most for the tshark batch in flight
 SMALL_IMPORT = 1.0          # an import quicker than this waits for it (up to LATE_NAMES_WAIT)

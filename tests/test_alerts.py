@@ -221,7 +221,7 @@ def test_coverage_leaves_traffic_without_a_local_side_out(tmp_path):
     from settings import Settings
     from storage import coverage, processes
     from storage.tiers import RetentionPolicy
-    from storage.writer import RollupStore
+    from storage.store import RollupStore
     con = connect(str(tmp_path / "c.db"))
     now = 1_700_001_030.5
     minute = int(now // 60 * 60) - 120
@@ -240,7 +240,7 @@ def test_a_new_device_alerts_however_late_its_minute_is_evaluated(tmp_path, late
     from alerts.service import AlertRunner
     from records import Rollup
     from settings import Settings
-    from storage.writer import RollupStore
+    from storage.store import RollupStore
     path = str(tmp_path / "nd.db")
     con = connect(path)
     writer = RollupStore(con)

@@ -19,7 +19,7 @@ from capture.flows import FlowTable
 from capture.offline import import_file
 from storage import alert_log
 from storage.db import connect
-from storage.writer import RollupStore
+from storage.store import RollupStore
 from common import wait_for
 
 S = 1_700_035_200             # capture start, a minute boundary (2023-11-15 08:00 UTC)

@@ -13,7 +13,8 @@ from records import Rollup
 from records import ProcessKey
 from storage import alert_log
 from storage.db import connect
-from storage.writer import RollupStore, health
+from storage.store import RollupStore
+from storage.writer import health
 from common import wait_for
 
 T = 1_700_035_200             # a minute boundary

@@ -8,7 +8,7 @@ from records import FlowDelta, ProcessKey, Rollup
 from settings import Settings
 from storage.db import connect
 from storage.processes import attribution_coverage, flow_totals_by_process, flows_with_processes, process_totals
-from storage.writer import RollupStore
+from storage.store import RollupStore
 
 from attribution.cache import OwnerCache
 from attribution.service import GRACE, OTHER_NS_MEMORY, Attributor

@@ -31,7 +31,8 @@ from common import IS_ROOT, ROOT
 from settings import Settings as DefaultSettings
 from storage import retention
 from storage.db import DatabaseError, connect
-from storage.writer import RollupStore, WriterThread
+from storage.store import RollupStore
+from storage.writer import WriterThread
 from common import wait_for
 
 T = 1_700_035_200
@@ -52,7 +53,7 @@ _CHILD = """
 import sys
 sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
 from storage.db import connect
-from storage.writer import RollupStore
+from storage.store import RollupStore
 from test_crash import batch
 store = RollupStore(connect({db!r}))
 for k in range({start}, 100000):

@@ -149,7 +149,7 @@ def test_hostile_dns_is_counted_unreadable_and_the_rest_imports(tmp_path, capsys
 
 def test_late_app_names_fill_what_the_port_guessed_and_never_overwrite_a_reading(imported, capsys):
     from storage.db import connect
-    from storage.writer import RollupStore
+    from storage.store import RollupStore
     flows = {(r["resp_h"], r["resp_p"]): r for r in export(capsys, "flows", imported)}
     ssh, tls = flows[("198.51.100.1", "22")], flows[(VIDEO, "443")]
 

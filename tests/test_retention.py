@@ -8,7 +8,7 @@ from storage import retention
 from storage.db import connect
 from storage.retention import maintain
 from storage.tiers import RetentionPolicy
-from storage.writer import RollupStore
+from storage.store import RollupStore
 
 T0 = 1_700_006_400            # a UTC midnight
 DAYS, HOSTS, FLOWS_PER_HOUR = 3, 1000, 10

@@ -16,7 +16,7 @@ from storage.export import flow_row, render
 from storage.flows import flows_between
 from storage.hosts import top_hosts
 from storage.interfaces import interface_totals
-from storage.writer import RollupStore
+from storage.store import RollupStore
 
 T0 = 1_700_000_040.0          # a minute boundary
 E = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")

@@ -12,7 +12,7 @@ from storage.interfaces import interface_rates, live_seconds
 from storage.reads import choose_tier
 from storage.retention import maintain
 from storage.tiers import RetentionPolicy
-from storage.writer import RollupStore
+from storage.store import RollupStore
 
 T0 = 1_700_006_400            # a UTC midnight (2023-11-15)
 

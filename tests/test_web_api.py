@@ -8,7 +8,7 @@ import pytest
 from settings import Settings
 from storage import retention, tiers
 from storage.db import connect
-from storage.writer import RollupStore
+from storage.store import RollupStore
 from web_helpers import A, B, C, EVIL_NAME, EVIL_PROCESS, FORMULA_NAME, FORMULA_PROCESS, MINUTE, NOW, make_db, rollups
 from web.app import create_app
 

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from storage.db import connect
-from storage.writer import RollupStore
+from storage.store import RollupStore
 from web_helpers import NOW, make_db
 from web.app import create_app
 

@@ -11,7 +11,7 @@ import urllib.request
 from records import FlowDelta, Rollup
 from records import ProcessKey
 from storage.db import connect
-from storage.writer import RollupStore
+from storage.store import RollupStore
 from common import wait_for  # noqa: F401  (re-exported: the web tests import it from here)
 
 NOW = 1_700_000_000 // 3600 * 3600 + 1830.5      # 30 min 30.5 s into an hour

@@ -1,0 +1,209 @@
+"""Rollups become rows: one transaction per batch of rollups, through one connection. The
+writer thread (storage/writer.py) and an import's writer process (collector/import_writer.py)
+both write through a RollupStore."""
+import time
+
+from storage import tiers
+from storage.db import immediate
+
+_HOST_MAC = """
+INSERT INTO host_macs (ip, mac, first_seen, last_seen) VALUES (?, ?, ?, ?)
+ON CONFLICT (ip) DO UPDATE SET
+    first_seen = CASE WHEN mac = excluded.mac THEN min(first_seen, excluded.first_seen)
+                      WHEN excluded.last_seen >= last_seen THEN excluded.first_seen ELSE first_seen END,
+    last_seen = max(last_seen, excluded.last_seen),
+    mac = CASE WHEN excluded.last_seen >= last_seen THEN excluded.mac ELSE mac END"""
+_FLOW_UPSERT = """
+INSERT INTO flows (proto, orig_h, orig_p, resp_h, resp_p, first_seen, last_seen, orig_bytes,
+                   orig_packets, resp_bytes, resp_packets, tcp_flags, iface, closed,
+                   orig_pid, orig_process, resp_pid, resp_process)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (proto, orig_h, orig_p, resp_h, resp_p, first_seen) DO UPDATE SET
+    last_seen = max(last_seen, excluded.last_seen),
+    orig_bytes = orig_bytes + excluded.orig_bytes, orig_packets = orig_packets + excluded.orig_packets,
+    resp_bytes = resp_bytes + excluded.resp_bytes, resp_packets = resp_packets + excluded.resp_packets,
+    tcp_flags = tcp_flags | excluded.tcp_flags, closed = excluded.closed,
+    orig_pid = coalesce(orig_pid, excluded.orig_pid), orig_process = coalesce(orig_process, excluded.orig_process),
+    resp_pid = coalesce(resp_pid, excluded.resp_pid), resp_process = coalesce(resp_process, excluded.resp_process)
+RETURNING id"""
+_FLOW_ADD = """
+UPDATE flows SET last_seen = max(last_seen, ?), orig_bytes = orig_bytes + ?, orig_packets = orig_packets + ?,
+    resp_bytes = resp_bytes + ?, resp_packets = resp_packets + ?, tcp_flags = tcp_flags | ?, closed = ?,
+    orig_pid = coalesce(orig_pid, ?), orig_process = coalesce(orig_process, ?),
+    resp_pid = coalesce(resp_pid, ?), resp_process = coalesce(resp_process, ?)
+WHERE id = ?"""
+_FLOW_NAMES = """
+INSERT INTO flow_names (flow_id, app, app_source, server_name, service, traffic_class) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (flow_id) DO UPDATE SET app = excluded.app, app_source = excluded.app_source,
+    server_name = excluded.server_name, service = excluded.service, traffic_class = excluded.traffic_class"""
+_HOST_NAME = """
+INSERT INTO host_names (ip, name, source, seen) VALUES (?, ?, ?, ?)
+ON CONFLICT (ip) DO UPDATE SET name = excluded.name, source = excluded.source, seen = excluded.seen
+WHERE excluded.seen >= host_names.seen"""
+_RELABEL = """
+INSERT INTO flow_names (flow_id, app, app_source, traffic_class)
+SELECT id, ?, 'dpi', ? FROM flows
+WHERE proto = ? AND orig_h = ? AND orig_p = ? AND resp_h = ? AND resp_p = ? AND first_seen = ?
+ON CONFLICT (flow_id) DO UPDATE SET app = excluded.app, app_source = 'dpi',
+    traffic_class = CASE WHEN service = '' THEN excluded.traffic_class ELSE traffic_class END
+WHERE flow_names.app_source != 'dpi'"""
+_PROCESS_UPSERT = """
+INSERT INTO processes (pid, start_time, name, exe, cmdline, username, unit) VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (pid, start_time) DO UPDATE SET name = excluded.name
+RETURNING id"""
+_SECONDS = """
+INSERT INTO iface_seconds (second, iface, frames, bytes, out_frames, out_bytes) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (second, iface) DO UPDATE SET frames = frames + excluded.frames, bytes = bytes + excluded.bytes,
+    out_frames = out_frames + excluded.out_frames, out_bytes = out_bytes + excluded.out_bytes"""
+
+def _process_apps(rollup, process_ids, minute):
+    """Rows (minute, process id, app, service, class, tx, rx, tx frames, rx frames): each flow side a
+    process owns credits that process, as the attribution join charged it in this rollup (a pid
+    names one process per rollup: the one in rollup.processes)."""
+    by_pid = {key.pid: process_id for key, process_id in process_ids.items()}
+    out = {}
+    for f in rollup.flows:
+        if not (f.orig_packets or f.resp_packets):
+            continue                   # a correction's stub: its bytes moved with the process rows
+        for pid, tx, rx, txp, rxp in ((f.orig_pid, f.orig_bytes, f.resp_bytes, f.orig_packets, f.resp_packets),
+                                      (f.resp_pid, f.resp_bytes, f.orig_bytes, f.resp_packets, f.orig_packets)):
+            process_id = by_pid.get(pid) if pid is not None else None
+            if process_id is None:
+                continue
+            key = (process_id, f.app, f.service, f.traffic_class)
+            c = out.get(key)
+            if c is None:
+                c = out[key] = [0, 0, 0, 0]
+            c[0] += tx
+            c[1] += rx
+            c[2] += txp
+            c[3] += rxp
+    return [(minute, *key, *c) for key, c in out.items()]
+
+
+class RollupStore:
+    """Applies rollups to one connection. Used directly (import) or from WriterThread (live)."""
+
+    def __init__(self, con):
+        self.con = con
+        self._flow_ids = {}       # natural key -> flows.id, for flows still open
+        self._labels = {}         # flows.id -> labels last written, for flows still open (a delta
+                                  # carries its flow's labels every time; they are written when new)
+        self.span = None          # (first bucket, end of last bucket) of the rollups applied
+
+    def apply(self, rollups):
+        """All of `rollups` in one transaction, or nothing (the exception says why)."""
+        undo = []                 # flow-id cache changes, reverted if the transaction is not committed
+        try:
+            with immediate(self.con):
+                marks = tiers.watermarks(self.con)
+                for rollup in rollups:
+                    self._apply(rollup, marks, undo)
+        except BaseException:
+            self._labels.clear()          # a cache only: labels are written again, idempotently
+            for natural, old in reversed(undo):
+                if old is None:
+                    self._flow_ids.pop(natural, None)
+                else:
+                    self._flow_ids[natural] = old
+            raise
+        for rollup in rollups:
+            first, end = rollup.bucket, rollup.bucket + tiers.MINUTE
+            self.span = (first, end) if self.span is None else (min(self.span[0], first), max(self.span[1], end))
+
+    def _apply(self, rollup, marks, undo):
+        con, ids, minute = self.con, self._flow_ids, rollup.bucket
+        known, minutes, names, apps, host_apps, written = [], [], [], {}, {}, self._labels
+        for f in rollup.flows:
+            natural = (f.proto, f.orig_h, f.orig_p, f.resp_h, f.resp_p, f.first_seen)
+            flow_id = ids.get(natural)
+            if flow_id is None:
+                flow_id = con.execute(_FLOW_UPSERT, natural + (
+                    f.last_seen, f.orig_bytes, f.orig_packets, f.resp_bytes, f.resp_packets,
+                    f.tcp_flags, f.iface, int(f.closed),
+                    f.orig_pid, f.orig_process, f.resp_pid, f.resp_process)).fetchone()[0]
+                if not f.closed:
+                    ids[natural] = flow_id
+                    undo.append((natural, None))
+            else:
+                known.append((f.last_seen, f.orig_bytes, f.orig_packets, f.resp_bytes, f.resp_packets,
+                              f.tcp_flags, int(f.closed),
+                              f.orig_pid, f.orig_process, f.resp_pid, f.resp_process, flow_id))
+                if f.closed:
+                    del ids[natural]
+                    undo.append((natural, flow_id))
+            if f.orig_packets or f.resp_packets:
+                minutes.append((minute, flow_id, f.orig_bytes, f.orig_packets, f.resp_bytes, f.resp_packets))
+                app = apps.get((f.app, f.service, f.traffic_class))
+                if app is None:
+                    app = apps[(f.app, f.service, f.traffic_class)] = [0, 0]
+                app[0] += f.orig_bytes + f.resp_bytes
+                app[1] += f.orig_packets + f.resp_packets
+                for ip, tx, rx, txp, rxp in ((f.orig_h, f.orig_bytes, f.resp_bytes, f.orig_packets, f.resp_packets),
+                                             (f.resp_h, f.resp_bytes, f.orig_bytes, f.resp_packets, f.orig_packets)):
+                    key = (ip, f.app, f.service, f.traffic_class)
+                    host_app = host_apps.get(key)
+                    if host_app is None:
+                        host_app = host_apps[key] = [0, 0, 0, 0]
+                    host_app[0] += tx
+                    host_app[1] += rx
+                    host_app[2] += txp
+                    host_app[3] += rxp
+            labels = (f.app, f.app_source, f.server_name, f.service, f.traffic_class)
+            if (f.app or f.server_name or f.service or f.traffic_class not in ("", "other")) \
+                    and written.get(flow_id) != labels:
+                names.append((flow_id, *labels))
+                written[flow_id] = labels
+            if f.closed:
+                written.pop(flow_id, None)
+        con.executemany(_FLOW_ADD, known)
+        con.executemany(_FLOW_NAMES, names)
+        process_ids = {key: con.execute(_PROCESS_UPSERT, tuple(key)).fetchone()[0] for key in rollup.processes}
+        processes = [(minute, process_ids[key], *c) for key, c in rollup.processes.items()]
+        process_apps = _process_apps(rollup, process_ids, minute)
+        pending = {
+            tiers.route(con, marks, "flow", minute, minutes),
+            tiers.route(con, marks, "host", minute,
+                        [(minute, ip, *c) for ip, c in rollup.hosts.items() if c[2] or c[3]]),
+            tiers.route(con, marks, "iface", minute,
+                        [(minute, name, *c) for name, c in rollup.interfaces.items() if c[0]]),
+            tiers.route(con, marks, "undecodable", minute,
+                        [(minute, iface, reason, *c) for (iface, reason), c in rollup.undecodable.items()]),
+            tiers.route(con, marks, "process", minute, processes),
+            tiers.route(con, marks, "attribution", minute,
+                        [(minute, reason, *c) for reason, c in rollup.attribution.items()]),
+            tiers.route(con, marks, "app", minute, [(minute, *key, *c) for key, c in apps.items()]),
+            tiers.route(con, marks, "unnamed", minute, [(minute, reason, n) for reason, n in rollup.unnamed.items()]),
+            tiers.route(con, marks, "host_app", minute, [(minute, *key, *c) for key, c in host_apps.items()]),
+            tiers.route(con, marks, "process_app", minute, process_apps),
+        }
+        tiers.mark_pending(con, pending)
+        con.executemany(_HOST_MAC, [(ip, mac, minute, minute) for ip, mac in rollup.macs.items()])
+        con.executemany(_HOST_NAME, [(ip, *seen) for ip, seen in rollup.names.items()])
+
+    def relabel(self, labels):
+        """Apps named late, by Wireshark (names/tshark.py): [(proto, orig_h, orig_p, resp_h, resp_p,
+        first_seen, app, traffic_class)]. A flow's own reading ('dpi') is never overwritten; the app
+        tier keeps what was counted when the bytes were written."""
+        with immediate(self.con):
+            self.con.executemany(_RELABEL, [(app, cls, *natural) for *natural, app, cls in labels])
+
+    def add_seconds(self, points):
+        """Per-second interface points: [(second, iface, frames, bytes, out_frames, out_bytes)]."""
+        with immediate(self.con):
+            self.con.executemany(_SECONDS, points)
+
+    def add_drops(self, minute, drops):
+        with immediate(self.con):
+            rows = [(minute, iface, n) for iface, n in drops.items() if n]
+            tiers.mark_pending(self.con, {tiers.route(self.con, tiers.watermarks(self.con), "drops", minute, rows)})
+
+    def begin_source(self, kind, name, started=None):
+        with immediate(self.con):
+            return self.con.execute("INSERT INTO sources (kind, name, started) VALUES (?, ?, ?)",
+                                    (kind, name, time.time() if started is None else started)).lastrowid
+
+    def end_source(self, source_id, frames, clamped=0, damage=None):
+        with immediate(self.con):
+            self.con.execute("UPDATE sources SET finished = ?, frames = ?, clamped = ?, damage = ? WHERE id = ?",
+                             (time.time(), frames, clamped, damage, source_id))
