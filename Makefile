@@ -25,9 +25,9 @@ lint: $(VENV)/.installed
 test: lint system-deps
 	$(PY) -m pytest -q -rs tests
 
-# The pure tests only: no root, network, browser or tshark; seconds.
+# The pure tests only: no root, network, browser or tshark, nothing slow.
 test-unit: lint
-	$(PY) -m pytest -q -rs -m "not system" tests
+	$(PY) -m pytest -q -rs -m "not system and not slow" tests
 
 bench: $(VENV)/.installed system-deps
 	$(PY) bench/run_all.py

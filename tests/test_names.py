@@ -538,6 +538,7 @@ LEARNS = 1_000_000
 BOUND_MB = 64
 
 
+@pytest.mark.slow
 def test_a_million_distinct_answers_stay_within_the_bound():
     # the memory test; tracemalloc makes each allocation ~10x dearer, ~10 s of CPU here
     gc.collect()

@@ -59,11 +59,13 @@ def simulated(tmp_path_factory):
     con.close()
 
 
+@pytest.mark.slow         # days of simulated housekeeping (the module's fixture)
 def test_every_housekeeping_round_finished(simulated):
     _, _, _, rounds = simulated
     assert len(rounds) == DAYS * 24 and all(rounds)
 
 
+@pytest.mark.slow         # days of simulated housekeeping (the module's fixture)
 def test_tier_sizes_are_as_configured(simulated):
     con, truth, end, _ = simulated
     def count(sql):
@@ -90,6 +92,7 @@ def test_tier_sizes_are_as_configured(simulated):
     assert count("SELECT count(*) FROM tier_pending") == 0
 
 
+@pytest.mark.slow         # days of simulated housekeeping (the module's fixture)
 def test_hour_and_day_totals_equal_the_minutes_they_came_from(simulated):
     con, truth, end, _ = simulated
     want_hours, want_days = {}, {}
@@ -130,6 +133,7 @@ def test_pruning_goes_in_small_batches(tmp_path, monkeypatch):
     assert con.execute("SELECT sum(tx_bytes) FROM host_hours").fetchone() == (3000,)
 
 
+@pytest.mark.slow         # days of simulated housekeeping (the module's fixture)
 def test_exports_read_every_tier_after_retention(simulated):
     """After the minute rows of days 1-2 are pruned, the hosts export over all time and over a
     range reaching back past the minute retention still equals what was written: hour and day
