@@ -65,20 +65,28 @@ def _process_apps(rollup, process_ids, minute):
     for f in rollup.flows:
         if not (f.orig_packets or f.resp_packets):
             continue                   # a correction's stub: its bytes moved with the process rows
-        for pid, tx, rx, txp, rxp in ((f.orig_pid, f.orig_bytes, f.resp_bytes, f.orig_packets, f.resp_packets),
-                                      (f.resp_pid, f.resp_bytes, f.orig_bytes, f.resp_packets, f.orig_packets)):
+        for _, pid, *counts in _sides(f):
             process_id = by_pid.get(pid) if pid is not None else None
-            if process_id is None:
-                continue
-            key = (process_id, f.app, f.service, f.traffic_class)
-            c = out.get(key)
-            if c is None:
-                c = out[key] = [0, 0, 0, 0]
-            c[0] += tx
-            c[1] += rx
-            c[2] += txp
-            c[3] += rxp
+            if process_id is not None:
+                _add(out, (process_id, f.app, f.service, f.traffic_class), counts)
     return [(minute, *key, *c) for key, c in out.items()]
+
+
+def _sides(f):
+    """Both sides of a flow delta: (address, pid, bytes sent, bytes received, frames sent, frames
+    received), each side crediting what it sent as tx."""
+    return ((f.orig_h, f.orig_pid, f.orig_bytes, f.resp_bytes, f.orig_packets, f.resp_packets),
+            (f.resp_h, f.resp_pid, f.resp_bytes, f.orig_bytes, f.resp_packets, f.orig_packets))
+
+
+def _add(table, key, counts):
+    """Adds `counts` to table[key] (a list of counters), made on first use."""
+    have = table.get(key)
+    if have is None:
+        table[key] = list(counts)
+    else:
+        for i, n in enumerate(counts):
+            have[i] += n
 
 
 class RollupStore:
@@ -134,21 +142,10 @@ class RollupStore:
                     undo.append((natural, flow_id))
             if f.orig_packets or f.resp_packets:
                 minutes.append((minute, flow_id, f.orig_bytes, f.orig_packets, f.resp_bytes, f.resp_packets))
-                app = apps.get((f.app, f.service, f.traffic_class))
-                if app is None:
-                    app = apps[(f.app, f.service, f.traffic_class)] = [0, 0]
-                app[0] += f.orig_bytes + f.resp_bytes
-                app[1] += f.orig_packets + f.resp_packets
-                for ip, tx, rx, txp, rxp in ((f.orig_h, f.orig_bytes, f.resp_bytes, f.orig_packets, f.resp_packets),
-                                             (f.resp_h, f.resp_bytes, f.orig_bytes, f.resp_packets, f.orig_packets)):
-                    key = (ip, f.app, f.service, f.traffic_class)
-                    host_app = host_apps.get(key)
-                    if host_app is None:
-                        host_app = host_apps[key] = [0, 0, 0, 0]
-                    host_app[0] += tx
-                    host_app[1] += rx
-                    host_app[2] += txp
-                    host_app[3] += rxp
+                _add(apps, (f.app, f.service, f.traffic_class),
+                     (f.orig_bytes + f.resp_bytes, f.orig_packets + f.resp_packets))
+                for ip, _, *counts in _sides(f):
+                    _add(host_apps, (ip, f.app, f.service, f.traffic_class), counts)
             labels = (f.app, f.app_source, f.server_name, f.service, f.traffic_class)
             if (f.app or f.server_name or f.service or f.traffic_class not in ("", "other")) \
                     and written.get(flow_id) != labels:
