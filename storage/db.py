@@ -28,6 +28,7 @@ def connect(path, readonly=False):
                 raise DatabaseError(f"{path}: no such database")
             con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
         else:
+            private(path)
             con = sqlite3.connect(path, check_same_thread=False)
         con.execute("PRAGMA busy_timeout = 10000")
         if not readonly:
@@ -47,6 +48,30 @@ def connect(path, readonly=False):
         error.sqlite_errorcode = getattr(e, "sqlite_errorcode", None)   # the writer tells "full" from "broken"
         raise error from None
     return con
+
+
+def private(path):
+    """The database holds process command lines, user names and who talked to whom: it is never
+    readable by everyone. A new file is made 0600 before SQLite opens it (SQLite gives its -wal and
+    -shm files the database's mode); an existing file of ours, and its side files, lose group and
+    other permissions. Nothing of another owner is touched."""
+    if path == ":memory:" or str(path).startswith("file:"):
+        return
+    path = str(path)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        return        # a new file: no SQLite connection of ours can hold it, so closing drops no lock
+    except FileExistsError:
+        pass
+    except OSError:
+        return        # an unwritable place: SQLite says why in one line
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            st = os.stat(path + suffix)
+            if st.st_uid == os.geteuid() and st.st_mode & 0o077:
+                os.chmod(path + suffix, st.st_mode & 0o700)   # chmod opens nothing: no lock is dropped
+        except OSError:
+            pass
 
 
 def connect_checked(path, now=None):
