@@ -326,8 +326,32 @@ def evaluate_import(settings, con, since, until, rules=None):
             line += f"; still over when the capture ended (peak {messages.amount(peak, opened.rule.unit)})"
         elif closed is not None:
             line += f"; back under at {messages.when(closed.time)} (peak {messages.amount(peak, opened.rule.unit)})"
-        lines.append(line)
+        lines.append(AlertLine(line, opened.rule.name))
     return lines
+
+
+class AlertLine(str):
+    """One import alert's report line, which knows its rule (for the import's summary)."""
+
+    def __new__(cls, text, rule):
+        line = super().__new__(cls, text)
+        line.rule = rule
+        return line
+
+
+def import_summary(lines, first=5):
+    """What an import prints about its alerts: counts by rule, then the first few lines; the
+    full list is in `run.py export alerts` and on the dashboard."""
+    if not lines:
+        return []
+    counts = {}
+    for line in lines:
+        counts[line.rule] = counts.get(line.rule, 0) + 1
+    by_rule = ", ".join(f"{rule} {n}" for rule, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    out = [f"alerts: {len(lines)} ({by_rule})"] + [f"  {line}" for line in lines[:first]]
+    if len(lines) > first:
+        out.append(f"  ... {len(lines) - first} more: run.py export alerts, or the dashboard's alerts page")
+    return out
 
 
 def _import_slide(con, rule, since, until):

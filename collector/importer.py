@@ -11,7 +11,7 @@ import time
 from functools import partial
 
 from alerts.config import load_rules
-from alerts.service import evaluate_import
+from alerts.service import evaluate_import, import_summary
 from capture.capfile import CaptureError
 from capture.flows import FlowTable
 from capture.offline import import_file
@@ -96,7 +96,7 @@ def _import_files(settings, files, store, labeller, dpi, stop_asked):
             status = max(status, EXIT_DAMAGED)
         print(line)
     if store.span:                           # the alert rules, on the capture's own timeline
-        for line in evaluate_import(settings, store.con, *store.span):
+        for line in import_summary(evaluate_import(settings, store.con, *store.span)):
             print(line)
     build_pending(store.con)                 # hour and day tiers of what was imported
     return status

@@ -158,3 +158,16 @@ def test_live_runner_alerts_once_and_the_webhook_gets_one_post_per_event(tmp_pat
     assert opened["time"] == "2023-11-15T08:25:00Z" and closed["closed"] == "2023-11-15T09:09:00Z"
     assert closed["opened"] == opened["time"]
     assert len({event_id for event_id, _ in webhook.posts}) == 2
+
+
+def test_the_import_prints_counts_by_rule_and_the_first_alerts_only():
+    from alerts.service import AlertLine, import_summary
+    lines = [AlertLine(f"2023-11-15T08:{m:02d}:00Z  new device 10.0.0.{m}", "new-device") for m in range(7)]
+    lines.append(AlertLine("2023-11-15T09:00:00Z  host 10.0.0.1: 100 MB in 1 h", "host-bytes-hour"))
+    out = import_summary(lines, first=3)
+    assert out == ["alerts: 8 (new-device 7, host-bytes-hour 1)",
+                   "  2023-11-15T08:00:00Z  new device 10.0.0.0",
+                   "  2023-11-15T08:01:00Z  new device 10.0.0.1",
+                   "  2023-11-15T08:02:00Z  new device 10.0.0.2",
+                   "  ... 5 more: run.py export alerts, or the dashboard's alerts page"]
+    assert import_summary([]) == []
