@@ -139,3 +139,15 @@ def ip_transport(frame):
         proto, end = frame[p + 6], p + 40 + struct.unpack_from("!H", frame, p + 4)[0]
         return proto, frame[p + 8:p + 24], frame[p + 24:p + 40], p + 40, end
     return None
+
+
+def frames_of(path):
+    """Each frame's bytes of a capture file, in order, through the project's own reader."""
+    from capture.capfile import CaptureFile
+    capture = CaptureFile(str(path))
+    try:
+        for _, frames in capture.batches():
+            for _ts, _wire, frame, _outbound in frames:
+                yield frame
+    finally:
+        capture.close()

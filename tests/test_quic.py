@@ -18,7 +18,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import captures
-from capture.capfile import CaptureFile
 from capture.quic import MAX_CRYPTO, QuicClientHellos, QuicError, looks_like_quic
 from capture.tls import ClientHello
 from common import ROOT, system
@@ -511,18 +510,13 @@ def client_datagrams(path):
     """{(client address, port, server address, port): [UDP payloads the client sent]} for an
     Ethernet capture; the client is the side that sent the flow's first datagram."""
     flows = {}
-    capture = CaptureFile(str(path))
-    try:
-        for _, frames in capture.batches():
-            for _ts, _wire, frame, _flag in frames:
-                datagram = _udp(frame)
-                if datagram is None:
-                    continue
-                (src, sport, dst, dport), payload = datagram
-                if (dst, dport, src, sport) not in flows:
-                    flows.setdefault((src, sport, dst, dport), []).append(payload)
-    finally:
-        capture.close()
+    for frame in captures.frames_of(path):
+        datagram = _udp(frame)
+        if datagram is None:
+            continue
+        (src, sport, dst, dport), payload = datagram
+        if (dst, dport, src, sport) not in flows:
+            flows.setdefault((src, sport, dst, dport), []).append(payload)
     return flows
 
 

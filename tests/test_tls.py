@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import captures
-from capture.capfile import CaptureFile
 from capture.tls import (MAX_ALPN, MAX_STREAM, ClientHello, TlsError, client_hello_from_stream,
                          parse_client_hello)
 from common import ROOT, system
@@ -248,21 +247,16 @@ def client_streams(path):
     """{(client address, port, server address, port): client payload bytes in sequence order} for
     each TCP connection of an Ethernet capture whose SYN is seen; retransmissions dropped."""
     streams, expected = {}, {}
-    capture = CaptureFile(str(path))
-    try:
-        for _, frames in capture.batches():
-            for _ts, _wire, frame, _flag in frames:
-                segment = _tcp(frame)
-                if segment is None:
-                    continue
-                key, seq, flags, payload = segment
-                if flags & 0x02 and not flags & 0x10:                 # SYN from the client
-                    expected[key], streams[key] = seq + 1, b""
-                elif key in expected and payload and seq == expected[key]:
-                    streams[key] += payload
-                    expected[key] += len(payload)
-    finally:
-        capture.close()
+    for frame in captures.frames_of(path):
+        segment = _tcp(frame)
+        if segment is None:
+            continue
+        key, seq, flags, payload = segment
+        if flags & 0x02 and not flags & 0x10:                 # SYN from the client
+            expected[key], streams[key] = seq + 1, b""
+        elif key in expected and payload and seq == expected[key]:
+            streams[key] += payload
+            expected[key] += len(payload)
     return streams
 
 
