@@ -25,8 +25,8 @@ _LINKTYPE_ETHERNET = 1
 _TCP_SYN_ONLY = 0x02
 _FRAGMENT_MEMORY = 65536      # first-fragment port records kept for later fragments
 MAX_NAMES = 65536             # host names learnt per bucket (a flood of DNS answers cannot grow it)
-SAMPLE_FLOWS = 256            # flows whose first frames are kept at once, for Wireshark to name if we cannot
-SAMPLE_FRAMES, SAMPLE_BYTES = 4, 1024     # per sampled flow: its first payload frames, each cut to this
+SAMPLE_FLOWS = 256            # flows whose first frames are kept at once (capture/peek.py SAMPLE_FRAMES),
+                              # for Wireshark to name if we cannot
 _WANT = object()              # a TCP/UDP flow whose first payload has not come yet (no Peek made)
 
 
@@ -221,11 +221,7 @@ class FlowTable:
             if self._sample_slots:
                 self._sample_slots -= 1
                 peek.frames = []
-        payload = data[start:end]
-        # a frame whose payload is all zeros (padding) names nothing, for Wireshark neither
-        if peek.frames is not None and len(peek.frames) < SAMPLE_FRAMES and payload.count(0) != len(payload):
-            peek.frames.append((ts, bytes(data[:SAMPLE_BYTES])))    # a copy: live frames live in the ring
-        more = peek.see(c is flow.orig, payload, ts, self._learn)
+        more = peek.see(c is flow.orig, data[start:end], ts, self._learn, data)
         flow.app, flow.server_name = peek.app, peek.server_name
         if peek.problem and not flow.problem:
             flow.problem = peek.problem

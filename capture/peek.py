@@ -13,6 +13,7 @@ what was learnt and the reason is counted (`problem`).
 from capture import dhcp, dns, http, quic, signatures, tls
 
 PACKETS = 8             # a ClientHello in a few segments, QUIC Initials, an HTTP request head
+SAMPLE_FRAMES, SAMPLE_BYTES = 4, 1024     # kept of a sampled flow: its first payload frames, each cut to this
 TRIES = 2               # payloads that match no signature before a flow is given up (one per side,
                         # as a rule: a server that speaks first shows itself in its first payload)
 NAME_PACKETS = 64       # DNS, mDNS, LLMNR, NBNS and DHCP flows: names come in every packet
@@ -25,33 +26,37 @@ class Peek:
     """One flow's reading state. orig is taken as the client (it sent the first packet; for
     TCP the SYN), so the ClientHello, the Initials and the request are orig's."""
 
-    __slots__ = ("proto", "port", "client_port", "left", "tries", "app", "server_name", "problem", "frames",
-                 "_stream", "_quic", "_dns_stream")
+    __slots__ = ("proto", "port", "client_port", "names", "left", "tries", "app", "server_name", "problem",
+                 "frames", "_stream", "_quic", "_dns_stream")
 
     def __init__(self, proto, orig_port, resp_port):
         self.proto = proto
         self.port = resp_port          # the server's port: the one that says what it serves
         self.client_port = orig_port
-        names = resp_port in _NAME_PORTS or orig_port in _NAME_PORTS
-        self.left = NAME_PACKETS if names else PACKETS
+        self.names = resp_port in _NAME_PORTS or orig_port in _NAME_PORTS     # a flow that keeps carrying names
+        self.left = NAME_PACKETS if self.names else PACKETS
         self.tries = TRIES
         self.app = ""
         self.server_name = ""
         self.problem = ""              # the first reason the payload could not be read, e.g. dns_compression_loop
         self.frames = None             # [(ts, bytes)] kept for Wireshark when the flow table samples this flow
+                                       # (it sets a list): the first payload frames, not padding
         self._stream = None            # the client's first TCP bytes, for a ClientHello over several segments
         self._quic = None
         self._dns_stream = None
 
-    def see(self, from_orig, payload, ts, learn):
-        """Reads one packet's payload (non-empty). `learn(address, name, source, ts)` takes host
-        names. Returns False once nothing more is to be learnt from this flow."""
+    def see(self, from_orig, payload, ts, learn, frame=b""):
+        """Reads one packet's payload (non-empty) of `frame`, its whole frame (kept when the flow
+        is sampled). `learn(address, name, source, ts)` takes host names. Returns False once
+        nothing more is to be learnt from this flow."""
         self.left -= 1
-        if payload.count(0) == len(payload):       # padding names nothing: a try spent, no parsing
+        if payload.count(0) == len(payload):       # padding names nothing, for Wireshark neither
             if self._more_names():
                 return True
             self.tries -= 1
             return self.tries > 0 and self.left > 0
+        if self.frames is not None and len(self.frames) < SAMPLE_FRAMES:
+            self.frames.append((ts, bytes(frame[:SAMPLE_BYTES])))     # a copy: live frames live in the ring
         try:
             if self.proto == _UDP:
                 self._udp(from_orig, payload, ts, learn)
@@ -69,14 +74,14 @@ class Peek:
         return self.left > 0 and not self._named()
 
     def _named(self):
-        if self.port in _NAME_PORTS or self.client_port in _NAME_PORTS:
+        if self.names:
             return False               # names keep coming: read until the budget is spent
         if self.app in ("tls", "quic", "http"):
             return bool(self.server_name) or (self._stream is None and self._quic is None)
         return bool(self.app)
 
     def _more_names(self):
-        return self.left > 0 and (self.port in _NAME_PORTS or self.client_port in _NAME_PORTS)
+        return self.left > 0 and self.names
 
     # ---- UDP ---------------------------------------------------------------------------------
 

@@ -142,7 +142,7 @@ class Sample(NamedTuple):
     key: tuple                           # (proto, orig_h, orig_p, resp_h, resp_p), canonical text
     first_seen: float                    # with key, the flow record's natural key
     linktype: int                        # pcap link type of the frames
-    frames: list                         # [(ts, bytes)], at most capture.flows.SAMPLE_FRAMES, cut to SAMPLE_BYTES
+    frames: list                         # [(ts, bytes)], at most capture.peek.SAMPLE_FRAMES, cut to SAMPLE_BYTES
 
 
 # Keys of Rollup.attribution: ATTRIBUTED, or the reason a local endpoint's bytes are not charged
