@@ -31,9 +31,18 @@ class DpiWorker:
         self._process = None
         self.available, self.why_not = True, ""      # until the worker says otherwise
         self._waiting = []                 # samples not yet sent
-        self.done = []                     # [(Sample, app)] a caller keeps here until it can use them
+        self._labelled = []                # [(Sample, app)] answered, not yet taken
         self._in_flight = 0                # samples of the batch the worker has
         self.dropped = {}                  # reason -> samples not labelled
+
+    def offer_from(self, rollups):
+        """`rollups` without their samples, which are queued for labelling; returns at once. An
+        answer already waiting is read, so the next batch goes out as soon as the last is done."""
+        if not any(r.samples for r in rollups):
+            return rollups
+        self.offer([s for r in rollups for s in r.samples])
+        self._read(0.0)
+        return without_samples(rollups)
 
     def offer(self, samples):
         """Queues samples for labelling; returns at once."""
@@ -51,7 +60,13 @@ class DpiWorker:
 
     def take(self, wait=0.0):
         """[(Sample, app)] labelled since the last call; waits up to `wait` seconds for a batch."""
-        out = []
+        self._read(wait)
+        out, self._labelled = self._labelled, []
+        return out
+
+    def _read(self, wait):
+        """Reads the worker's answers (waiting up to `wait` for the batch in flight) and sends the
+        next batch after each."""
         while self._process is not None and self._answers.poll(wait if self._in_flight else 0):
             try:
                 message = self._answers.recv()
@@ -65,13 +80,12 @@ class DpiWorker:
                     break
                 continue
             _, labelled, dropped = message
-            out.extend(labelled)
+            self._labelled.extend(labelled)
             for reason, n in dropped.items():
                 self._drop(reason, n)
             self._in_flight = 0
             wait = 0.0
             self._send()
-        return out
 
     def close(self):
         if self._process is not None:
@@ -120,6 +134,11 @@ class DpiWorker:
     def _drop(self, reason, n):
         if n > 0:
             self.dropped[reason] = self.dropped.get(reason, 0) + n
+
+
+def without_samples(rollups):
+    """The rollups as the writer takes them: samples are for the worker only."""
+    return [r._replace(samples=[]) if r.samples else r for r in rollups]
 
 
 def _serve(requests, answers, user):

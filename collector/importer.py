@@ -104,12 +104,7 @@ def _import_files(settings, files, store, labeller, dpi, stop_asked):
 
 def _labelled(labeller, dpi, submit, rollups):
     if labeller is not None:
-        if dpi is not None and any(r.samples for r in rollups):
-            dpi.offer([s for r in rollups for s in r.samples])
-            labelled = dpi.take()             # what an earlier batch named, without waiting
-            if labelled:
-                dpi.done.extend(labelled)
-        rollups = labeller.label([r._replace(samples=[]) if r.samples else r for r in rollups])
+        rollups = labeller.label(dpi.offer_from(rollups))
     submit(rollups)
 
 
@@ -123,10 +118,10 @@ def _late_wait(elapsed):
 def _late_names(store, labeller, dpi, wait):
     """What Wireshark named during the import, the batch in flight included (bounded by the
     labeller's own timeout), goes into the flow records; what it could not reach is counted."""
-    dpi.done.extend(dpi.take(wait=wait))
+    labelled = dpi.take(wait=wait)
     dpi.close()
-    if dpi.done:
-        store.relabel(labeller.late_labels(dpi.done))
+    if labelled:
+        store.relabel(labeller.late_labels(labelled))
     if dpi.dropped and store.span:
         store.apply([unnamed_rollup(store.span[1] - 60, dpi.dropped)])
 

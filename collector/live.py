@@ -20,7 +20,7 @@ from functools import partial
 
 from alerts.service import AlertRunner
 from attribution.service import Attributor
-from collector.dpi import DpiWorker
+from collector.dpi import DpiWorker, without_samples
 from names.label import Labeller, names_rollup, unnamed_rollup
 from names.rdns import ReverseNames
 from runtime import children
@@ -224,11 +224,11 @@ class Collector:
 
     def _sampled(self, rollups):
         """Rollups without their samples, which go to the tshark worker instead of the writer."""
-        if not any(r.samples for r in rollups):
-            return rollups
         if self.dpi is not None:
-            self._guard("tshark labelling", lambda: self.dpi.offer([s for r in rollups for s in r.samples]))
-        return [r._replace(samples=[]) if r.samples else r for r in rollups]
+            offered = self._guard("tshark labelling", lambda: self.dpi.offer_from(rollups))
+            if offered is not None:
+                return offered
+        return without_samples(rollups)
 
     def _late_names(self, wait=0.0):
         if self.dpi is None:
