@@ -47,18 +47,11 @@ def _flow_where(f):
     if f.port is not None:
         clauses.append("(orig_p = ? OR resp_p = ?)")
         args += [f.port, f.port]
-    if f.proto is not None:
-        clauses.append("proto = ?")
-        args.append(f.proto)
-    if f.iface is not None:
-        clauses.append("iface = ?")
-        args.append(f.iface)
-    if f.app is not None:
-        clauses.append("n.app = ?")
-        args.append(f.app)
-    if f.traffic_class is not None:
-        clauses.append("n.traffic_class = ?")
-        args.append(f.traffic_class)
+    for value, column in ((f.proto, "proto"), (f.iface, "iface"), (f.app, "n.app"),
+                          (f.traffic_class, "n.traffic_class")):
+        if value is not None:                  # exact matches
+            clauses.append(f"{column} = ?")
+            args.append(value)
     if f.name is not None:
         pattern = _like(f.name)
         clauses.append("(n.server_name LIKE ? ESCAPE '\\' OR orig_h IN (SELECT ip FROM host_names WHERE name LIKE ? "
