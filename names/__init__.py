@@ -10,6 +10,8 @@ raises, it only fails to match.
 """
 import tomllib
 
+from runtime.text import one_line
+
 
 def read_toml(path, what):
     """The TOML file at `path` as a dict, or ValueError with one line naming `what` and the file
@@ -19,7 +21,3 @@ def read_toml(path, what):
             return tomllib.load(f)
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ValueError(one_line(f"{what} {path}: {e}")) from None
-
-
-def one_line(message):
-    return " ".join(str(message).split())

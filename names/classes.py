@@ -17,7 +17,8 @@ import re
 from bisect import bisect_right
 from typing import NamedTuple
 
-from names import one_line, read_toml
+from names import read_toml
+from runtime.text import one_line
 from records import proto_number
 
 CLASSES = ("video streaming", "voice and video calls", "file transfer and downloads", "web browsing", "gaming",

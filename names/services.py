@@ -21,7 +21,8 @@ import re
 import socket
 from bisect import bisect_right
 
-from names import one_line, read_toml
+from names import read_toml
+from runtime.text import one_line
 
 TABLE = os.path.join(os.path.dirname(__file__), "services.toml")
 MAX_DOMAIN = 253

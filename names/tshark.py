@@ -69,6 +69,7 @@ import pyshark
 from packaging import version as versions
 
 from records import Sample  # noqa: F401  (what label() takes: key, linktype, frames)
+from runtime.text import one_line
 
 FRAMES_PER_FLOW = 4          # frames read per sample (capture/flows.py keeps no more)
 _VERSION_TIMEOUT = 10.0      # seconds `tshark -v` may take at start
@@ -210,11 +211,11 @@ def _find_tshark(path):
     try:
         done = subprocess.run([path, "-v"], capture_output=True, timeout=_VERSION_TIMEOUT, check=False)
     except (OSError, subprocess.SubprocessError) as e:
-        return path, None, _one_line(f"{path} -v failed: {e}")
+        return path, None, one_line(f"{path} -v failed: {e}")
     first = done.stdout.decode("ascii", "replace").partition("\n")[0]
     found = re.search(r"TShark\D*(\d+\.\d+\.\d+)", first)
     if done.returncode != 0 or found is None:
-        return path, None, _one_line(f"{path} is not a working tshark (`-v` exit status {done.returncode}: {first[:80]!r})")
+        return path, None, one_line(f"{path} is not a working tshark (`-v` exit status {done.returncode}: {first[:80]!r})")
     tshark_version = versions.parse(found.group(1))
     if tshark_version < versions.parse("2.6.7"):     # JSON with -j and --no-duplicate-keys
         return path, None, f"tshark {tshark_version} at {path} is too old (2.6.7 or newer is needed)"
@@ -275,6 +276,3 @@ def _flow_app(frames):
     app, n = max(apps.items(), key=lambda item: item[1])
     return app if n > frames.count("") else ""
 
-
-def _one_line(message):
-    return " ".join(str(message).split())
