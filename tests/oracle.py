@@ -179,3 +179,12 @@ def differences(oracle, hosts_csv, flows_csv):
             if want.get(key) != have.get(key):
                 problems.append(f"{kind} {key}: tshark {want.get(key)} ours {have.get(key)}")
     return problems
+
+
+def client_hello_names(path, transport):
+    """{client port: server name or ""} for each TLS ClientHello tshark decodes in a capture, over
+    `transport` ("tcp" for TLS, "udp" for QUIC Initials)."""
+    out = subprocess.run(["tshark", "-r", str(path), "-Y", "tls.handshake.type == 1", "-T", "fields",
+                          "-e", f"{transport}.srcport", "-e", "tls.handshake.extensions_server_name"],
+                         capture_output=True, text=True, check=True).stdout
+    return {int(port): name for port, name in (line.split("\t") for line in out.splitlines())}

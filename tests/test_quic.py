@@ -6,7 +6,6 @@ of order, coalesced packets, changed DCIDs) and gQUIC Q043/Q046 packets in clear
 import re
 import shutil
 import struct
-import subprocess
 
 import pytest
 from aioquic.quic.configuration import QuicConfiguration
@@ -18,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import captures
+import oracle
 from capture.quic import MAX_CRYPTO, QuicClientHellos, QuicError, looks_like_quic
 from capture.tls import ClientHello
 from common import ROOT, system
@@ -530,14 +530,6 @@ def _udp(frame):
     return (src, sport, dst, dport), frame[p + 8:end]
 
 
-def tshark_names(path):
-    """{client port: server name or ""} for each ClientHello tshark decodes."""
-    out = subprocess.run(["tshark", "-r", str(path), "-Y", "tls.handshake.type == 1", "-T", "fields",
-                          "-e", "udp.srcport", "-e", "tls.handshake.extensions_server_name"],
-                         capture_output=True, text=True, check=True).stdout
-    return {int(port): name for port, name in (line.split("\t") for line in out.splitlines())}
-
-
 @system
 @pytest.mark.skipif(not NAMES.is_dir(), reason=f"{NAMES} is absent (a fresh clone has no ../shared)")
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
@@ -563,5 +555,5 @@ def test_real_captures_match_tshark(name, expected):
         if got is not None:
             ours[key[1]] = got.server_name or ""
             assert got.alpn[0] == "h3"
-    assert ours == tshark_names(path)
+    assert ours == oracle.client_hello_names(path, "udp")
     assert set(ours.values()) == expected

@@ -4,13 +4,13 @@ TlsError may come out); and, where ../shared has them, real captures against tsh
 import shutil
 import ssl
 import struct
-import subprocess
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import captures
+import oracle
 from capture.tls import (MAX_ALPN, MAX_STREAM, ClientHello, TlsError, client_hello_from_stream,
                          parse_client_hello)
 from common import ROOT, system
@@ -270,14 +270,6 @@ def _tcp(frame):
     return (src, sport, dst, dport), seq, frame[p + 13], frame[p + (frame[p + 12] >> 4) * 4:end]
 
 
-def tshark_names(path):
-    """{client port: server name or ""} for each ClientHello tshark decodes."""
-    out = subprocess.run(["tshark", "-r", str(path), "-Y", "tls.handshake.type == 1", "-T", "fields",
-                          "-e", "tcp.srcport", "-e", "tls.handshake.extensions_server_name"],
-                         capture_output=True, text=True, check=True).stdout
-    return {int(port): name for port, name in (line.split("\t") for line in out.splitlines())}
-
-
 @system
 @pytest.mark.skipif(not NAMES.is_dir(), reason=f"{NAMES} is absent (a fresh clone has no ../shared)")
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
@@ -292,5 +284,5 @@ def test_real_captures_match_tshark(name):
         got = client_hello_from_stream(stream[:MAX_STREAM])
         assert got is not None, key
         ours[key[1]] = got.server_name or ""
-    assert ours == tshark_names(path)
+    assert ours == oracle.client_hello_names(path, "tcp")
     assert set(ours.values()) <= {"google.de", "", "tls13.crypto.mozilla.org"}
