@@ -68,7 +68,6 @@ from collections import Counter
 import pyshark
 from packaging import version as versions
 
-from records import Sample  # noqa: F401  (what label() takes: key, linktype, frames)
 from runtime.text import one_line
 
 FRAMES_PER_FLOW = 4          # frames read per sample (capture/flows.py keeps no more)
@@ -105,8 +104,8 @@ class TsharkLabeller:
         self.available = not self.why_not
 
     def label(self, samples: list) -> dict:
-        """{key: app} for the samples tshark could name (the first max_flows_per_call of them);
-        {} when tshark is not available. Never raises."""
+        """{key: app} for the samples (records.Sample) tshark could name (the first
+        max_flows_per_call of them); {} when tshark is not available. Never raises."""
         if not self.available or not samples:
             return {}
         deadline = time.monotonic() + self.timeout
