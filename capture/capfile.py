@@ -8,7 +8,6 @@ frames of one interface, so the flow table sees packets and minutes in the order
 A file damaged part-way yields everything before the damage and then sets `damage` to a
 one-line description with the offset.
 """
-import gzip
 import os
 import struct
 import zlib
@@ -28,7 +27,8 @@ MAX_CAPTURED = 262144 + 65536     # beyond this a record length is corrupt, not 
 # pcapng timestamps are 64-bit counts in a per-interface unit plus a signed offset: a damaged one
 # can name a time no date or database column holds. They are clamped into the years 1970..9999.
 MAX_TS = 253402300799.0
-READ_ERRORS = (OSError, EOFError, zlib.error)    # gzip.BadGzipFile is an OSError
+READ_ERRORS = (OSError, EOFError, zlib.error)
+GZIP_STEP = 1 << 16               # compressed bytes inflated per call (and replayed byte by byte at damage)
 # smallest body (block minus its type and two length fields) of each block type that is read
 _MIN_BODY = {0x0A0D0D0A: 16, 1: 8, 6: 20, 2: 20, 3: 4}
 
@@ -45,31 +45,98 @@ class Interface:
         self.ts_scale, self.ts_offset = ts_scale, ts_offset
 
 
+_ZLIB_WORDS = {"incorrect data check": "CRC check failed", "incorrect length check": "length check failed",
+               "incorrect header check": "not a gzip member"}
+
+
+class _Gunzip:
+    """The inflated bytes of a gzip file (one member or several), read like a file.
+
+    zlib throws away everything it inflated in a call that meets damaged deflate data (so with
+    gzip.GzipFile, damage inside the first block kept nothing). Here a call that fails is replayed
+    from a copy of the inflater taken before it, one compressed byte at a time: every byte inflated
+    before the damage is handed out, and the next read raises the error. Damage that still reads
+    as valid deflate codes cannot be seen before the member's CRC: those bytes come out as they are."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.error = None            # raised by the read after the last good bytes
+        self.done = False
+        self._inflater = self._member()
+        self._pending = b""          # compressed bytes not yet given to the inflater
+
+    @staticmethod
+    def _member():
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)      # gzip header and CRC/size trailer
+
+    def read(self, n):
+        """Up to n inflated bytes; b"" at the end."""
+        while not self.done:
+            piece = self._inflate(n)
+            if piece:
+                return piece
+        if self.error is not None:
+            raise self.error
+        return b""
+
+    def close(self):
+        self.raw.close()
+
+    def _inflate(self, n):
+        if not self._pending:
+            self._pending = self.raw.read(GZIP_STEP)
+            if not self._pending:
+                self.done = True
+                if self._inflater is not None:
+                    self.error = EOFError("compressed file ended before the end-of-stream marker was reached")
+                return b""
+        if self._inflater is None:                 # between members: zero padding is allowed
+            self._pending = self._pending.lstrip(b"\x00")
+            if not self._pending:
+                return b""
+            self._inflater = self._member()
+        data = self._pending
+        before = self._inflater.copy()
+        try:
+            piece = self._inflater.decompress(data, n)    # bounded: a deflate bomb inflates 1000:1
+        except zlib.error:
+            self._inflater = before
+            return self._replay(data)
+        self._pending = self._inflater.unconsumed_tail
+        if self._inflater.eof:
+            self._pending = self._inflater.unused_data
+            self._inflater = None
+        return piece
+
+    def _replay(self, data):
+        """`data` again from the copy, byte by byte, up to the damage: fewer bytes than the call
+        that failed was allowed, since it failed before it had them all."""
+        inflater, pieces = self._inflater, []
+        for i in range(len(data)):
+            try:
+                pieces.append(inflater.decompress(data[i:i + 1]))
+            except zlib.error as e:
+                self.error = zlib.error(_ZLIB_WORDS.get(str(e).rpartition(": ")[2], str(e)))
+                self.done = True
+                break
+            if inflater.eof:                         # the damage lies in a later member
+                self._pending = inflater.unused_data + data[i + 1:]
+                self._inflater = None
+                break
+        else:
+            self.error, self.done = zlib.error("damaged deflate data"), True
+        return b"".join(pieces)
+
+
 class _Stream:
     """A byte window over a file read in large chunks; `need(n)` makes n bytes available at pos.
     A read error (damaged gzip data) ends the stream after the last byte read before it and is
     kept in `error`: the readers see a short file, stop there, and batches() says why."""
 
-    def __init__(self, f, head=b"", compressed=False):
+    def __init__(self, f, head=b""):
         self.f, self.buf, self.pos, self.consumed, self.eof = f, head, 0, 0, False
         self.error = None
-        self._read = self._read_steps if compressed else f.read
-
-    def _read_steps(self, n):
-        """Up to n decompressed bytes, gathered in the small steps read1 takes: GzipFile.read(n)
-        would throw away everything it decompressed in the call that meets the damage."""
-        parts, got = [], 0
-        while got < n:
-            try:
-                piece = self.f.read1(n - got)
-            except READ_ERRORS as e:
-                self.error = e
-                break
-            if not piece:
-                break
-            parts.append(piece)
-            got += len(piece)
-        return b"".join(parts)
+        self._read = f.read
 
     def need(self, n):
         if self.pos + n <= len(self.buf):
@@ -110,9 +177,14 @@ class CaptureFile:
             head = raw.read(4)
             if head[:2] == GZIP_MAGIC:
                 raw.seek(0)
-                raw = gzip.GzipFile(fileobj=raw)
+                raw = _Gunzip(raw)
                 self._compressed = True
-                head = raw.read(4)
+                head = b""
+                while len(head) < 4:
+                    piece = raw.read(4 - len(head))        # raises at damage before the magic bytes
+                    if not piece:
+                        break
+                    head += piece
         except READ_ERRORS as e:
             raw.close()
             raise CaptureError(f"{path}: unreadable{' gzip data' if self._compressed else ''}: {e}") from None
@@ -130,7 +202,7 @@ class CaptureFile:
         self._f.close()
 
     def batches(self):
-        stream = _Stream(self._f, self._head, self._compressed)
+        stream = _Stream(self._f, self._head)
         reader = self._pcap if self.format == "pcap" else self._pcapng
         yield from reader(stream)
         if stream.error is not None:

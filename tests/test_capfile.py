@@ -4,6 +4,7 @@ keep what came before the damage and say where; random bytes raise nothing but C
 import gzip
 import struct
 import tempfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -310,3 +311,104 @@ def test_mutated_captures(which, compress, changes, cut):
         if 10 <= at < len(packed):
             packed[at] = value
     _survives(bytes(packed) if compress else bytes(packed[:cut]))
+
+
+# ---- damage inside the first deflate block ---------------------------------------------------------
+
+def _small_capture():
+    """A real small capture: 40 DNS, HTTP and TLS-ish frames of differing content, one pcap."""
+    import random
+    from scapy.all import DNS, DNSQR, IP, TCP, UDP, Ether
+    rng = random.Random(7)
+    e = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+    frames = []
+    for i in range(40):
+        ip = IP(src=f"10.0.0.{1 + i % 3}", dst=f"192.0.2.{10 + i % 5}")
+        if i % 3 == 0:
+            frame = e / ip / UDP(sport=40000 + i, dport=53) / DNS(rd=1, qd=DNSQR(qname=f"host{i}.example.org"))
+        elif i % 3 == 1:
+            frame = e / ip / TCP(sport=50000 + i, dport=80, flags="PA") / (
+                f"GET /item/{rng.randrange(10**6)} HTTP/1.1\r\nHost: www{i}.example.com\r\n\r\n".encode())
+        else:
+            frame = e / ip / TCP(sport=443, dport=50000 + i, flags="A") / rng.randbytes(rng.randrange(40, 200))
+        frames.append(bytes(frame))
+    return frames, pcap_bytes(1, [(T + i / 10, f) for i, f in enumerate(frames)])
+
+
+def _whole_records(pcap, n):
+    """How many records of a pcap lie whole in its first n bytes."""
+    k, at = 0, 24
+    while at + 16 <= n:
+        at += 16 + struct.unpack_from("<I", pcap, at + 8)[0]
+        if at > n:
+            break
+        k += 1
+    return k
+
+
+def _inflate_until_error(packed):
+    """zlib's own account of a damaged gzip file: the bytes it inflates, fed one byte at a time,
+    before it reports the damage (deflate sees some damage late: wrong bytes that are valid codes)."""
+    inflater, out = zlib.decompressobj(31), []
+    for i in range(len(packed)):
+        try:
+            out.append(inflater.decompress(packed[i:i + 1]))
+        except zlib.error:
+            break
+    return b"".join(out)
+
+
+SMALL_FRAMES, SMALL = _small_capture()
+SMALL_GZ = gz(SMALL)
+
+
+@pytest.mark.parametrize("kind", ["overwritten tail", "one byte changed"])
+@pytest.mark.parametrize("at", [150, 400, 900, 1500, 2000, 2500])
+def test_damage_inside_the_first_deflate_block_keeps_the_whole_records_before_it(tmp_path, kind, at):
+    """Damage at several places of a gzip file whose deflate data is one block: every record that
+    inflates whole from the compressed bytes before the damage is kept, byte for byte (gzip.GzipFile
+    lost everything zlib had inflated in the call that met the damage: here, the whole file)."""
+    import random
+    assert SMALL_GZ[10] & 0b111 == 0b101 and at < len(SMALL_GZ) - 8     # BFINAL, dynamic Huffman: one block
+    packed = bytearray(SMALL_GZ)
+    if kind == "overwritten tail":
+        packed[at:] = random.Random(at).randbytes(len(packed) - at)
+    else:
+        packed[at] ^= 0x55
+    before = zlib.decompressobj(-zlib.MAX_WBITS).decompress(SMALL_GZ[10:at])    # undamaged prefix
+    whole = _whole_records(SMALL, len(before))
+    cap, got = read(write(tmp_path, "d.pcap.gz", bytes(packed)))
+    kept = [f[2] for _, _, f in got]
+    assert len(kept) >= whole and kept[:whole] == SMALL_FRAMES[:whole]
+    assert cap.damage and "\n" not in cap.damage
+    # Exactly the frames of what zlib itself inflates before it reports the damage, read as a plain
+    # pcap. Past the undamaged prefix those bytes can be wrong (a record with a wrong body, or a
+    # header the reader calls corrupt): deflate has nothing to tell them by before the CRC.
+    _, plain = read(write(tmp_path, "d.pcap", _inflate_until_error(bytes(packed))))
+    assert kept == [f[2] for _, _, f in plain]
+
+
+def test_damage_in_the_code_tables_of_the_first_block_is_unreadable_in_one_line(tmp_path):
+    """Before its first inflated byte (here byte 104) the block holds only its Huffman code
+    tables: damage there leaves nothing to keep, not even the magic bytes (exit 2, not 3)."""
+    packed = bytearray(SMALL_GZ)
+    packed[60] ^= 0x55
+    p = write(tmp_path, "d.pcap.gz", bytes(packed))
+    with pytest.raises(CaptureError, match="unreadable gzip data: ") as e:
+        CaptureFile(str(p))
+    assert "\n" not in str(e.value)
+
+
+def test_a_damaged_first_block_imports_what_came_before_and_exits_3(tmp_path, capsys, clean_env):
+    from common import cli
+    import random
+    packed = SMALL_GZ[:1500] + random.Random(1).randbytes(len(SMALL_GZ) - 1500)     # an overwritten tail
+    before = zlib.decompressobj(-zlib.MAX_WBITS).decompress(SMALL_GZ[10:1500])
+    p = write(tmp_path, "d.pcap.gz", packed)
+    code, out, err = cli(capsys, "import", p, "--db", tmp_path / "d.db")
+    assert (code, err, out.count("\n")) == (3, "", 1)
+    # the 20 records whole before the damage, and the one it cut through, whose header was intact
+    # (its body is partly wrong: gzip cannot say so before its CRC); the next header is garbage
+    _, plain = read(write(tmp_path, "d.pcap", _inflate_until_error(packed)))
+    assert (_whole_records(SMALL, len(before)), len(plain)) == (20, 21)
+    assert out.startswith(f"{p}: 21 frames (21 IP, 0 non-IP, 0 undecodable); stopped early: corrupt record header"), out
