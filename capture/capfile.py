@@ -12,7 +12,7 @@ import os
 import struct
 import zlib
 
-from records import MAX_WIRE_LEN
+from records import MAX_WIRE_LEN, interface_name
 
 CHUNK = 1 << 22
 BATCH = 4096
@@ -162,7 +162,7 @@ class _Stream:
 class CaptureFile:
     def __init__(self, path):
         self.path = path
-        self.label = os.path.basename(path)
+        self.label = interface_name(os.path.basename(path), "capture")     # a pcap's interface name
         self.interfaces: list[Interface] = []
         self.frames = 0
         self.clamped = 0          # records whose claimed wire length exceeded MAX_WIRE_LEN
@@ -341,7 +341,7 @@ class CaptureFile:
         iface = Interface(f"{self.label}#{number}", linktype, snaplen)
         for code, value in _options(body, 8, e):
             if code == 2 and value:                    # if_name
-                iface.name = value.decode("utf-8", "replace").strip("\x00")[:64] or iface.name
+                iface.name = interface_name(value.decode("utf-8", "replace"), iface.name)
             elif code == 9 and len(value) >= 1:        # if_tsresol
                 v = value[0]
                 iface.ts_scale = 2.0 ** -(v & 0x7F) if v & 0x80 else 10.0 ** -v

@@ -22,7 +22,7 @@ import struct
 import sys
 from dataclasses import dataclass
 
-from records import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_RAW
+from records import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_RAW, interface_name
 from runtime.text import one_line
 
 # The decoder reads headers; the first payloads of a flow are read for names (capture/peek.py):
@@ -129,6 +129,12 @@ def resolve(name):
     return Interface(name, iface.index, arphrd, dlt, loopback, False)
 
 
+def shown_name(iface):
+    """The name counted, stored and shown for `iface` (the kernel's name stays for binding):
+    Linux allows control and bidi characters in interface names."""
+    return interface_name(iface.name, f"if{iface.index}")
+
+
 def compile_bpf(expression, iface):
     """BPF instructions [(code, jt, jf, k)] for `expression` on `iface`, compiled by libpcap
     through scapy; every accepting return is capped at SNAPLEN. CaptureSetupError if it does
@@ -199,7 +205,7 @@ class RingSource:
         if ring_mb < 1:
             raise CaptureSetupError(f"ring size must be at least 1 MiB, not {ring_mb}")
         self.iface = iface
-        self.name, self.linktype = iface.name, iface.linktype
+        self.name, self.linktype = shown_name(iface), iface.linktype
         self.seconds = _Seconds()
         self._vlan_offset = 14 if iface.cooked else 12 if iface.linktype == LINKTYPE_ETHERNET else None
         insns = compile_bpf(bpf, iface)
@@ -214,7 +220,7 @@ class RingSource:
             self._setup(insns, ring_mb, block_timeout_ms)
         except OSError as e:
             self.close()
-            raise CaptureSetupError(f"cannot capture on {iface.name}: {e.strerror or e}") from None
+            raise CaptureSetupError(f"cannot capture on {self.name}: {e.strerror or e}") from None
 
     def _setup(self, insns, ring_mb, block_timeout_ms):
         sock = self._sock
@@ -336,14 +342,14 @@ class ListenSource:
     def __init__(self, iface, bpf=""):
         from scapy.config import conf
         self.iface = iface
-        self.name = iface.name
+        self.name = shown_name(iface)
         self.seconds = _Seconds()
         try:
             self._sock = conf.L2listen(iface=iface.name, filter=bpf or None, promisc=False)
         except PermissionError:
             raise CaptureSetupError(PRIVILEGE_MESSAGE) from None
         except Exception as e:       # scapy raises several kinds for a bad filter or interface
-            raise CaptureSetupError(f"cannot capture on {iface.name}: {one_line(e)}") from None
+            raise CaptureSetupError(f"cannot capture on {self.name}: {one_line(e)}") from None
         self.linktype = conf.l2types.layer2num.get(getattr(self._sock, "LL", None), iface.linktype)
 
     def fileno(self):

@@ -233,3 +233,18 @@ def wire_text(raw, limit=MAX_NAME):
             break
         out.append(piece)
     return "".join(out)
+
+
+MAX_INTERFACE_NAME = 64
+
+
+def interface_name(text, fallback):
+    """An interface name as shown and stored, made once where it enters (a capture file's
+    if_name, a file name, the host's interface list): characters that are not printable are
+    dropped (C0 and C1 controls, NUL, bidi overrides, isolates and marks, line separators), the
+    ends trimmed, at most MAX_INTERFACE_NAME characters; `fallback` if nothing is left. Unlike
+    wire_text, other Unicode and backslashes stay as they are: `\\Device\\NPF_{...}` and `WLAN 2`
+    are names people know their interfaces by."""
+    if not text.isprintable():
+        text = "".join(c for c in text if c.isprintable())
+    return text.strip()[:MAX_INTERFACE_NAME].rstrip() or fallback
