@@ -66,6 +66,16 @@ def parser_for(command):
     return p
 
 
+def _share_db(settings):
+    """The db_group setting on the database (created now if missing) before any pipeline opens it."""
+    from storage.db import DatabaseError, share_with_group
+    if settings.db_group or os.path.exists(settings.db):
+        try:
+            share_with_group(settings.db, settings.db_group)
+        except DatabaseError as e:
+            raise UsageError(str(e)) from None
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     command = argv[0] if argv and argv[0] in COMMANDS else "capture"
@@ -76,6 +86,8 @@ def main(argv=None):
             settings = settings_mod.build(args)
         except ValueError as e:
             raise UsageError(str(e)) from None
+        if command in ("import", "capture"):
+            _share_db(settings)
         # each pipeline loads only what it needs: `export` never loads scapy, `--no-web` never Flask
         if command == "import":
             from collector.importer import run_import

@@ -15,6 +15,7 @@ def _setting(default, help, **kw):
 @dataclass(frozen=True)
 class Settings:
     db: str = _setting("nettally.db", "SQLite database file")
+    db_group: str = _setting("", "group that may read the database: it and its -wal and -shm are made 0640 and that group's (not the group NetTally runs as); empty: 0600, owner only")
     interfaces: tuple = _setting((), "interfaces to capture on (-i, repeatable); default: every interface that is up")
     bpf: str = _setting("", "BPF capture filter (-f), compiled by libpcap through scapy")
     host: str = _setting("127.0.0.1", "address the dashboard binds to; other than loopback needs the access token")

@@ -36,6 +36,7 @@ def connect(path, readonly=False):
             con.execute("PRAGMA synchronous = NORMAL")
             con.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
             _migrate(con, path)
+            _side_files_follow(path)
         else:
             version = _check_version(con, path)
             if version == 0:
@@ -53,9 +54,11 @@ def connect(path, readonly=False):
 def private(path):
     """The database holds process command lines, user names and who talked to whom: it is never
     readable by everyone. A new file is made 0600 before SQLite opens it (SQLite gives its -wal and
-    -shm files the database's mode); an existing file of ours, and its side files, lose group and
-    other permissions. Nothing of another owner is touched."""
-    if path == ":memory:" or str(path).startswith("file:"):
+    -shm files the database's mode); an existing file of ours, and its side files, lose other
+    permissions, and group ones too unless the file belongs to a group other than this process's
+    own: one the db_group setting gave it (share_with_group), which keeps read. Nothing of another
+    owner is touched."""
+    if _not_a_file(path):
         return
     path = str(path)
     try:
@@ -68,10 +71,79 @@ def private(path):
     for suffix in ("", "-wal", "-shm"):
         try:
             st = os.stat(path + suffix)
-            if st.st_uid == os.geteuid() and st.st_mode & 0o077:
-                os.chmod(path + suffix, st.st_mode & 0o700)   # chmod opens nothing: no lock is dropped
+            keep = 0o740 if st.st_gid != os.getegid() else 0o700
+            if st.st_uid == os.geteuid() and st.st_mode & 0o777 & ~keep:
+                os.chmod(path + suffix, st.st_mode & keep)   # chmod opens nothing: no lock is dropped
         except OSError:
             pass
+
+
+def share_with_group(path, group):
+    """The db_group setting, applied by the caller before the database is opened: "" keeps the
+    database and its side files 0600; a group name (or number) makes them 0640 and that group's
+    (created first if missing). DatabaseError in one line for an unknown group, the group this
+    process runs as (private() could not tell it from an accident), or one it may not give."""
+    if _not_a_file(path):
+        return
+    path = str(path)
+    if not group:
+        private(path)
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                st = os.stat(path + suffix)
+                if st.st_uid == os.geteuid() and st.st_mode & 0o070:
+                    os.chmod(path + suffix, st.st_mode & 0o700)
+            except OSError:
+                pass
+        return
+    import grp
+    try:
+        gid = int(group) if str(group).isdigit() else grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise DatabaseError(f"db_group {group!r}: no such group") from None
+    if gid == os.getegid():
+        raise DatabaseError(f"db_group {group!r} is the group NetTally runs as: name a group of its own for the readers")
+    private(path)
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            os.chown(path + suffix, -1, gid)
+            os.chmod(path + suffix, 0o640)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise DatabaseError(f"{path + suffix}: cannot give it to group {group!r}: {e.strerror}") from None
+
+
+def _side_files_follow(path):
+    """-wal and -shm get the database's group and its owner and group-read bits (SQLite gives
+    them the group only when it runs as root): a db_group reader needs them. Where the group
+    cannot be given they are made 0600."""
+    if _not_a_file(path):
+        return
+    path = str(path)
+    try:
+        main = os.stat(path)
+    except OSError:
+        return
+    for suffix in ("-wal", "-shm"):
+        try:
+            st = os.stat(path + suffix)
+            if st.st_uid != os.geteuid():
+                continue
+            mode = main.st_mode & 0o740
+            if st.st_gid != main.st_gid:
+                try:
+                    os.chown(path + suffix, -1, main.st_gid)
+                except PermissionError:
+                    mode = main.st_mode & 0o700
+            if st.st_mode & 0o777 != mode:
+                os.chmod(path + suffix, mode)
+        except OSError:
+            pass
+
+
+def _not_a_file(path):
+    return path == ":memory:" or str(path).startswith("file:")
 
 
 def connect_checked(path, now=None):
