@@ -38,6 +38,8 @@ def parser_for(command):
     if command == "import":
         p = _Parser(prog="run.py import", description="Import pcap / pcapng / gzip'd capture files (no root needed).")
         p.add_argument("files", nargs="+", metavar="FILE")
+        p.add_argument("--force", action="store_true",
+                       help="import a file even if the same content was imported before (its counts add up again)")
         _common(p)
         return p
     if command == "serve":
@@ -91,7 +93,7 @@ def main(argv=None):
         # each pipeline loads only what it needs: `export` never loads scapy, `--no-web` never Flask
         if command == "import":
             from collector.importer import run_import
-            return run_import(settings, args["files"])
+            return run_import(settings, args["files"], force=args["force"])
         if command == "export":
             from collector.exporter import run_export
             return run_export(settings, args)

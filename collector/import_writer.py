@@ -1,16 +1,22 @@
-"""RollupStore.apply in a process of its own, for `run.py import`.
+"""RollupStore.apply in a process of its own, for `run.py import`, and one transaction per file.
 
 An import is CPU-bound in the counting process (frames -> flow table -> SQLite); the SQLite part
 goes to this process and the other core. A thread cannot take it over: the sqlite3 module lets go
 of the GIL only inside each statement step, so a writer thread waits a switch interval (5 ms) for
 every row while the counting thread runs. Rollups are tuples, dicts and lists: cheap to pickle.
+
+Exactly once: everything a file adds is written in ONE transaction, which also writes its
+`sources` row and marks its `imports` row stored (storage/imports.py). An import cut off anywhere
+(Ctrl-C, kill -9 of either process, a power loss) commits nothing; SQLite's journal undoes the
+rest. Readers (the dashboard) are not held up (WAL); another writer (a live capture into the same
+file) waits, keeping its counts in memory (storage/writer.py), until the import commits.
 """
 import signal
 
 from runtime import children
+from storage import imports
 from storage.db import DatabaseError, connect
 from storage.store import RollupStore
-
 
 class ImportWriter:
     def __init__(self, path):
@@ -23,14 +29,19 @@ class ImportWriter:
         inbox.close()
         reply_end.close()
         self.span = None              # like RollupStore.span, known after close()
+        self.refused = None
 
     def submit(self, rollups):
         self._outbox.send(rollups)
 
-    def close(self):
-        """Returns once everything submitted is committed; raises DatabaseError if it was not."""
+    def close(self, finish=None):
+        """finish: (import id, content hash, force, sources row as (kind, name, started, frames,
+        clamped, damage)) to commit everything submitted with; None rolls it all back. Returns
+        once that is done; raises DatabaseError if the commit failed (then nothing of the file is
+        stored). `refused` is then (name, finished, frames) of an import of the same content that
+        committed first (nothing of this one is stored), else None."""
         try:
-            self._outbox.send(None)
+            self._outbox.send(("end", finish))
             outcome = self._reply.recv()
         except (EOFError, OSError):
             outcome = ("error", "the import's writer process ended unexpectedly")
@@ -38,33 +49,64 @@ class ImportWriter:
         self._process.join()
         if outcome[0] == "error":
             raise DatabaseError(outcome[1])
-        self.span = outcome[1]
+        if outcome[0] == "refused":
+            self.refused = outcome[1]
+        else:
+            self.span = outcome[1]
 
 
 def _serve(path, inbox, reply, importer_end):
     for signum in (signal.SIGINT, signal.SIGTERM):     # the importing process decides when to stop
         signal.signal(signum, signal.SIG_IGN)
     importer_end.close()
-    store, error = None, None
+    store, error, finish = None, None, None
     try:
         store = RollupStore(connect(path))
-    except DatabaseError as e:
-        error = str(e)
+        store.con.execute("BEGIN IMMEDIATE")
+    except Exception as e:
+        error = f"{path}: {e}"
     while True:
         try:
-            rollups = inbox.recv()
-        except EOFError:              # the importing process went away without saying so
-            break
-        if rollups is None:
+            message = inbox.recv()
+        except EOFError:              # the importing process went away: nothing is committed
+            return
+        if isinstance(message, tuple) and message and message[0] == "end":
+            finish = message[1]
             break
         if error is None:             # after an error, keep reading so the importer never blocks
             try:
-                store.apply(rollups)
+                store.apply(message)
             except Exception as e:
                 error = f"{path}: {e}"
+    outcome = ("ok", None)
+    if error is None:
+        try:
+            outcome = _end(store, finish)
+        except Exception as e:
+            error = f"{path}: {e}"
     try:
-        reply.send(("error", error) if error else ("ok", store.span))
+        reply.send(("error", error) if error else outcome)
     except OSError:
         pass                          # nobody is waiting for the answer
     if store is not None:
         store.con.close()
+
+
+def _end(store, finish):
+    """Commits the file's transaction with its sources row and its ledger mark, unless the same
+    content was stored first (checked here, under the write lock: two racing imports of one file
+    store it once) or finish is None: then rolls back."""
+    con = store.con
+    if finish is None:
+        con.rollback()
+        return ("ok", None)
+    import_id, sha256, force, (kind, name, started, frames, clamped, damage) = finish
+    done = None if force or not sha256 else imports.stored(con, sha256)
+    if done is not None:
+        con.rollback()
+        return ("refused", tuple(done))
+    source_id = store.begin_source(kind, name, started)
+    store.end_source(source_id, frames, clamped, damage)
+    imports.end(con, import_id, imports.STORED, frames, source_id, sha256)
+    con.commit()
+    return ("ok", store.span)

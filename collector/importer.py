@@ -6,6 +6,7 @@ on the capture's own timeline and the hour and day tiers of what was imported.
       -> ImportWriter (collector/import_writer.py, the other core)
 """
 import signal
+import sqlite3
 import sys
 import time
 from functools import partial
@@ -15,11 +16,14 @@ from alerts.service import evaluate_import, import_summary
 from capture.capfile import CaptureError
 from capture.flows import FlowTable
 from capture.offline import import_file
+from collector.import_ledger import Admission, abandoned, refusal
 from collector.import_writer import ImportWriter
 from collector.dpi import DpiWorker
 from names.label import Labeller, unnamed_rollup
 from records import IFACE_FIELDS
 from runtime.exits import EXIT_DAMAGED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
+from runtime.text import one_line
+from storage import imports
 from storage.db import DatabaseError, connect
 from storage.tiers import build_pending
 from storage.store import RollupStore
@@ -31,13 +35,16 @@ _IP_FRAMES, _NON_IP_FRAMES, _UNDECODABLE_FRAMES = (IFACE_FIELDS.index(name) for 
                                                     ("ip_frames", "non_ip_frames", "undecodable_frames"))
 
 
-def run_import(settings, files):
-    """`run.py import FILE...`: every file through its own flow table into the database, then the
-    alert rules and the coarser tiers over what was imported. Returns the exit status."""
+def run_import(settings, files, force=False):
+    """`run.py import FILE...`: every file through its own flow table into the database, each in one
+    transaction (stored exactly once: collector/import_ledger.py), then the alert rules and the
+    coarser tiers over what was imported. Returns the exit status."""
     try:
         load_rules(settings)                 # a bad rules or names file: one line, before any work
         labeller = Labeller.from_settings(settings) if settings.names else None
         store = RollupStore(connect(settings.db))
+        for line in abandoned(store.con):    # imports an earlier run could not finish
+            print(f"run.py import: {line}", file=sys.stderr)
     except (DatabaseError, ValueError) as e:
         raise UsageError(str(e)) from None
     stop_asked = []                 # Ctrl-C or SIGTERM: the import ends after the batch at hand
@@ -46,7 +53,7 @@ def run_import(settings, files):
     dpi = DpiWorker(settings.web_user) if labeller is not None else None
     started = time.monotonic()
     try:
-        status = _import_files(settings, files, store, labeller, dpi, stop_asked)
+        status = _import_files(settings, files, store, labeller, dpi, stop_asked, force)
         if dpi is not None:
             _late_names(store, labeller, dpi, wait=0.0 if stop_asked else _late_wait(time.monotonic() - started))
     finally:
@@ -57,49 +64,80 @@ def run_import(settings, files):
     return status
 
 
-def _import_files(settings, files, store, labeller, dpi, stop_asked):
+def _import_files(settings, files, store, labeller, dpi, stop_asked, force):
     status = EXIT_OK
     for path in files:
-        table = FlowTable(idle_timeout=settings.idle_timeout, active_timeout=settings.active_timeout,
-                          max_flows=settings.max_flows, read_payload=settings.names)
-        source = store.begin_source("file", path)
-        writer = ImportWriter(settings.db)   # SQLite on the other core
-        tally = _ImportTally(partial(_labelled, labeller, dpi, writer.submit))
         try:
-            try:
-                result = import_file(path, tally, table, stop=lambda: bool(stop_asked))
-            finally:
-                writer.close()
-        except DatabaseError as e:
-            raise UsageError(str(e)) from None
-        except CaptureError as e:
-            store.end_source(source, 0, damage=str(e))
-            print(f"run.py import: {e}", file=sys.stderr)
+            admission = Admission(store.con, path, force)
+        except OSError as e:
+            print(f"run.py import: {path}: cannot open: {e.strerror or e}", file=sys.stderr)
             status = max(status, EXIT_USAGE)
             continue
-        if writer.span:
-            spans = [writer.span] + ([store.span] if store.span else [])
-            store.span = (min(s[0] for s in spans), max(s[1] for s in spans))
-        if result.interrupted:
-            store.end_source(source, result.frames, result.clamped, damage="interrupted")
-            print(f"{path}: interrupted after {result.frames} frames ({tally.summary()}); what was counted is stored")
+        except DatabaseError as e:
+            raise UsageError(str(e)) from None
+        if admission.refused(start_hash=False):       # a small file stored before: said at once
+            admission.end(imports.REFUSED)
+            print(f"run.py import: {admission.refused()}", file=sys.stderr)
+            status = max(status, EXIT_USAGE)
+            continue
+        outcome = _import_one(settings, path, admission, store, labeller, dpi, stop_asked)
+        if outcome is None:
             status = EXIT_INTERRUPTED
             break
-        store.end_source(source, result.frames, result.clamped, result.damage)
-        line = f"{path}: {result.frames} frames ({tally.summary()})"
-        if result.clamped:
-            line += f", {result.clamped} wire lengths clamped to 262144"
-        if result.bad_times:
-            line += f", {result.bad_times} timestamps outside 1970-9999 clamped"
-        if result.damage:
-            line += f"; stopped early: {result.damage}"
-            status = max(status, EXIT_DAMAGED)
-        print(line)
+        status = max(status, outcome)
     if store.span:                           # the alert rules, on the capture's own timeline
         for line in import_summary(evaluate_import(settings, store.con, *store.span)):
             print(line)
     build_pending(store.con)                 # hour and day tiers of what was imported
     return status
+
+
+def _import_one(settings, path, admission, store, labeller, dpi, stop_asked):
+    """One file in one transaction; returns its exit status, None when the import was stopped."""
+    table = FlowTable(idle_timeout=settings.idle_timeout, active_timeout=settings.active_timeout,
+                      max_flows=settings.max_flows, read_payload=settings.names)
+    begun = time.time()
+    writer = ImportWriter(settings.db)       # SQLite on the other core, the file in one transaction
+    tally = _ImportTally(partial(_labelled, labeller, dpi, writer.submit))
+    result, finish = None, None
+    try:
+        try:
+            result = import_file(path, tally, table, stop=lambda: bool(stop_asked or admission.refused()))
+            if not result.interrupted:
+                finish = (admission.id, admission.sha256(), admission.force,
+                          ("file", path, begun, result.frames, result.clamped, result.damage))
+        finally:
+            writer.close(finish)             # commits the whole file, or nothing of it
+    except (DatabaseError, sqlite3.Error) as e:
+        admission.end(imports.FAILED)
+        raise UsageError(one_line(e)) from None
+    except CaptureError as e:
+        store.end_source(store.begin_source("file", path, begun), 0, damage=str(e))
+        admission.end(imports.FAILED)
+        print(f"run.py import: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    refused = admission.refused() or (refusal(path, writer.refused) if writer.refused else None)
+    if refused:
+        admission.end(imports.REFUSED)
+        print(f"run.py import: {refused}", file=sys.stderr)
+        return EXIT_USAGE
+    if result.interrupted:
+        admission.end(imports.INTERRUPTED, result.frames)
+        print(f"{path}: interrupted after {result.frames} frames; nothing of it was stored "
+              "(an import is stored whole or not at all): import it again")
+        return None
+    if writer.span:
+        spans = [writer.span] + ([store.span] if store.span else [])
+        store.span = (min(s[0] for s in spans), max(s[1] for s in spans))
+    line = f"{path}: {result.frames} frames ({tally.summary()})"
+    if result.clamped:
+        line += f", {result.clamped} wire lengths clamped to 262144"
+    if result.bad_times:
+        line += f", {result.bad_times} timestamps outside 1970-9999 clamped"
+    if result.damage:
+        line += f"; stopped early: {result.damage}"
+    print(line)
+    return EXIT_DAMAGED if result.damage else EXIT_OK
 
 
 def _labelled(labeller, dpi, submit, rollups):

@@ -6,8 +6,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-SCHEMA_VERSION = 4          # 1: schema.sql; 2: + tiers.sql, alerts.sql; 3: + macs.sql; 4: + names.sql
-SCHEMA_FILES = ("schema.sql", "tiers.sql", "alerts.sql", "macs.sql", "names.sql")   # each step only adds tables
+SCHEMA_VERSION = 5          # 1: schema.sql; 2: + tiers.sql, alerts.sql; 3: + macs.sql; 4: + names.sql; 5: + imports.sql
+SCHEMA_FILES = ("schema.sql", "tiers.sql", "alerts.sql", "macs.sql", "names.sql", "imports.sql")   # each step only adds tables
 WAL_LIMIT_BYTES = 64 * 1024 * 1024     # WAL file truncated back to this after a checkpoint
 _SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
 _CHECKED = set()                  # databases this process has checked and opened
@@ -224,16 +224,23 @@ def _migrate(con, path):
 
 class immediate:
     """A write transaction that takes the write lock at once, so no other writer (an import in
-    another process) slips rows in between what this transaction reads and what it writes."""
+    another process) slips rows in between what this transaction reads and what it writes.
+    Inside a transaction already open (an import writes a whole file in one: storage/imports.py)
+    it is part of that one: the outer transaction commits or rolls back everything."""
 
     def __init__(self, con):
         self.con = con
+        self.nested = False
 
     def __enter__(self):
-        self.con.execute("BEGIN IMMEDIATE")
+        self.nested = self.con.in_transaction
+        if not self.nested:
+            self.con.execute("BEGIN IMMEDIATE")
         return self.con
 
     def __exit__(self, kind, value, tb):
+        if self.nested:
+            return False
         if kind is None:
             try:
                 self.con.commit()
