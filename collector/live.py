@@ -39,9 +39,15 @@ def run_service(settings, web=True):
         return EXIT_USAGE
     import sqlite3
 
+    from collector.import_ledger import abandoned
     from storage.db import DatabaseError, connect_checked
     try:        # creates / migrates (or moves a damaged file aside) now, so a bad path is one line
-        connect_checked(settings.db).close()
+        con = connect_checked(settings.db)
+        try:
+            for line in abandoned(con):       # imports cut off (kill -9, power loss) since the last start
+                _say(line, err=True)
+        finally:
+            con.close()
     except (DatabaseError, sqlite3.Error) as e:
         _say(f"{settings.db}: {one_line(e)}" if isinstance(e, sqlite3.Error) else str(e), err=True)
         return EXIT_USAGE

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from common import wait_for
+from common import needs_root, wait_for
 from captures import pcap_bytes
 
 # Tables that hold what a file adds; `sources`, `imports` and the alert tables also hold wall-clock times.
@@ -310,3 +310,20 @@ TestImportsMachine = ImportsMachine.TestCase
 TestImportsMachine.settings = settings(max_examples=8, stateful_step_count=6, deadline=None,
                                        suppress_health_check=list(HealthCheck))
 TestImportsMachine = pytest.mark.system(pytest.mark.slow(TestImportsMachine))
+
+
+@needs_root
+def test_the_live_capture_reports_an_import_cut_off_before_it_started(tmp_path, run_py):
+    """The next start of any kind says so: here the live capture, on lo, for half a second."""
+    from storage import imports
+    from storage.db import connect
+    db = tmp_path / "live.db"
+    con = connect(str(db))
+    imports.begin(con, "", "/captures/gone.pcap", 10, 999_999_999, 1.0, started=1_700_000_000)
+    con.close()                                  # a process that cannot be alive left it 'running'
+    done = subprocess.run(run_py + ["--no-web", "-i", "lo", "--db", str(db), "--duration", "0.5"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"the import of /captures/gone.pcap started 2023-11-\d+ \S+ was cut off \(process 999999999 "
+                     r"ended without finishing\); nothing of it was stored: import it again\n", done.stderr), done.stderr
+    assert [s for _, s, _ in ledger(db)] == ["abandoned"]
