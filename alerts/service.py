@@ -298,12 +298,14 @@ class AlertRunner:
         return events
 
 
-def evaluate_import(settings, con, since, until, rules=None):
+def evaluate_import(settings, con, since, until, rules=None, subjects=None):
     """Runs the rules over stored minute data in [since, until) (an imported capture's span), on
     the capture's own timeline: each rule is measured at the end of every minute. Alerts are
     stored with origin 'import'; one still open when the capture ends is closed at `until`.
     Returns report lines, oldest first: which subject crossed which limit, when, and when it fell
-    back. `con` may be a path. Rules with windows under a minute are skipped (no 1-second data)."""
+    back. `con` may be a path. Rules with windows under a minute are skipped (no 1-second data).
+    subjects: {scope: the subjects that may be judged} (alerts/scope.py: what the import
+    touched); a scope not in it is not limited."""
     if since is None or until is None:
         return []
     if isinstance(con, str):
@@ -311,13 +313,17 @@ def evaluate_import(settings, con, since, until, rules=None):
     if rules is None:
         rules = load_rules(settings, alert_log.rule_overrides(con))
     delivery = Delivery(con, "import", logged=False)
+    subjects = subjects or {}
     for rule in rules:
         if not rule.enabled or rule.window < MINUTE:
             continue
+        allowed = subjects.get(rule.scope)
+        if allowed is not None and not allowed:
+            continue                  # nothing of this scope was imported
         if rule.kind == "new_device":
-            delivery.deliver(_import_new_devices(con, rule, since, until))
+            delivery.deliver(_import_new_devices(con, rule, since, until, allowed))
         else:
-            delivery.deliver(_import_slide(con, rule, since, until))
+            delivery.deliver(_import_slide(con, rule, since, until, allowed))
     lines = []
     for opened, message, peak, closed in sorted(delivery.done + [v + [None] for v in delivery.open.values()],
                                                 key=lambda d: (d[0].time, d[0].rule.name, d[0].subject)):
@@ -354,9 +360,11 @@ def import_summary(lines, first=5):
     return out
 
 
-def _import_slide(con, rule, since, until):
+def _import_slide(con, rule, since, until, allowed=None):
     window, tracker, events = SlidingWindow(rule.window, MINUTE, 2), Tracker(rule), []
     rows = alert_log.samples(con, rule.kind, rule.scope, floor(since, "minute") - rule.window, until)
+    if allowed is not None:
+        rows = (row for row in rows if row[1] in allowed)
     row = next(rows, None)
     minute, end = floor(since, "minute"), int(until)
     while minute < end:
@@ -375,11 +383,11 @@ def _import_slide(con, rule, since, until):
     return events + tracker.close_all(until)
 
 
-def _import_new_devices(con, rule, since, until):
+def _import_new_devices(con, rule, since, until, allowed=None):
     earliest = alert_log.earliest_traffic(con)
     tracker, events = Tracker(rule), []
     for ip, first in alert_log.first_minutes(con, since, until):
-        if rule.matches(ip) and first - earliest >= rule.window and not alert_log.seen_before(con, [ip], first):
+        if (allowed is None or ip in allowed) and rule.matches(ip) and first - earliest >= rule.window and not alert_log.seen_before(con, [ip], first):
             events += tracker.check(first, {ip: 1.0})
     return events
 

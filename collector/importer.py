@@ -12,6 +12,8 @@ import time
 from functools import partial
 
 from alerts.config import load_rules
+from alerts import messages
+from alerts.scope import ImportScope
 from alerts.service import evaluate_import, import_summary
 from capture.capfile import CaptureError
 from capture.flows import FlowTable
@@ -65,7 +67,7 @@ def run_import(settings, files, force=False):
 
 
 def _import_files(settings, files, store, labeller, dpi, stop_asked, force):
-    status = EXIT_OK
+    status, scope = EXIT_OK, ImportScope()
     for path in files:
         try:
             admission = Admission(store.con, path, force)
@@ -80,25 +82,37 @@ def _import_files(settings, files, store, labeller, dpi, stop_asked, force):
             print(f"run.py import: {admission.refused()}", file=sys.stderr)
             status = max(status, EXIT_USAGE)
             continue
-        outcome = _import_one(settings, path, admission, store, labeller, dpi, stop_asked)
+        outcome = _import_one(settings, path, admission, store, labeller, dpi, stop_asked, scope)
         if outcome is None:
             status = EXIT_INTERRUPTED
             break
         status = max(status, outcome)
-    if store.span:                           # the alert rules, on the capture's own timeline
-        for line in import_summary(evaluate_import(settings, store.con, *store.span)):
-            print(line)
+    _judge(settings, store.con, scope)
     build_pending(store.con)                 # hour and day tiers of what was imported
     return status
 
 
-def _import_one(settings, path, admission, store, labeller, dpi, stop_asked):
+def _judge(settings, con, scope):
+    """The alert rules over what the import stored, on the capture's own timeline: its hosts and
+    interfaces, in its own span (timestamps far from the rest left out, and said)."""
+    span = scope.span()
+    if span is None:
+        return
+    since, until, outliers = span
+    if outliers:
+        print(f"alert rules: {outliers} frames left out, their timestamps more than a day away from the "
+              f"capture's {messages.when(since)} .. {messages.when(until)}")
+    for line in import_summary(evaluate_import(settings, con, since, until, subjects=scope.subjects())):
+        print(line)
+
+
+def _import_one(settings, path, admission, store, labeller, dpi, stop_asked, scope):
     """One file in one transaction; returns its exit status, None when the import was stopped."""
     table = FlowTable(idle_timeout=settings.idle_timeout, active_timeout=settings.active_timeout,
                       max_flows=settings.max_flows, read_payload=settings.names)
     begun = time.time()
     writer = ImportWriter(settings.db)       # SQLite on the other core, the file in one transaction
-    tally = _ImportTally(partial(_labelled, labeller, dpi, writer.submit))
+    tally = _ImportTally(partial(_labelled, labeller, dpi, writer.submit), ImportScope())
     result, finish = None, None
     try:
         try:
@@ -129,6 +143,7 @@ def _import_one(settings, path, admission, store, labeller, dpi, stop_asked):
     if writer.span:
         spans = [writer.span] + ([store.span] if store.span else [])
         store.span = (min(s[0] for s in spans), max(s[1] for s in spans))
+    scope.merge(tally.scope)                 # stored: its hosts and hours are the rules' to judge
     line = f"{path}: {result.frames} frames ({tally.summary()})"
     if result.clamped:
         line += f", {result.clamped} wire lengths clamped to 262144"
@@ -167,8 +182,8 @@ def _late_names(store, labeller, dpi, wait):
 class _ImportTally:
     """A rollup sink that passes rollups on and keeps the figures for the import's summary line."""
 
-    def __init__(self, sink):
-        self.sink = sink
+    def __init__(self, sink, scope):
+        self.sink, self.scope = sink, scope
         self.ip = self.non_ip = self.undecodable = 0
         self.reasons = {}
         self.names = set()            # addresses named on the wire (bounded by the flow table per bucket)
@@ -186,6 +201,7 @@ class _ImportTally:
                 self.names.update(rollup.names)
             for reason, n in rollup.unnamed.items():
                 self.unreadable[reason] = self.unreadable.get(reason, 0) + n
+        self.scope.add(rollups)
         self.sink(rollups)
 
     def summary(self):
