@@ -17,8 +17,17 @@ import sys
 import settings as settings_mod
 
 from runtime.exits import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
+from runtime.version import VERSION
 
 COMMANDS = ("import", "serve", "export")
+_COMMANDS_HELP = """commands (run.py COMMAND --help for each):
+  (none)    capture on this host's interfaces and serve the dashboard (root): the options above
+  import    count pcap / pcapng / gzip'd capture files into the database (no root needed)
+  serve     serve the dashboard and API over an existing database
+  export    write flows, hosts, processes or alerts as CSV or JSON
+
+settings: every option is also a config file key (--config FILE, TOML) and an environment
+variable NETTALLY_<NAME>; the README lists them all."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,7 +64,9 @@ def parser_for(command):
         p.add_argument("--format", choices=("csv", "json"), default="csv")
         p.add_argument("-o", "--output", help="file to write (default: standard output)")
         return p
-    p = _Parser(prog="run.py", description="Capture on this host's interfaces and serve the dashboard (root).")
+    p = _Parser(prog="run.py", description="Capture on this host's interfaces and serve the dashboard (root).",
+                epilog=_COMMANDS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"NetTally {VERSION}")
     p.add_argument("-i", "--interface", action="append", dest="interfaces", metavar="IFACE",
                    help=settings_mod.help_of("interfaces"))
     p.add_argument("-f", "--filter", dest="bpf", metavar="BPF", help=settings_mod.help_of("bpf"))

@@ -37,6 +37,11 @@ def run_service(settings, web=True):
     if problem:
         _say(problem, err=True)
         return EXIT_USAGE
+    if web:
+        problem = _port_problem(settings.host, settings.port)
+        if problem:                   # before anything starts: another server has the port
+            _say(problem, err=True)
+            return EXIT_USAGE
     import sqlite3
 
     from collector.import_ledger import abandoned
@@ -64,6 +69,25 @@ def run_service(settings, web=True):
         _say(first.line if first else "the capture process stopped before it was ready", err=True)
         return EXIT_USAGE if first else EXIT_FAILED
     return Collector(settings, capture, inbox, first.interfaces, web).run()
+
+
+def _port_problem(host, port):
+    """One line if the dashboard's address cannot be bound (in use, not this host's), else None.
+    Binds as waitress will (SO_REUSEADDR) and lets go at once."""
+    import socket
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as e:
+        return f"cannot listen on {host}:{port}: {one_line(e)}"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as e:
+            return (f"cannot listen on {host}:{port}: {e.strerror or e} (another NetTally or another server "
+                    "has it? choose one with --port); nothing was captured")
+    return None
 
 
 def _start_capture(settings):
@@ -180,6 +204,8 @@ class Collector:
             proc = spawn(self.settings)
         except Exception as e:
             return None, f"no dashboard: {one_line(e)}"
+        if proc.exitcode is not None:         # it could not start, and said why on stderr
+            return None, "no dashboard (it could not start: see above)"
         return proc, f"dashboard at http://{_url_host(self.settings.host)}:{self.settings.port}/"
 
     def _collect(self):

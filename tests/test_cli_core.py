@@ -289,3 +289,19 @@ def test_a_stopped_import_stores_nothing_and_says_so(tmp_path, run_py):
     assert con.execute("SELECT sum(frames) FROM iface_minutes").fetchone() == (600_000,)
     assert con.execute("SELECT frames, damage FROM sources").fetchall() == [(600_000, None)]
     con.close()
+
+
+def test_help_lists_every_subcommand_and_version_agrees_with_pyproject(capsys):
+    import tomllib
+    import run
+    from runtime.version import VERSION
+    with pytest.raises(SystemExit) as done:
+        run.main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    for command in run.COMMANDS:
+        assert re.search(rf"^  {command} +\S", out, re.M), command
+    with pytest.raises(SystemExit) as done:
+        run.main(["--version"])
+    assert (done.value.code, capsys.readouterr().out) == (0, f"NetTally {VERSION}\n")
+    assert tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"]["version"] == VERSION

@@ -284,6 +284,23 @@ def test_bad_interface_or_filter_is_one_line(tmp_path, args, message):
     assert done.stderr.startswith(message) and done.stderr.count("\n") == 1 and done.stdout == ""
 
 
+@live
+@pytest.mark.system
+def test_a_busy_dashboard_port_ends_the_run_before_capture_with_one_line(tmp_path):
+    """Another server (a second NetTally, say) has the port: exit 2, one line, nothing captured,
+    no database made, and never the other server's URL."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        done = subprocess.run(run_py("-i", "lo", "--port", str(port), "--db", str(tmp_path / "x.db")),
+                              capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (f"run.py: cannot listen on 127.0.0.1:{port}: Address already in use (another NetTally or "
+                           "another server has it? choose one with --port); nothing was captured\n")
+    assert not (tmp_path / "x.db").exists()
+
+
 @pytest.mark.system
 @pytest.mark.skipif(not (IS_ROOT and LINUX), reason="needs root on Linux, to drop to nobody with setpriv")
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux) to drop to nobody")
