@@ -27,7 +27,7 @@ from runtime import children
 from capture.ring import privilege_problem
 from records import Done, Drops, Failed, NewFlows, Ready, Rollups, Seconds, Notice
 from runtime.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from runtime.text import one_line, say as _say
+from runtime.text import one_line, say as _say, stamp_lines
 
 READY_TIMEOUT = 60.0
 
@@ -151,6 +151,7 @@ class Collector:
                 pass
 
     def run(self):
+        stamp_lines()                 # from here on the output is the service's log
         signal.signal(signal.SIGINT, self._stop)
         signal.signal(signal.SIGTERM, self._stop)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})

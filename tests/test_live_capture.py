@@ -269,6 +269,9 @@ def test_duration_stops_by_itself(tmp_path):
                         "--duration", "0.5")) as capture:
         assert capture.finish(timeout=30) == 0, capture.output
     assert "stopped: 0 frames counted" in capture.output
+    # the service's output is its log: every line says when (UTC)
+    lines = capture.output.splitlines()
+    assert lines and all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ run.py: ", line) for line in lines), lines
 
 
 @live
