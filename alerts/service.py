@@ -280,6 +280,9 @@ class AlertRunner:
         self._known.update(candidates)
         if earliest is None or now - earliest < rule.window:
             return {}                 # still learning what is normal here
+        first_live = alert_log.first_live_start(self.con)
+        if first_live is not None and now - first_live < getattr(self.settings, "new_device_learning", 0):
+            return {}                 # the first day of live capture learns, whatever was imported before
         return {ip: 1.0 for ip in candidates if ip not in seen}
 
     def _storage_events(self, now):

@@ -35,6 +35,7 @@ class Settings:
     maintenance_interval: float = _setting(60.0, "seconds between rounds of tier building, retention and WAL checkpoint")
     writer_backlog_rows: int = _setting(2_000_000, "rows of counts held in memory while the database cannot be written (disk full, read-only)")
     alerts_config: str = _setting("", "TOML file of alert rules; empty: the built-in rules (docs/ALERTS.md)")
+    new_device_learning: float = _setting(86_400.0, "seconds after the first live start during which new-device alerts only learn (what is normal here)")
     webhook_url: str = _setting("", "URL that receives every alert event as a JSON POST; empty: no webhook")
     token_file: str = _setting("", "access token file for a non-loopback --host (made at first start, mode 0600); default: next to the database, DB name with .token")
     web_user: str = _setting("", "user the web server runs as when started as root; empty: the invoking SUDO_USER, else nobody")
@@ -108,4 +109,5 @@ _RANGES = {
     "retention_seconds": (60, 10 ** 9), "retention_minutes": (1, 10 ** 6), "retention_hours": (1, 10 ** 6),
     "retention_days": (1, 10 ** 6), "retention_flows": (1, 10 ** 6), "maintenance_interval": (1, 86400),
     "writer_backlog_rows": (1000, 10 ** 9), "max_names": (1, 10 ** 8),
+    "new_device_learning": (0, 10 ** 9),
 }

@@ -88,6 +88,11 @@ def first_minutes(con, start, end):
     return con.execute(f"SELECT ip, min(bucket) AS first FROM ({sub}) GROUP BY ip ORDER BY first, ip", args).fetchall()
 
 
+def first_live_start(con):
+    """When live capture first started on this database (its oldest live source), None if never."""
+    return con.execute("SELECT min(started) FROM sources WHERE kind = 'live'").fetchone()[0]
+
+
 def earliest_traffic(con):
     """Start of the oldest bucket holding host traffic in any tier, None on an empty database."""
     times = [con.execute(f"SELECT min({c}) FROM {t}").fetchone()[0]

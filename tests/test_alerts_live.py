@@ -191,6 +191,30 @@ def test_new_device_after_the_learning_window(tmp_path, db):
     runner.con.close()
 
 
+def test_new_devices_learn_for_a_while_after_the_first_live_start_whatever_was_imported(tmp_path, db):
+    """A database that held an import from last year: the first live start still learns for
+    new_device_learning seconds before any device counts as new (the resolver seen in the first
+    minute is not news)."""
+    path, s = db
+    settings = rules_file(tmp_path, '[[rule]]\nname = "new-device"\nkind = "new_device"\nwindow = "1h"\n')
+    settings.new_device_learning = 3600
+    imported = rollup(T - 365 * 86400, {"10.0.0.1": (1, 1)})
+    s.apply([imported])
+    s.begin_source("live", "lo", started=T)
+    runner = AlertRunner(settings, path, start=False)
+    resolver = rollup(T, {"10.0.0.53": (1, 1)})
+    s.apply([resolver])
+    runner.after_write([resolver])
+    runner.step(T + 60)
+    assert alert_log.alert_list(s.con) == []
+    late = rollup(T + 3600, {"10.0.0.77": (1, 1)})
+    s.apply([late])
+    runner.after_write([late])
+    runner.step(T + 3660)
+    assert [(a["subject"], a["opened"]) for a in alert_log.alert_list(s.con)] == [("10.0.0.77", T + 3660)]
+    runner.con.close()
+
+
 def test_storage_stall_opens_and_closes_an_alert(tmp_path, db):
     path, s = db
     runner = AlertRunner(rules_file(tmp_path, ONLY_BYTES), path, start=False)
