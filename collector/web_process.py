@@ -2,7 +2,8 @@
 process of the live collector (`spawn`).
 
 Order matters, and is the same for both:
-1. as the starting user (root under sudo): read or make the access token, open the database
+1. as the starting user (root under sudo): raise the open files limit to its hard limit (the
+   server's connection ceiling stays under it: web/server.py), read or make the access token, open the database
    connections (the read-only pool, and the one read-write connection of alert changes:
    web/pool.py and web/changes.py say why), read the alert rules file, templates and static
    files into memory, answer one request of each kind in-process (`warm_up`: every module a
@@ -15,8 +16,9 @@ import signal
 import sys
 import time
 
-from web.app import SERVER_THREADS, create_app
+from web.app import create_app
 from web.auth import TokenError
+from web.server import make_server
 from runtime.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from runtime.privileges import PrivilegeError, die_with_parent, drop_root
 from runtime.text import say
@@ -71,7 +73,6 @@ def warm_up(app):
 def serve(settings, in_child=False, ready=None):
     """Serves until SIGTERM or SIGINT; returns the exit status (2: cannot start, one line said).
     `ready` (an Event) is set once the server listens as the unprivileged user."""
-    import waitress
     from storage.db import DatabaseError
 
     try:
@@ -80,8 +81,7 @@ def serve(settings, in_child=False, ready=None):
         _say(str(e), err=True)
         return EXIT_USAGE
     try:
-        server = waitress.create_server(app, host=settings.host, port=settings.port, threads=SERVER_THREADS,
-                                        ident="NetTally", channel_timeout=300, clear_untrusted_proxy_headers=True)
+        server = make_server(app, settings)
     except OSError as e:
         _say(f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}", err=True)
         return EXIT_USAGE
@@ -97,6 +97,10 @@ def serve(settings, in_child=False, ready=None):
     token = app.config["TOKEN"]
     access = "access token required (see above / the token file)" if token else "loopback only, no token"
     _say(f"dashboard: {_url(settings)} (as user {user}; {access})")
+    limits = server.limits
+    if limits.max_connections < limits.wanted:
+        _say(f"dashboard: at most {limits.max_connections} connections, not {limits.wanted} "
+             "(web_max_connections): the open files limit is lower")
     if ready is not None:
         ready.set()
 
@@ -111,6 +115,8 @@ def serve(settings, in_child=False, ready=None):
         pass
     finally:
         server.close()
+    if limits.evicted or limits.timed_out or limits.refused:
+        _say(f"dashboard: {limits.summary()}")
     return EXIT_OK
 
 

@@ -39,6 +39,11 @@ class Settings:
     webhook_url: str = _setting("", "URL that receives every alert event as a JSON POST; empty: no webhook")
     token_file: str = _setting("", "access token file for a non-loopback --host (made at first start, mode 0600); default: next to the database, DB name with .token")
     web_user: str = _setting("", "user the web server runs as when started as root; empty: the invoking SUDO_USER, else nobody")
+    web_max_connections: int = _setting(1000, "open dashboard connections at most; beyond it a new one replaces the oldest idle one without the token (docs/DEPLOY.md)")
+    web_max_per_client: int = _setting(100, "open dashboard connections per client address (IPv6: per /64) at most; 0: no cap of its own (behind a reverse proxy)")
+    web_request_timeout: float = _setting(10.0, "seconds a dashboard connection without the token may take to send a complete request")
+    web_sse_slots: int = _setting(8, "live streams (/api/stream) open at once; more get 503 with Retry-After")
+    read_only: bool = _setting(False, "the dashboard and API refuse every change (alert rules, acknowledgements) with 403")
     attribution: str = _setting("auto", "process attribution: auto (Linux: netlink socket table + kernel socket events; elsewhere psutil), proc (Linux socket table, polling only), psutil (portable polling), off")
     names: bool = _setting(True, "name flows and hosts: apps, server names, services, classes, host names (docs/NAMES.md); false: counts only")
     reverse_dns: bool = _setting(False, "ask the host's resolver for names of addresses the wire did not name (at most 10 lookups a second; live capture only)")
@@ -110,4 +115,6 @@ _RANGES = {
     "retention_days": (1, 10 ** 6), "retention_flows": (1, 10 ** 6), "maintenance_interval": (1, 86400),
     "writer_backlog_rows": (1000, 10 ** 9), "max_names": (1, 10 ** 8),
     "new_device_learning": (0, 10 ** 9),
+    "web_max_connections": (16, 10 ** 6), "web_max_per_client": (0, 10 ** 6), "web_request_timeout": (1, 3600),
+    "web_sse_slots": (1, 64),
 }

@@ -20,8 +20,7 @@ from web.params import ParamError
 from web.pool import ConnectionPool, PoolTimeout
 from web.stream import HEARTBEAT, LiveFeed, bp as stream_bp
 
-SERVER_THREADS = 12          # waitress worker threads (collector/web_process.py)
-MAX_STREAMS = 6              # live streams at once: each holds a server thread
+API_THREADS = 8              # server threads beyond the live streams' (web/server.py): streams never take all
 MAX_BODY = 64 * 1024         # request bodies (alert rule changes) are small
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
@@ -29,17 +28,17 @@ _UNSET = object()
 
 
 def create_app(settings=None, test_config=None):
-    """settings: a settings.Settings (db, host, token_file, alerts_config). test_config:
-    overrides such as DB, CLOCK (callable giving epoch seconds), TOKEN (None: open), POOL_SIZE,
-    STREAM_LIFETIME. Opens the database now: read-only for every request, plus the one
-    read-write connection of alert changes (web/changes.py); raises storage.db.DatabaseError
-    if it cannot be read. The alert rules file is read now too (before any privilege drop)."""
+    """settings: a settings.Settings (db, host, token_file, alerts_config, web_sse_slots,
+    read_only). test_config: overrides such as DB, CLOCK (callable giving epoch seconds), TOKEN
+    (None: open), POOL_SIZE, STREAM_LIFETIME, MAX_STREAMS, READ_ONLY. Opens the database now:
+    read-only for every request, plus (unless read_only) the one read-write connection of alert
+    changes (web/changes.py); raises storage.db.DatabaseError if it cannot be read. The alert rules file is read now too (before any privilege drop)."""
     settings = settings or Settings()
     app = Flask(__name__, static_folder=None)
-    app.config.update(DB=settings.db, BIND_HOST=settings.host, CLOCK=time.time, POOL_SIZE=SERVER_THREADS + 1,
+    app.config.update(DB=settings.db, BIND_HOST=settings.host, CLOCK=time.time, POOL_SIZE=server_threads(settings) + 1,
                       POLICY=RetentionPolicy.from_settings(settings), ALERTS_CONFIG=settings.alerts_config,
-                      STREAM_LIFETIME=600.0, STREAM_HEARTBEAT=HEARTBEAT, MAX_STREAMS=MAX_STREAMS, TOKEN=_UNSET,
-                      MAX_CONTENT_LENGTH=MAX_BODY, CHANGE_WAIT=5.0)
+                      STREAM_LIFETIME=600.0, STREAM_HEARTBEAT=HEARTBEAT, MAX_STREAMS=settings.web_sse_slots,
+                      TOKEN=_UNSET, MAX_CONTENT_LENGTH=MAX_BODY, CHANGE_WAIT=5.0, READ_ONLY=settings.read_only)
     app.config.update(test_config or {})
     app.json.sort_keys = False
 
@@ -50,11 +49,12 @@ def create_app(settings=None, test_config=None):
     pool = ConnectionPool(app.config["DB"], app.config["POOL_SIZE"])
     app.extensions["nettally.pool"] = pool
     app.extensions["nettally.feed"] = LiveFeed(pool.acquire(), app.config["CLOCK"])
-    app.extensions["nettally.changes"] = AlertChanges(app.config["DB"], app.config["CHANGE_WAIT"])
+    app.extensions["nettally.changes"] = AlertChanges(app.config["DB"], app.config["CHANGE_WAIT"],
+                                                      read_only=app.config["READ_ONLY"])
     app.extensions["nettally.rules_file"] = _rules_file(app.config["ALERTS_CONFIG"])
     app.extensions["nettally.stream_slots"] = threading.BoundedSemaphore(app.config["MAX_STREAMS"])
     app.extensions["nettally.vendors"] = Vendors.load()       # read before any privilege drop
-    auth.install(app, token, app.config["BIND_HOST"])
+    auth.install(app, token, app.config["BIND_HOST"], read_only=app.config["READ_ONLY"])
 
     app.extensions["nettally.static"] = StaticFiles()
     app.register_blueprint(api_bp)
@@ -65,6 +65,14 @@ def create_app(settings=None, test_config=None):
     app.after_request(_security_headers)
     app.teardown_appcontext(release_connection)
     return app
+
+
+def server_threads(settings):
+    """Worker threads of the server: one per live stream slot, and API_THREADS for everything else."""
+    return settings.web_sse_slots + API_THREADS
+
+
+SERVER_THREADS = server_threads(Settings())    # with the default settings (bench/api.py)
 
 
 def _rules_file(path):

@@ -14,7 +14,11 @@ dashboard's own scripts, never from another site the browser visits: they need t
 `X-NetTally-Request: 1` (a page elsewhere can only send it after a CORS preflight, which this
 server never grants), a same-origin `Origin` / `Sec-Fetch-Site` where the browser sends them,
 and a JSON body. Otherwise 403 (415 for a body that is not JSON). The loopback Host check and
-the token apply to them as to every request.
+the token apply to them as to every request. With the setting read_only, every change is refused
+(403) after those checks.
+
+The server (web/server.py) also looks for the token in a request's raw headers
+(`carries_token`), before the app sees it, only to serve requests that show it first.
 """
 import hmac
 import ipaddress
@@ -25,6 +29,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from flask import jsonify, make_response, redirect, request
+from werkzeug.http import parse_cookie
 
 COOKIE = "nettally_token"
 WRITE_HEADER = "X-NetTally-Request"
@@ -86,8 +91,21 @@ def _read_token(path):
     return token
 
 
-def install(app, token, bind_host):
-    """Adds the checks to `app`. token None: loopback mode (Host header check only)."""
+def carries_token(authorization, cookie, token):
+    """Whether an Authorization header value or a Cookie header value (None: absent) carries `token`."""
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and _matches(value.strip(), token):
+            return True
+    return bool(cookie) and _matches(parse_cookie(cookie).get(COOKIE), token)
+
+
+READ_ONLY_REFUSAL = "the dashboard is read-only (setting read_only): no changes"
+
+
+def install(app, token, bind_host, read_only=False):
+    """Adds the checks to `app`. token None: loopback mode (Host header check only). read_only:
+    every change is refused with 403."""
     allowed_hosts = LOOPBACK_NAMES | {bind_host.lower().strip("[]")}
 
     @app.before_request
@@ -108,6 +126,8 @@ def install(app, token, bind_host):
     def check_change():        # after check_access: a request without the token is 401 first
         if request.method not in CHANGE_METHODS:
             return None
+        if read_only:
+            return _refuse(403, READ_ONLY_REFUSAL)
         return _cross_site_refusal()
 
 

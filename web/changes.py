@@ -9,7 +9,8 @@ either wait for the other, a change up to `wait` seconds, instead of failing at 
 
 If the connection cannot be opened or the database cannot be written (a read-only file or file
 system, a full disk, a lock held too long), the change is refused with ChangeRefused (503); the
-rest of the dashboard works on.
+rest of the dashboard works on. With the setting read_only the connection is never opened (and
+web/auth.py refuses every change before it gets here).
 """
 import sqlite3
 import threading
@@ -25,9 +26,12 @@ class ChangeRefused(RuntimeError):
 class AlertChanges:
     """wait: seconds a change waits for the collector's write lock before it is refused."""
 
-    def __init__(self, path, wait=5.0):
+    def __init__(self, path, wait=5.0, read_only=False):
         self.problem = None
         self._lock = threading.Lock()
+        if read_only:
+            self.con, self.problem = None, "alert changes are off: the dashboard is read-only (setting read_only)"
+            return
         try:
             self.con = alert_log.changes_connection(path, wait)
         except (DatabaseError, sqlite3.DatabaseError) as e:
