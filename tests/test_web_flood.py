@@ -298,7 +298,7 @@ def _in_process(db, **settings):
     from web.app import create_app
     from web.server import make_server
     config = Settings(db=db, port=free_port(), **settings)
-    app = create_app(config, test_config={"CLOCK": lambda: NOW, "STREAM_LIFETIME": 30.0})
+    app = create_app(config, test_config={"CLOCK": lambda: NOW, "STREAM_LIFETIME": 30.0, "STREAM_HEARTBEAT": 0.2})
     server = make_server(app, config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
