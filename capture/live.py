@@ -57,6 +57,7 @@ class LiveCapture:
         self.drops_total = 0
         self.last_ts = 0.0
         self._remaining = settings.count or None      # frames still to count under -c
+        self._unswept = {}                             # name -> frames a stop left unread (drops)
 
     # ---- the loop --------------------------------------------------------------------------------
 
@@ -117,6 +118,10 @@ class LiveCapture:
                 self.last_ts = batch[-1][0]
 
     def _final_sweep(self, poller, by_fd):
+        """At stop: frames already in the rings are counted, not lost. Waits a few block timeouts
+        for the kernel to hand over its partly filled blocks, then reads, without waiting, what
+        is handed over, up to one ring's worth (traffic that goes on arriving cannot keep the stop
+        waiting); whatever is still left unread is counted as dropped, never lost silently."""
         deadline = self.clock() + FINAL_SWEEP
         while self._remaining != 0:
             left = deadline - self.clock()
@@ -124,6 +129,17 @@ class LiveCapture:
                 break
             for fd, _ in poller.poll(int(left * 1000) + 1):
                 self._read(by_fd[fd])
+        for source in self.sources:
+            for _ in range(getattr(source, "blocks", 16) // 16 + 1):    # read() takes 16 blocks at a time
+                before = self.frames
+                if self._remaining == 0:
+                    return                    # -c reached: what follows is not ours to count
+                self._read(source)
+                if self.frames == before:
+                    break
+            unread = getattr(source, "unread", lambda: 0)()
+            if unread:
+                self._unswept[source.name] = self._unswept.get(source.name, 0) + unread
 
     # ---- messages --------------------------------------------------------------------------------
 
@@ -150,6 +166,8 @@ class LiveCapture:
             self.send(Rollups([rollup]))
         self._send_seconds()
         drops = {s.name: s.drops() for s in self.sources}
+        if close_all:                 # frames a stop left in the rings unread
+            drops = {name: n + self._unswept.get(name, 0) for name, n in drops.items()}
         drops = {name: n for name, n in drops.items() if n}
         if drops:
             self.drops_total += sum(drops.values())

@@ -317,6 +317,22 @@ class RingSource:
     def take_seconds(self):
         return self.seconds.take(self.name)
 
+    def unread(self):
+        """Frames in blocks the kernel has handed over and nobody has read yet, without reading
+        them: what a stop would leave behind (the capture loop counts them as dropped)."""
+        mm, block, frames = self._mm, self._block, 0
+        for _ in range(self._block_nr):
+            status, num, _ = _BLOCK_HDR.unpack_from(mm, block * self._block_size)
+            if not status & TP_STATUS_USER:
+                break
+            frames += num
+            block = (block + 1) % self._block_nr
+        return frames
+
+    @property
+    def blocks(self):
+        return self._block_nr
+
     def take_error(self):
         """The socket's pending error as text, cleared (the kernel reports an interface going
         down once; capture resumes by itself when it comes back up)."""
