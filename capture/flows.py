@@ -25,6 +25,10 @@ _LINKTYPE_ETHERNET = 1
 _TCP_SYN_ONLY = 0x02
 _FRAGMENT_MEMORY = 65536      # first-fragment port records kept for later fragments
 MAX_NAMES = 65536             # host names learnt per bucket (a flood of DNS answers cannot grow it)
+MAX_MACS = 65536              # ARP senders learnt per bucket (nor can a flood of ARP)
+ROLLUP_FLOWS = 8192           # flows per rollup handed on by take(): a closed bucket or an eviction goes
+                              # out in pieces, so whoever handles one at a time (the import's writer,
+                              # over a pipe) holds a piece, not max_flows deltas at once
 SAMPLE_FLOWS = 256            # flows whose first frames are kept at once (capture/peek.py SAMPLE_FRAMES),
                               # for Wireshark to name if we cannot
 _WANT = object()              # a TCP/UDP flow whose first payload has not come yet (no Peek made)
@@ -52,7 +56,11 @@ class Flow:
 
 class FlowTable:
     def __init__(self, bucket_seconds=60, idle_timeout=DEFAULTS.idle_timeout, active_timeout=DEFAULTS.active_timeout,
-                 max_flows=DEFAULTS.max_flows, read_payload=DEFAULTS.names):
+                 max_flows=DEFAULTS.max_flows, read_payload=DEFAULTS.names, list_new_flows=True):
+        """`list_new_flows`: keep new flows for take_new_flows() (live attribution); an import,
+        which never takes them, says False. Every structure here is bounded by max_flows (or a
+        constant): flows, their directions, new flows not yet taken, evicted flows (they leave at
+        once in a rollup of their own, see _evict), per-bucket MACs, names and samples."""
         self.bucket_seconds = bucket_seconds
         self.read_payload = read_payload   # names and apps from first payloads (capture/peek.py)
         self._sample_slots = SAMPLE_FLOWS
@@ -63,13 +71,15 @@ class FlowTable:
         self.max_flows = max_flows
         self._dirs = {}
         self._flows = set()
-        self._left = []                    # flows evicted by the memory bound, awaiting the next drain
         self._frag_ports = {}
         self._bucket_start = None
         self._bucket_floor = float("inf")      # float twin of _bucket_start for the per-packet compare
         self._bucket_end = float("-inf")
-        self._ready = []                   # rollups of closed buckets, for take()
+        self._ready = []                   # rollups of closed buckets and evicted flows, for take()
+        self._hand_on = None               # or, after stream_to(), who takes each of them as it is made
+        self.list_new_flows = list_new_flows
         self.new_flows = []                # (proto, a, a_port, b, b_port, ts) raw, since take_new_flows()
+        self.unlisted_flows = 0            # new flows beyond max_flows between two take_new_flows()
         self._ifaces = {}
         self._undecodable = {}
         self._macs = {}                    # raw IPv4 -> raw MAC, learnt since the last drain
@@ -79,6 +89,13 @@ class FlowTable:
 
     def __len__(self):
         return len(self._flows)
+
+    def held(self):
+        """What the table holds now, by structure (each bounded by max_flows or a constant):
+        what tests and benchmarks check the memory bound against."""
+        return {"flows": len(self._flows), "directions": len(self._dirs), "new_flows": len(self.new_flows),
+                "ready_flows": sum(len(r.flows) for r in self._ready), "fragments": len(self._frag_ports),
+                "macs": len(self._macs), "names": len(self._names), "samples": len(self._samples)}
 
     # ---- ingest ---------------------------------------------------------------------------------
 
@@ -184,6 +201,9 @@ class FlowTable:
                 and len(data) >= off + 18:
             ip = data[off + 16:off + 20]
             if len(ip) == 4 and ip != b"\x00\x00\x00\x00":       # 0.0.0.0: an ARP probe, no address yet
+                if len(self._macs) >= MAX_MACS and ip not in self._macs:
+                    self._problems["macs_over_bucket_limit"] = self._problems.get("macs_over_bucket_limit", 0) + 1
+                    return
                 self._macs[ip] = data[off + 10:off + 16]
 
     def _count_packet(self, pkt, ts, n, iface, data):
@@ -256,7 +276,11 @@ class FlowTable:
             self._evict()
         flow = Flow(key, ts, iface, self.read_payload)
         self._flows.add(flow)
-        self.new_flows.append(key + (ts,))
+        if self.list_new_flows:
+            if len(self.new_flows) < self.max_flows:
+                self.new_flows.append(key + (ts,))
+            else:       # nobody took them for a while: attribution finds these in its table at drain time
+                self.unlisted_flows += 1
         self._dirs[key] = flow.orig
         reverse = (key[0], key[3], key[4], key[1], key[2])
         if reverse != key:          # a socket talking to itself has one direction only
@@ -272,12 +296,19 @@ class FlowTable:
             flow.key = (k[0], k[3], k[4], k[1], k[2])
 
     def _evict(self):
-        """Memory bound: the least recently active tenth leaves the table into the next rollup."""
+        """Memory bound: the least recently active tenth leaves the table at once, closed, in a
+        rollup of the current bucket of its own (for take()): evicted flows never pile up
+        waiting for their bucket to close, whose drain then holds at most max_flows flows."""
         by_age = sorted(self._flows, key=lambda f: f.last_seen)
-        for flow in by_age[:max(1, len(by_age) // 10)]:
-            self._remove(flow)
-            self._left.append(flow)
-            self.evicted_flows += 1
+        evicted = by_age[:max(1, len(by_age) // 10)]
+        del by_age
+        for first in range(0, len(evicted), ROLLUP_FLOWS):
+            hosts, deltas = {}, []
+            for flow in evicted[first:first + ROLLUP_FLOWS]:
+                self._remove(flow)
+                deltas.append(self._delta(flow, True, hosts))
+            self._out(_flows_only(self._bucket_start, deltas, hosts))
+        self.evicted_flows += len(evicted)
 
     def _remove(self, flow):
         peek = flow.orig[5]
@@ -287,12 +318,16 @@ class FlowTable:
         k = flow.key
         self._dirs.pop(k, None)
         self._dirs.pop((k[0], k[3], k[4], k[1], k[2]), None)
+        # a flow and its directions point at each other: without this, a flow that left would
+        # wait for the cyclic garbage collector, and memory would grow with the flows seen
+        flow.orig[4] = flow.resp[4] = None
 
     # ---- drain ----------------------------------------------------------------------------------
 
     def _roll_bucket(self, ts):
         if self._bucket_start is not None:
-            self._ready.append(self.drain(self._bucket_end))
+            for piece in self._drain(self._bucket_end, False, ROLLUP_FLOWS):
+                self._out(piece)
         start = int(ts // self.bucket_seconds * self.bucket_seconds)
         self._bucket_start = start
         self._bucket_floor = float(start)
@@ -304,6 +339,23 @@ class FlowTable:
         new, self.new_flows = self.new_flows, []
         return [(p, ip_text(a), ap, ip_text(b), bp, ts) for p, a, ap, b, bp, ts in new]
 
+    def stream_to(self, hand_on):
+        """For an import, where nobody takes new flows and the rollups go to one sink: new flows
+        are not kept, and each rollup (a piece of a closed bucket, of an eviction, of close())
+        goes to `hand_on(rollup)` as soon as it is made, during ingest, instead of waiting for
+        take(). The table then never holds more than one piece of deltas."""
+        self.list_new_flows = False
+        self.new_flows = []
+        self._hand_on = hand_on
+        for rollup in self.take():
+            hand_on(rollup)
+
+    def _out(self, rollup):
+        if self._hand_on is None:
+            self._ready.append(rollup)
+        else:
+            self._hand_on(rollup)
+
     def take(self):
         """Rollups of buckets that closed during ingest (a later packet crossed their end)."""
         ready, self._ready = self._ready, []
@@ -312,6 +364,18 @@ class FlowTable:
     def drain(self, now, close_all=False):
         """Deltas of the current bucket since the last drain. Flows idle longer than the idle
         timeout (by `now`, packet time) or older than the active timeout leave the table."""
+        rollup, = self._drain(now, close_all, None)
+        return rollup
+
+    def close(self):
+        """Every flow ends: the open bucket's last deltas go to take() (or stream_to's taker) in
+        pieces of at most ROLLUP_FLOWS flows, what drain(now, close_all=True) returns as one."""
+        for piece in self._drain(0.0, True, ROLLUP_FLOWS):
+            self._out(piece)
+
+    def _drain(self, now, close_all, piece):
+        """drain() as rollups of at most `piece` flows each (None: one rollup), each with the
+        hosts of its own flows, made one at a time; the last carries the bucket's other counters."""
         bucket = self._bucket_start if self._bucket_start is not None else int(now)
         flows, hosts = [], {}
         for flow in list(self._flows):
@@ -320,15 +384,15 @@ class FlowTable:
             idle = close_all or now - last > self.idle_timeout
             active_cut = not idle and now - flow.first_seen > self.active_timeout
             if orig[1] or resp[1] or idle:
+                if len(flows) == piece:
+                    yield _flows_only(bucket, flows, hosts)
+                    flows, hosts = [], {}
                 flows.append(self._delta(flow, idle or active_cut, hosts))
             if idle:
                 self._remove(flow)
             elif active_cut:
                 # the record ends here; the flow continues as a new record with the same sides
                 flow.first_seen = now
-        for flow in self._left:
-            flows.append(self._delta(flow, True, hosts))
-        self._left = []
         ifaces, self._ifaces = self._ifaces, {}
         undecodable, self._undecodable = self._undecodable, {}
         macs, self._macs = self._macs, {}
@@ -336,8 +400,8 @@ class FlowTable:
         names, self._names = self._names, {}
         problems, self._problems = self._problems, {}
         samples, self._samples = self._samples, []
-        return Rollup(bucket, flows, hosts, ifaces, undecodable, {}, {}, macs, names, problems,   # not the shared
-                      samples)                                                                    # defaults
+        yield Rollup(bucket, flows, hosts, ifaces, undecodable, {}, {}, macs, names, problems,   # not the shared
+                     samples)                                                                    # defaults
 
     def _delta(self, flow, closed, hosts):
         orig, resp = flow.orig, flow.resp
@@ -361,6 +425,11 @@ class FlowTable:
         orig[0] = orig[1] = orig[3] = resp[0] = resp[1] = resp[3] = 0
         flow.flushed = True
         return delta
+
+
+def _flows_only(bucket, flows, hosts):
+    """A rollup of flow deltas and their hosts alone (its own dicts, not the shared defaults)."""
+    return Rollup(bucket, flows, hosts, {}, {}, {}, {}, {}, {}, {}, [])
 
 
 def _add(counters, frames_n, bytes_n, ip_frames, ip_bytes, out_frames, out_bytes):

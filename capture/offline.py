@@ -41,21 +41,23 @@ def import_file(path, sink, table: FlowTable, parallel=None, stop=None) -> Impor
     they come and the rest when the file ends. Raises CaptureError if the file is unreadable.
     `parallel`: None decides by file and machine; False reads in this process; True uses a
     reader process for any plain pcap file. `stop()`, asked between batches (never inside one,
-    so every counter stays consistent), ends the import early with what was counted."""
+    so every counter stays consistent), ends the import early with what was counted.
+    Memory is bounded by the table's max_flows whatever the file's size: the table keeps no new
+    flows (nobody takes them here) and hands each rollup to `sink` as it is made (closed buckets
+    and evictions in pieces of capture.flows.ROLLUP_FLOWS flows, one list each), so neither it
+    nor the sink's copies (labels, the pipe to the writer) ever hold a whole bucket of deltas."""
+    table.stream_to(lambda rollup: sink([rollup]))
     source = _open_source(path, parallel)
     interrupted = False
     try:
         for name, linktype, frames in source.batches():
             table.ingest(name, linktype, frames)
-            ready = table.take()
-            if ready:
-                sink(ready)
             if stop is not None and stop():
                 interrupted = True
                 break
     finally:
         source.close()
-    sink(table.take() + [table.drain(0.0, close_all=True)])
+    table.close()
     return ImportResult(path, source.frames, source.clamped, source.damage, source.interfaces, interrupted,
                         source.bad_times)
 

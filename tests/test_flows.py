@@ -326,3 +326,58 @@ def test_arp_senders_name_the_mac_of_their_address():
     assert [r.macs for r in rollups if r.macs] == [
         {"10.0.0.5": "02:00:00:00:00:05", "10.0.0.7": "02:00:00:00:00:07"}, {"10.0.0.5": "02:00:00:00:00:06"}]
     assert iface_of(rollups)["non_ip_frames"] == 4
+
+
+# ---- memory bound: nothing waits in the table beyond max_flows (issue 10) ---------------------------
+
+def test_evicted_flows_leave_at_once_not_when_their_minute_closes():
+    table = FlowTable(max_flows=10)
+    table.ingest("eth0", 1, [(T0 + k * 0.1, 60, udp(A, f"10.0.1.{k}", 1000 + k, 53), False) for k in range(11)])
+    evicted, = table.take()                   # the minute is still open
+    assert [(f.resp_h, f.closed) for f in evicted.flows] == [("10.0.1.0", True)]
+    assert evicted.bucket == T0 and evicted.hosts == {A: [60, 0, 1, 0], "10.0.1.0": [0, 60, 0, 1]}
+    assert evicted.interfaces == {} and table.held()["flows"] == 10
+
+
+def test_closed_buckets_and_close_come_in_pieces_that_add_up_to_one_drain(monkeypatch):
+    frames = [(T0 + k, 60 + k, udp(A, f"10.0.1.{k % 20}", 1000 + k % 20, 53), False) for k in range(50)]
+    frames += [(T0 + 50 + k, 60, udp(f"10.0.1.{k}", A, 53, 1000 + k), False) for k in range(20)]   # next minute
+    table = FlowTable()
+    table.ingest("eth0", 1, frames)
+    whole = table.take() + [table.drain(0.0, close_all=True)]
+    monkeypatch.setattr("capture.flows.ROLLUP_FLOWS", 3)
+    table = FlowTable()
+    table.ingest("eth0", 1, frames)
+    pieces = table.take()
+    table.close()
+    pieces += table.take()
+    table, streamed = FlowTable(), []
+    table.stream_to(streamed.append)
+    table.ingest("eth0", 1, frames)
+    table.close()
+    assert table.take() == []
+    for got in (pieces, streamed):            # which flows share a piece follows a set's order
+        assert len(got) > len(whole) and all(len(r.flows) <= 3 for r in got)
+        assert flows_of(got) == flows_of(whole) and hosts_of(got) == hosts_of(whole)
+        assert iface_of(got) == iface_of(whole) and iface_of(whole)["frames"] == 70
+
+
+def test_new_flows_nobody_takes_are_kept_up_to_max_flows_or_not_at_all():
+    frames = [(T0 + k * 0.1, 60, udp(A, f"10.0.1.{k}", 1000 + k, 53), False) for k in range(25)]
+    listing = FlowTable(max_flows=10)
+    listing.ingest("eth0", 1, frames)
+    assert len(listing.take_new_flows()) == 10 and listing.unlisted_flows == 15
+    quiet = FlowTable(max_flows=10, list_new_flows=False)
+    quiet.ingest("eth0", 1, frames)
+    assert quiet.take_new_flows() == [] and quiet.held()["new_flows"] == 0
+
+
+def test_arp_senders_per_minute_are_bounded(monkeypatch):
+    monkeypatch.setattr("capture.flows.MAX_MACS", 4)
+    frames = [(T0 + k, bytes(Ether(src="02:00:00:00:00:05", dst="ff:ff:ff:ff:ff:ff")
+                             / ARP(op=1, hwsrc="02:00:00:00:00:05", psrc=f"10.0.0.{k + 1}", pdst="10.0.0.99")))
+              for k in range(6)]
+    rollups = run(FlowTable(), frames)
+    assert sum(len(r.macs) for r in rollups) == 4
+    assert sum(r.unnamed.get("macs_over_bucket_limit", 0) for r in rollups) == 2
+    assert iface_of(rollups)["non_ip_frames"] == 6
