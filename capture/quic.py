@@ -7,8 +7,11 @@ CRYPTO stream holds all of it. Versions read:
     for each (tests cover drafts 27-29, draft-29 against its published test vector);
   - Google QUIC T050/T051 (TLS in Initials protected like the drafts, each with its own salt) and
     Q050 (same protection, a gQUIC CHLO inside), framed with gQUIC frames (CRYPTO = 0x08);
-  - Google QUIC Q039-Q043 (public header) and Q046 (long header): no encryption, the CHLO rides
+  - Google QUIC Q024-Q043 (public header) and Q046 (long header): no encryption, the CHLO rides
     on stream 1 in clear and its "SNI" tag holds the server name (packet-gquic.c, nDPI quic.c).
+    Before Q039 the stream frame's fields are little-endian, and before Q034 a private flags
+    byte follows the message hash. A CHLO is read where its stream frame starts it, at any
+    offset: a capture that begins after the client's first CHLO still shows the second one.
 Initial keys come from the Destination Connection ID of the client's first Initial; a packet they
 do not open is tried with keys from its own DCID (a client after a Retry), at most MAX_KEYS sets.
 
@@ -22,7 +25,7 @@ header and payload decryption, frames, ClientHello): 25 µs per call.
 import re
 import struct
 
-from capture.quic_keys import GQUIC_PUBLIC, IETF, Q046, VERSIONS, Keys
+from capture.quic_keys import GQUIC_LITTLE, GQUIC_PUBLIC, IETF, Q034, Q046, VERSIONS, Keys
 from capture.tls import ClientHello, TlsError, parse_client_hello
 from records import wire_text
 
@@ -51,7 +54,7 @@ class QuicError(ValueError):
 def looks_like_quic(datagram) -> bool:
     """Cheap test of a UDP payload: an IETF long header (first bit set) with a version read here
     or a greasing version (0x?a?a?a?a, RFC 9000 15: QUIC, though feed() cannot open it), or a
-    gQUIC Q039-Q043 public header that carries its version (flags 0x01 and 0x08 set)."""
+    gQUIC Q024-Q043 public header that carries its version (flags 0x01 and 0x08 set)."""
     if len(datagram) < 7:
         return False
     first = datagram[0]
@@ -91,9 +94,10 @@ class QuicClientHellos:
                 raise QuicError(problem)
             return self._hello
         if first & 0x01 and len(datagram) >= 13 and _U32(datagram, 9)[0] in GQUIC_PUBLIC:
-            return self._gquic_clear(datagram, _U32(datagram, 9)[0], _public_payload(datagram, True))
+            version = _U32(datagram, 9)[0]
+            return self._gquic_clear(datagram, version, _public_payload(datagram, version, True))
         if self.version in GQUIC_PUBLIC:
-            return self._gquic_clear(datagram, self.version, _public_payload(datagram, False))
+            return self._gquic_clear(datagram, self.version, _public_payload(datagram, self.version, False))
         raise QuicError("not_initial")
 
     # ---- IETF-style long headers (QUIC v1, v2, drafts, Q050, T05x) ----------------------------
@@ -175,7 +179,7 @@ class QuicClientHellos:
             keys = self._keys[version, dcid] = Keys(spec, dcid)
         return keys
 
-    # ---- gQUIC in clear (Q039-Q043, Q046) -----------------------------------------------------
+    # ---- gQUIC in clear (Q024-Q043, Q046) -----------------------------------------------------
 
     def _gquic_clear(self, datagram, version, payload_at):
         if self.version is None:
@@ -189,13 +193,15 @@ class QuicClientHellos:
         return self._hello
 
 
-def _public_payload(d, with_version):
-    """Offset of the frames in a Q039-Q043 public-header packet (flags, 8-byte CID, version,
-    packet number, 12-byte hash), None when the flags promise no connection id."""
+def _public_payload(d, version, with_version):
+    """Offset of the frames in a Q024-Q043 public-header packet (flags, 8-byte CID, version,
+    packet number, 12-byte hash, before Q034 a private flags byte), None when the flags promise
+    no connection id."""
     flags = d[0]
     if not flags & 0x08:
         return None
-    return 1 + 8 + (4 if with_version else 0) + _PN_LENGTHS[(flags >> 4) & 3] + 12
+    private = 1 if version < Q034 else 0
+    return 1 + 8 + (4 if with_version else 0) + _PN_LENGTHS[(flags >> 4) & 3] + 12 + private
 
 
 def _q046_payload(d):
@@ -264,15 +270,17 @@ def _skip_ack(plain, p, ecn):
 
 def _gquic_frames(plain, crypto, version):
     """gQUIC frames: CRYPTO (0x08, Q050/T05x: version None here) or STREAM frames on stream 1
-    (Q039-Q046) go to the crypto stream; PADDING fills the rest of the packet; PING, ACK and
-    STOP_WAITING are stepped over; any other frame ends the packet (nothing after it is needed)."""
+    (Q024-Q046) go to the crypto stream; PADDING fills the rest of the packet; PING, ACK (from
+    Q034: its older layout ends the packet) and STOP_WAITING are stepped over; any other frame
+    ends the packet (nothing after it is needed)."""
     p, size = 0, len(plain)
+    order = "little" if version in GQUIC_LITTLE else "big"
     while p < size:
         kind = plain[p]
         if kind & 0x80:
-            p = _gquic_stream(plain, p, crypto)
+            p = _gquic_stream(plain, p, crypto, order)
         elif kind & 0x40:
-            p = _gquic_ack(plain, p)
+            p = _gquic_ack(plain, p) if version is None or version >= Q034 else None
             if p is None:
                 return         # an ACK we cannot step over: nothing after it is needed
         elif kind == 0x08 and version is None:
@@ -283,8 +291,9 @@ def _gquic_frames(plain, crypto, version):
             return             # PADDING (to the end), or a frame with nothing for us
 
 
-def _gquic_stream(plain, p, crypto):
-    """STREAM frame, type 1FDOOOSS: fin, data length present, offset length, stream id length."""
+def _gquic_stream(plain, p, crypto, order):
+    """STREAM frame, type 1FDOOOSS: fin, data length present, offset length, stream id length;
+    the fields in `order` (little-endian before Q039)."""
     kind = plain[p]
     id_len = (kind & 3) + 1
     ooo = (kind >> 2) & 7
@@ -292,18 +301,18 @@ def _gquic_stream(plain, p, crypto):
     q = p + 1 + id_len + off_len
     if q > len(plain):
         raise QuicError("bad_crypto_frame")
-    stream = int.from_bytes(plain[p + 1:p + 1 + id_len], "big")
-    offset = int.from_bytes(plain[p + 1 + id_len:q], "big")
+    stream = int.from_bytes(plain[p + 1:p + 1 + id_len], order)
+    offset = int.from_bytes(plain[p + 1 + id_len:q], order)
     if kind & 0x20:
         if q + 2 > len(plain):
             raise QuicError("bad_crypto_frame")
-        length, q = _U16(plain, q)[0], q + 2
+        length, q = int.from_bytes(plain[q:q + 2], order), q + 2
     else:
         length = len(plain) - q
     if q + length > len(plain):
         raise QuicError("bad_crypto_frame")
     if stream == 1:            # the crypto handshake stream
-        crypto.add(offset, plain[q:q + length])
+        crypto.add_message(offset, plain[q:q + length])
     return q + length
 
 
@@ -334,12 +343,21 @@ class _CryptoStream:
     pieces. Pieces are kept apart (not in an offset-sized buffer) so a far offset costs its own
     bytes only."""
 
-    __slots__ = ("pieces", "kept", "start")
+    __slots__ = ("pieces", "kept", "start", "base")
 
     def __init__(self):
         self.pieces = []       # [(offset, bytes)]
         self.kept = 0          # bytes held
         self.start = 0         # bytes from offset 0 known to be contiguous
+        self.base = 0          # stream offset taken as 0 (a gQUIC CHLO that starts later)
+
+    def add_message(self, offset, data):
+        """gQUIC stream 1 data: handshake messages back to back. When the first piece held starts
+        a CHLO at a later offset (the capture began after the first CHLO), that is offset 0."""
+        if not self.pieces and offset > self.base and data[:4] == b"CHLO":
+            self.base = offset
+        if offset >= self.base:
+            self.add(offset - self.base, data)
 
     def add(self, offset, data):
         end = offset + len(data)

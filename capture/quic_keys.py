@@ -10,7 +10,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 V1, V2 = 0x00000001, 0x6B3343CF
 Q046, Q050, T050, T051 = (int.from_bytes(tag, "big") for tag in (b"Q046", b"Q050", b"T050", b"T051"))
-GQUIC_PUBLIC = frozenset(int.from_bytes(tag, "big") for tag in (b"Q039", b"Q040", b"Q041", b"Q042", b"Q043"))
+# gQUIC versions with the public header, in clear: Q024-Q038 write stream ids, offsets and lengths
+# little-endian (and before Q034 put a private flags byte after the hash), Q039-Q043 big-endian
+GQUIC_LITTLE = frozenset(int.from_bytes(b"Q0%02d" % n, "big") for n in range(24, 39))
+GQUIC_PUBLIC = GQUIC_LITTLE | frozenset(int.from_bytes(b"Q0%02d" % n, "big") for n in range(39, 44))
+Q034 = int.from_bytes(b"Q034", "big")
 
 _SALT_D22 = bytes.fromhex("7fbcdb0e7c66bbe9193a96cd21519ebd7a02644a")
 _SALT_D23 = bytes.fromhex("c3eef712c72ebb5a11a7d2432bb46365bef9f502")

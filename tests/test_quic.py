@@ -383,6 +383,58 @@ def test_q046_chlo_in_clear():
     assert hellos.version == Q046
 
 
+def old_gquic(frames, version):
+    """A Q024-Q038 public-header packet: flags 0x0d (version, 8-byte CID, 1-byte packet number),
+    CID, version, packet number, 12-byte hash, before Q034 a private flags byte, frames."""
+    private = b"\x00" if version < b"Q034" else b""
+    return b"\x0d" + bytes(range(8)) + version + b"\x01" + bytes(12) + private + frames
+
+
+def little_stream_frame(data, offset=None, stream=1):
+    """A STREAM frame as Q024-Q038 wrote it: the same type byte, fields little-endian."""
+    kind = 0xA0 | (0x04 if offset is not None else 0)
+    return (bytes([kind, stream]) + (offset.to_bytes(2, "little") if offset is not None else b"")
+            + struct.pack("<H", len(data)) + data)
+
+
+@pytest.mark.parametrize("version", [b"Q024", b"Q025", b"Q030", b"Q033", b"Q035", b"Q037"])
+def test_gquic_before_q039_little_endian_chlo_in_clear(version):
+    # the layout of Chrome's Q024-Q035 CHLOs in nDPI's quic.pcap and youtube_quic.pcap: the data
+    # length 1026 is written 02 04, which big-endian would read as 516
+    message = chlo((b"PAD\x00", b"-" * 987), (b"SNI\x00", b"www.example.com"))
+    assert len(message) == 1026
+    packet = old_gquic(little_stream_frame(message), version)
+    hellos = QuicClientHellos()
+    assert looks_like_quic(packet)
+    assert hellos.feed(packet) == GQUIC_HELLO
+    assert hellos.version == int.from_bytes(version, "big")
+
+
+def test_gquic_before_q039_over_two_packets():
+    hellos = QuicClientHellos()
+    assert hellos.feed(old_gquic(little_stream_frame(CHLO[:300]), b"Q035")) is None
+    second = b"\x0c" + bytes(range(8)) + b"\x02" + bytes(12) + little_stream_frame(CHLO[300:], offset=300)
+    assert hellos.feed(second) == GQUIC_HELLO
+
+
+def test_an_old_ack_ends_the_packet_before_q034():
+    # before Q034 an ACK frame had another layout (entropy): not stepped over, nothing after it read
+    packet = old_gquic(b"\x40" + bytes(8) + little_stream_frame(CHLO), b"Q030")
+    assert QuicClientHellos().feed(packet) is None
+
+
+def test_a_chlo_at_a_later_stream_offset_is_read():
+    # nDPI's quic_q46.pcap starts with the client's second CHLO, at stream offset 1024: the first
+    # was sent before the capture began
+    hellos = QuicClientHellos()
+    assert hellos.feed(q046(stream_frame(CHLO, offset=1024) + bytes(400))) == GQUIC_HELLO
+    split = QuicClientHellos()
+    assert split.feed(q043(stream_frame(CHLO[:100], offset=1024))) is None
+    assert split.feed(q043(stream_frame(CHLO[100:], offset=1124), flags=0x08)) == GQUIC_HELLO
+    # data that does not start a CHLO at a later offset waits for the start of the stream
+    assert QuicClientHellos().feed(q043(stream_frame(CHLO[100:], offset=1124))) is None
+
+
 def test_q050_chlo_in_protected_initial():
     hellos = QuicClientHellos()
     assert hellos.feed(seal(Q050, crypto(0, CHLO, kind=0x08))) == GQUIC_HELLO
