@@ -259,7 +259,7 @@ BAD = [
     ("/api/flows.csv?port=-1", "port"), ("/api/flows?process=" + "x" * 201, "process"),
     ("/api/interfaces?until=soon", "until"), ("/api/traffic_types?limit=99", "limit"),
     ("/api/apps?by=colour", "by"), ("/api/apps?host=nas.local", "host"), ("/api/flows?class=%01", "class"),
-    ("/api/alerts?state=maybe", "state"), ("/api/stream?since=1", "since"),
+    ("/api/alerts?state=maybe", "state"), ("/api/stream?since=1", "since"), ("/api/span?since=1h", "since"),
     ("/api/alerts.csv?state=maybe", "state"), ("/api/alerts/rules?x=1", "x"), ("/api/alerts/rules/x%20y", "name"),
 ]
 CHANGE_ONLY = {"/api/alerts/<alert_id>/acknowledge"}      # POST only: tests/test_web_alerts.py
@@ -310,3 +310,64 @@ def test_odd_numbers_and_scripts_are_400_not_500(client, url, parameter):
 def test_process_filter_and_last_event_id_with_unicode_digits_are_no_error(client):
     assert client.get("/api/flows?process=%C2%B2").status_code == 200          # '²': a name, not a pid
     assert client.get("/api/flows?process=99999999999999999999").status_code == 200
+
+
+# ---- the data's span, and ranges anchored on it when no live capture feeds the database ----------
+
+YEARS_LATER = NOW + 3 * 365 * 86400       # the clock of someone opening an old import
+
+
+def test_span_of_live_data(client):
+    assert get(client, "/api/span") == {"first": T0, "last": MINUTE + 60, "live": True}
+
+
+def test_span_of_an_empty_database_and_of_a_live_run_without_traffic(tmp_path):
+    path = str(tmp_path / "empty.db")
+    con = connect(path)
+    client = _app(path).test_client()
+    assert get(client, "/api/span") == {"first": None, "last": None, "live": False}
+    RollupStore(con).begin_source("live", "lo", started=NOW - 10)      # capturing, nothing seen yet
+    assert get(client, "/api/span")["live"] is True
+    con.close()
+
+
+def test_an_old_import_is_seen_by_default_ranges(db_path):
+    """Years later, with no live data, every range ends at the data's end and spans count back
+    from it: the default hosts, processes, flows, interfaces, history and one host show the data."""
+    client = _app(db_path, now=YEARS_LATER).test_client()
+    assert get(client, "/api/span") == {"first": T0, "last": MINUTE + 60, "live": False}
+    hosts = get(client, "/api/hosts")
+    assert (hosts["since"], hosts["until"], hosts["total"]) == (MINUTE + 60 - 86400, MINUTE + 60, 4)
+    assert hosts["rows"][0]["bytes"] == 6810 and hosts["rows"][0]["current_bps"] == 0.0
+    assert get(client, "/api/hosts?since=1h")["total"] == 4            # a span counts back from the data's end
+    assert get(client, "/api/hosts?since=90s")["total"] == 4            # the last minute: A, B, C, 224.0.0.251
+    assert get(client, "/api/hosts?since=90s")["rows"][0]["bytes"] == 810
+    assert [r["pid"] for r in get(client, "/api/processes")["rows"]] == [100, 300, 200]
+    assert get(client, "/api/flows")["total"] == 3
+    assert get(client, f"/api/hosts/{A}")["bytes"] == 6810
+    assert [r["iface"] for r in get(client, "/api/interfaces")["rows"]] == ["eth0"]
+    h = get(client, "/api/historical?range=1h")
+    assert (h["until"], h["series"][0]["total"]) == (MINUTE + 60, 7010)
+    # explicit times are the user's: nothing is moved
+    assert get(client, f"/api/hosts?since={YEARS_LATER - 3600:.0f}")["total"] == 0
+
+
+def test_live_data_keeps_ranges_on_now(db_path):
+    """With 1-second points within retention_seconds the ranges count back from now."""
+    hosts = get(_app(db_path, now=NOW + 600).test_client(), "/api/hosts?since=5m")
+    assert (hosts["since"], hosts["until"], hosts["total"]) == (NOW + 300, NOW + 660, 0)
+
+
+def test_span_is_exact_after_tiers_are_built_and_minutes_pruned(tmp_path):
+    """Hour and day rows start at the hour and midnight; the span still says the first minute
+    and the end of the last, and once minutes are pruned it says the first hour."""
+    path = make_db(tmp_path / "built.db")
+    con = connect(path)
+    policy = tiers.RetentionPolicy.from_settings(Settings())
+    assert retention.maintain(con, policy, NOW)
+    client = _app(path, now=YEARS_LATER).test_client()
+    assert get(client, "/api/span") == {"first": T0, "last": MINUTE + 60, "live": False}
+    assert retention.maintain(con, policy, NOW + 3 * 86400)             # minutes gone, hours kept
+    assert get(client, "/api/span") == {"first": int(T0 // 3600 * 3600), "last": int(MINUTE // 3600 * 3600) + 3600,
+                                        "live": False}
+    con.close()

@@ -3,7 +3,7 @@ storage call and renders it; the CSV variants take the same parameters as their 
 Alerts have their own blueprint (web/alerts_api.py)."""
 import time
 
-from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
+from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
 
 from names.label import add_vendors
 from storage.apps import app_usage
@@ -13,8 +13,9 @@ from storage.history import HISTORY_BY, traffic_history
 from storage.hosts import HOST_SORTS, host_detail, host_usage
 from storage.interfaces import current_usage as current_usage_of, interface_usage
 from storage.processes import PROCESS_GROUPS, PROCESS_SORTS, process_usage
+from storage.span import anchored_policy, data_span
 from storage.traffic_types import traffic_by_class
-from web.context import db, now, policy
+from web.context import db, now, policy as live_policy
 from web.params import Params
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -26,8 +27,25 @@ SERIES_MAX = 50
 HOST_STEPS = (60, 300, 600, 900, 1800, 3600, 7200, 14400, 21600, 43200, 86400)
 
 
-def _params():
-    return Params(request.args, now())
+def _params(anchored=False):
+    """The request's parameters; `anchored`: spans ago (24h) and the default end of a range count
+    from the end of the data instead of now when no live capture feeds the database."""
+    t = now()
+    g.pop("nettally.policy", None)
+    if not anchored:
+        return Params(request.args, t)
+    span = data_span(db(), t, live_policy().seconds)
+    if span["live"] or span["last"] is None:
+        return Params(request.args, t)
+    # the tiers are chosen as they were at the data's end: an hour of a capture imported from
+    # years ago is read from the minutes still kept, not from its day
+    g.setdefault("nettally.policy", anchored_policy(db(), live_policy(), t, span["last"]))
+    return Params(request.args, t, span["last"])
+
+
+def policy():
+    """The retention policy the tiers are chosen by for this request (see _params)."""
+    return g.get("nettally.policy") or live_policy()
 
 
 def _page(p, csv):
@@ -44,6 +62,14 @@ def csv_response(table, rows, fields=None):
                     headers={"Content-Disposition": f'attachment; filename="nettally-{table}-{stamp}.csv"'})
 
 
+@bp.get("/span")
+def span():
+    """What the data covers and whether a live capture feeds it (docs/API.md)."""
+    p = _params()
+    p.finish()
+    return jsonify(data_span(db(), p.now, live_policy().seconds))
+
+
 @bp.get("/current_usage")
 def current_usage():
     p = _params()
@@ -53,13 +79,14 @@ def current_usage():
 
 @bp.get("/historical")
 def historical():
-    p = _params()
+    p = _params(anchored=True)
     span_name = p.choice("range", tuple(RANGES), "1h")
     by = p.choice("by", HISTORY_BY, "interface")
     limit = p.integer("limit", 10, 1, SERIES_MAX)
     p.finish()
     span, step = RANGES[span_name]
-    until = (int(p.now) // step + 1) * step          # the end of the current bucket
+    # the end of the current bucket, or of the bucket holding the data's last second
+    until = (-(-int(p.anchor) // step) if p.anchored else int(p.now) // step + 1) * step
     since = until - span
     history = traffic_history(db(), by, since, until, step, p.now, limit, policy=policy())
     return jsonify({"range": span_name, "by": by, "since": since, "until": until, **history})
@@ -77,17 +104,17 @@ def _hosts(p, csv):
 
 @bp.get("/hosts")
 def hosts():
-    return jsonify(_hosts(_params(), csv=False))
+    return jsonify(_hosts(_params(True), csv=False))
 
 
 @bp.get("/hosts.csv")
 def hosts_csv():
-    return csv_response("hosts", _hosts(_params(), csv=True)["rows"])
+    return csv_response("hosts", _hosts(_params(True), csv=True)["rows"])
 
 
 @bp.get("/hosts/<ip>")
 def host(ip):
-    p = _params()
+    p = _params(anchored=True)
     ip = p.ip("ip", value=ip)
     since, until = p.time_range()
     p.finish()
@@ -113,12 +140,12 @@ def _processes(p, csv):
 
 @bp.get("/processes")
 def processes():
-    return jsonify(_processes(_params(), csv=False))
+    return jsonify(_processes(_params(True), csv=False))
 
 
 @bp.get("/processes.csv")
 def processes_csv():
-    return csv_response("processes", _processes(_params(), csv=True)["rows"])
+    return csv_response("processes", _processes(_params(True), csv=True)["rows"])
 
 
 def _flow_query(p, csv):
@@ -134,7 +161,7 @@ def _flow_query(p, csv):
 
 @bp.get("/flows")
 def flows():
-    flt, sort, descending, limit, offset = _flow_query(_params(), csv=False)
+    flt, sort, descending, limit, offset = _flow_query(_params(True), csv=False)
     total, rows = flow_search(db(), flt, sort, descending, limit, offset)
     return jsonify({"since": flt.since, "until": flt.until, "limit": limit, "offset": offset, "total": total,
                     "rows": rows})
@@ -142,13 +169,13 @@ def flows():
 
 @bp.get("/flows.csv")
 def flows_csv():
-    flt, sort, descending, limit, offset = _flow_query(_params(), csv=True)
+    flt, sort, descending, limit, offset = _flow_query(_params(True), csv=True)
     return csv_response("flows", iter_flows(db(), flt, sort, descending, limit, offset))
 
 
 @bp.get("/interfaces")
 def interfaces():
-    p = _params()
+    p = _params(anchored=True)
     since, until = p.time_range()
     p.finish()
     return jsonify(since=since, until=until, **interface_usage(db(), since, until, p.now, policy()))
@@ -156,7 +183,7 @@ def interfaces():
 
 @bp.get("/traffic_types")
 def traffic_types():
-    p = _params()
+    p = _params(anchored=True)
     since, until = p.time_range(default_since="1h")
     top = p.integer("limit", 8, 1, 50)
     p.finish()
@@ -166,7 +193,7 @@ def traffic_types():
 
 @bp.get("/apps")
 def apps():
-    p = _params()
+    p = _params(anchored=True)
     since, until = p.time_range(default_since="1h")
     by = p.choice("by", ("all", "app", "service", "class"), "all")
     host, process = p.ip("host"), p.text("process")

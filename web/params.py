@@ -22,9 +22,13 @@ class ParamError(ValueError):
 
 
 class Params:
-    def __init__(self, args, now):
+    def __init__(self, args, now, anchor=None):
         self.args = args           # werkzeug MultiDict
         self.now = now
+        # what spans ago (24h) count back from and where a range ends by default: now, or the end
+        # of the data when no live capture feeds the database (an import from years ago)
+        self.anchor = now if anchor is None else anchor
+        self.anchored = anchor is not None
         self.used = set()
 
     def _raw(self, name):
@@ -64,10 +68,10 @@ class Params:
         return number
 
     def time(self, name, default):
-        """Epoch seconds, ISO 8601, or a span ago (90s, 30m, 24h, 7d); `default` likewise."""
+        """Epoch seconds, ISO 8601, or a span before the anchor (90s, 30m, 24h, 7d); `default` likewise."""
         value = self._raw(name)
         try:
-            moment = parse_time(default if value is None else value, now=self.now)
+            moment = parse_time(default if value is None else value, now=self.anchor)
         except ValueError as e:
             raise ParamError(name, str(e)) from None
         if moment is not None and not 0 <= moment <= LATEST_TIME:
@@ -77,7 +81,9 @@ class Params:
     def time_range(self, default_since="24h"):
         since = self.time("since", default_since)
         until = self.time("until", None)
-        until = self.now + 60 if until is None else until     # the current minute included
+        if until is None:      # the current minute included; or the data's end, when anchored on it
+            anchored = self.anchored and (since is None or since < self.anchor)
+            until = self.anchor if anchored else self.now + 60
         if since is not None and since >= until:
             raise ParamError("since", "must be before until")
         return since, until
