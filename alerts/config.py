@@ -11,6 +11,7 @@
     match = ["10.0.0.0/8"]    # optional: only these hosts (CIDR) / processes / interfaces
     hysteresis = 0.1          # closes when back under threshold * (1 - hysteresis)
     enabled = true
+    severity = "warning"      # info | warning | critical; default: the kind's (SEVERITY_OF_KIND)
 
 A rule in the file replaces the built-in rule of the same name (`enabled = false` switches one
 off); rules saved through the API (storage table alert_rules) replace both. `effective_rules`
@@ -22,15 +23,25 @@ import math
 import re
 import tomllib
 
-from alerts.rules import DIRECTIONS, KINDS, SCOPES_OF, Rule
+from alerts.rules import DIRECTIONS, KINDS, SCOPES_OF, SEVERITIES, Rule
 
 PRIVATE_NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7", "fe80::/10")
+# A rule without `severity` takes its kind's: a busy host is worth a look (warning), a new device
+# or thin attribution is news (info), counts that cannot be stored are lost counts (critical).
+SEVERITY_OF_KIND = {
+    "bytes": "warning",
+    "rate": "warning",
+    "new_device": "info",
+    "drops": "warning",
+    "coverage": "info",
+    "storage": "critical",
+}
 DEFAULT_RULES = (
-    Rule("host-bytes-hour", "bytes", "host", threshold=100_000_000, window=3600),
-    Rule("process-bytes-hour", "bytes", "process", threshold=100_000_000, window=3600),
-    Rule("new-device", "new_device", "host", window=3600, match=PRIVATE_NETWORKS),
-    Rule("capture-drops", "drops", "all", threshold=0.01, window=300),
-    Rule("attribution-coverage", "coverage", "all", threshold=0.5, window=900),
+    Rule("host-bytes-hour", "bytes", "host", threshold=100_000_000, window=3600, severity="warning"),
+    Rule("process-bytes-hour", "bytes", "process", threshold=100_000_000, window=3600, severity="warning"),
+    Rule("new-device", "new_device", "host", window=3600, match=PRIVATE_NETWORKS, severity="info"),
+    Rule("capture-drops", "drops", "all", threshold=0.01, window=300, severity="warning"),
+    Rule("attribution-coverage", "coverage", "all", threshold=0.5, window=900, severity="info"),
 )
 MAX_WINDOW = 48 * 3600            # minute rollups are kept 48 h by default: longer windows cannot be measured
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
@@ -42,7 +53,8 @@ _BYTE_UNITS = {"": 1, "b": 1, "kb": 10 ** 3, "mb": 10 ** 6, "gb": 10 ** 9, "tb":
                "kib": 2 ** 10, "mib": 2 ** 20, "gib": 2 ** 30, "tib": 2 ** 40}
 _RATE_UNITS = {"": 1, "bps": 1, "bit/s": 1, "kbps": 10 ** 3, "kbit/s": 10 ** 3, "mbps": 10 ** 6,
                "mbit/s": 10 ** 6, "gbps": 10 ** 9, "gbit/s": 10 ** 9}
-_FIELDS = ("name", "kind", "scope", "threshold", "window", "direction", "match", "hysteresis", "enabled")
+_FIELDS = ("name", "kind", "scope", "threshold", "window", "direction", "match", "hysteresis", "enabled",
+           "severity")
 
 
 class RuleError(ValueError):
@@ -95,8 +107,12 @@ def validate_rule(data) -> Rule:
     enabled = data.get("enabled", True)
     if not isinstance(enabled, bool):
         raise RuleError("enabled", f"rule {name}: enabled is true or false")
+    severity = data.get("severity", SEVERITY_OF_KIND.get(kind, "warning"))
+    if not isinstance(severity, str) or severity.lower() not in SEVERITIES:
+        raise RuleError("severity", f"rule {name}: severity is one of {', '.join(SEVERITIES)}")
     try:
-        return Rule(name, kind, scope, float(threshold), window, direction, tuple(match), float(hysteresis), enabled)
+        return Rule(name, kind, scope, float(threshold), window, direction, tuple(match), float(hysteresis), enabled,
+                    severity.lower())
     except ValueError as e:      # a host match that is no address or network
         raise RuleError("match", f"rule {name}: match: {e}") from None
 

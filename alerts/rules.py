@@ -13,6 +13,7 @@ from typing import NamedTuple
 KINDS = ("bytes", "rate", "new_device", "drops", "coverage")
 SCOPES = ("host", "process", "interface", "all")
 DIRECTIONS = ("both", "tx", "rx")
+SEVERITIES = ("info", "warning", "critical")      # least to most urgent (e-mail's smtp_min_severity compares)
 UNITS = {"bytes": "bytes", "rate": "bit/s", "new_device": "", "drops": "share", "coverage": "share",
          "storage": ""}
 SCOPES_OF = {"bytes": SCOPES, "rate": SCOPES, "new_device": ("host",), "drops": ("interface", "all"),
@@ -34,6 +35,7 @@ class Rule:
                                # names for processes and interfaces; empty: every subject
     hysteresis: float = 0.1    # closes when the value is back below threshold*(1-h) (coverage: above *(1+h))
     enabled: bool = True
+    severity: str = "warning"  # one of SEVERITIES; alerts/config.py gives each kind its default
     networks: tuple = field(default=(), compare=False, repr=False)   # parsed `match` for hosts
 
     def __post_init__(self):

@@ -21,7 +21,7 @@ from storage.db import DatabaseError, connect
 from storage.tiers import MINUTE, floor
 
 log = logging.getLogger("nettally.alerts")
-STORAGE_RULE = Rule("database-writable", "storage", "all", window=0)
+STORAGE_RULE = Rule("database-writable", "storage", "all", window=0, severity="critical")
 
 
 class Delivery:

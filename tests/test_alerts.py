@@ -42,12 +42,25 @@ def test_validate_rule_reads_units_and_spans():
     ({"name": "x", "kind": "bytes", "threshold": 1, "hysteresis": 1.5}, "hysteresis"),
     ({"name": "x", "kind": "bytes", "threshold": 1, "enabled": "yes"}, "true or false"),
     ({"name": "x", "kind": "bytes", "threshold": 1, "colour": "red"}, "unknown rule field 'colour'"),
+    ({"name": "x", "kind": "bytes", "threshold": 1, "severity": "urgent"}, "severity is one of info, warning, critical"),
+    ({"name": "x", "kind": "bytes", "threshold": 1, "severity": 3}, "severity is one of"),
     ("bytes", "is an object"),
 ])
 def test_validate_rule_says_what_is_wrong_in_one_line(data, says):
     with pytest.raises(ValueError) as e:
         config.validate_rule(data)
     assert says in str(e.value) and "\n" not in str(e.value)
+
+
+def test_severity_defaults_by_kind_and_reads_any_case():
+    assert {r.name: r.severity for r in config.DEFAULT_RULES} == {
+        "host-bytes-hour": "warning", "process-bytes-hour": "warning", "new-device": "info",
+        "capture-drops": "warning", "attribution-coverage": "info"}
+    assert config.validate_rule({"name": "n", "kind": "new_device"}).severity == "info"
+    assert config.validate_rule({"name": "b", "kind": "bytes", "threshold": 1}).severity == "warning"
+    assert config.validate_rule({"name": "b", "kind": "bytes", "threshold": 1, "severity": "Critical"}).severity == "critical"
+    assert config.rule_to_dict(config.DEFAULT_RULES[2])["severity"] == "info"
+    assert all(kind in config.SEVERITY_OF_KIND for kind in config.KINDS)
 
 
 def test_rule_dict_round_trip():

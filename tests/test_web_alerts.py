@@ -306,14 +306,16 @@ def test_rules_in_force_with_their_sources(tmp_path, db_path):
         ("attribution-coverage", "built-in", None), ("wan-busy", "file", None)]
     assert r["rules"][5] == {"rule": {"name": "wan-busy", "kind": "rate", "scope": "interface",
                                       "threshold": 80_000_000.0, "window": 300, "direction": "both",
-                                      "match": ["eth0"], "hysteresis": 0.1, "enabled": True},
+                                      "match": ["eth0"], "hysteresis": 0.1, "enabled": True,
+                                      "severity": "warning"},
                              "unit": "bit/s", "source": "file", "replaces": None}
 
     put = client.put("/api/alerts/rules/host-bytes-hour", headers=CHANGE,
                      json={"kind": "bytes", "threshold": "2 GiB", "match": ["10.0.0.0/8"], "direction": "rx"})
     assert put.status_code == 200 and put.get_json() == {
         "rule": {"name": "host-bytes-hour", "kind": "bytes", "scope": "host", "threshold": float(2 ** 31),
-                 "window": 3600, "direction": "rx", "match": ["10.0.0.0/8"], "hysteresis": 0.1, "enabled": True},
+                 "window": 3600, "direction": "rx", "match": ["10.0.0.0/8"], "hysteresis": 0.1, "enabled": True,
+                 "severity": "warning"},
         "unit": "bytes", "source": "api", "replaces": "file"}
     patched = client.patch("/api/alerts/rules/wan-busy", headers=CHANGE, json={"enabled": False}).get_json()
     assert (patched["rule"]["enabled"], patched["rule"]["threshold"], patched["source"]) == (False, 8e7, "api")
@@ -339,7 +341,7 @@ def test_a_bad_rules_file_or_stored_rule_is_reported_not_fatal(tmp_path, db_path
     r = make_app(db_path, ALERTS_CONFIG=str(rules_file)).test_client().get("/api/alerts/rules").get_json()
     assert r["problems"] == [f"alert rules {rules_file}: rule x: threshold is required",
                              "rule saved through the API left out: unknown rule field 'future_field' (fields: name, "
-                             "kind, scope, threshold, window, direction, match, hysteresis, enabled)"]
+                             "kind, scope, threshold, window, direction, match, hysteresis, enabled, severity)"]
     assert [e["source"] for e in r["rules"]] == ["built-in"] * 5
 
 
