@@ -5,6 +5,7 @@ from typing import NamedTuple
 from storage.addresses import names_of
 from storage.export import flow_row
 from storage.reads import FAR_FUTURE, FAR_PAST, dict_rows, finest
+from storage.search import contains as _like, flow_match
 
 FLOW_SORTS = {"last_seen": "last_seen", "first_seen": "first_seen", "bytes": "orig_bytes + resp_bytes",
               "packets": "orig_packets + resp_packets", "orig_bytes": "orig_bytes",
@@ -23,6 +24,7 @@ class FlowFilter(NamedTuple):
     app: str | None = None           # exact application (tls, dns...)
     traffic_class: str | None = None
     name: str | None = None          # substring of the server name or of either side's host name
+    q: str | None = None             # the search box: storage/search.py flow_match
 
 
 EVERY_FLOW = FlowFilter()        # no filter
@@ -32,10 +34,6 @@ _FLOW_COLUMNS = """id, proto, orig_h, orig_p, resp_h, resp_p, orig_bytes, resp_b
     resp_packets, first_seen, last_seen, tcp_flags, iface, orig_pid, orig_process, resp_pid, resp_process,
     n.app, n.app_source, n.server_name, n.service, n.traffic_class"""
 _NAMED = "flows LEFT JOIN flow_names n ON n.flow_id = flows.id"
-
-
-def _like(text):
-    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 def _flow_where(f):
@@ -65,6 +63,10 @@ def _flow_where(f):
             match += " OR orig_pid = ? OR resp_pid = ?"
             args += [int(f.process), int(f.process)]
         clauses.append(f"({match})")
+    if f.q is not None:
+        match, margs = flow_match(f.q)
+        clauses.append(match)
+        args += margs
     return " AND ".join(clauses), args
 
 

@@ -4,6 +4,7 @@ from storage import tiers
 from storage.addresses import macs_of, names_of
 from storage.flows import FlowFilter, flow_search
 from storage.reads import choose_tier, dict_rows, finest, source, span
+from storage.search import host_match
 from storage.usage import PER_SUBJECT, recent_start, usage_rows
 
 HOST_SORTS = {"bytes": "s_tx + s_rx", "tx": "s_tx", "rx": "s_rx", "current": "recent", "peak": "peak",
@@ -11,14 +12,20 @@ HOST_SORTS = {"bytes": "s_tx + s_rx", "tx": "s_tx", "rx": "s_rx", "current": "re
               "last_seen": "last_b", "ip": "subject"}
 
 
-def host_usage(con, since, until, now, sort="bytes", descending=True, limit=100, offset=0, ip=None, *, policy):
+def host_usage(con, since, until, now, sort="bytes", descending=True, limit=100, offset=0, ip=None, *, policy,
+               q=None):
     """{total, resolution, rows}: hosts (one page) with totals and rates in bit/s. current: over
     the previous and the current minute; avg: over the buckets from the host's first to its last
-    active one in the range; peak: its busiest bucket (`resolution` seconds)."""
+    active one in the range; peak: its busiest bucket (`resolution` seconds). `q`: only the
+    hosts it matches (storage/search.py host_match)."""
     tier, lo, hi = span(policy, "host", since, until, now)
     size = tiers.SIZE[tier]
     where, wargs = ("AND ip = ?", [ip]) if ip is not None else ("", [])
-    sub, args = source(con, "host", tier, lo, hi, "ip, tx_bytes, rx_bytes, tx_packets, rx_packets", where, wargs)
+    found, fargs = where, wargs
+    if q is not None:
+        match, margs = host_match(con, q, tier, lo, hi)
+        found, fargs = f"{where} AND {match}", wargs + margs
+    sub, args = source(con, "host", tier, lo, hi, "ip, tx_bytes, rx_bytes, tx_packets, rx_packets", found, fargs)
     if tier == "minute":        # one row per (minute, ip) already
         per = (f"SELECT bucket, ip AS subject, tx_bytes AS tx, rx_bytes AS rx, tx_packets AS txp, "
                f"rx_packets AS rxp FROM ({sub})")

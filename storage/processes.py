@@ -4,6 +4,7 @@ Conventions as in storage/reads.py."""
 from records import ATTRIBUTED
 from storage import coverage, tiers
 from storage.reads import dict_rows, finest, source, span
+from storage.search import process_match
 from storage.usage import PER_SUBJECT, recent_start, usage_rows
 
 PROCESS_SORTS = {"bytes": "s_tx + s_rx", "tx": "s_tx", "rx": "s_rx", "current": "recent", "peak": "peak",
@@ -12,16 +13,21 @@ PROCESS_GROUPS = ("instance", "name")
 
 
 def process_usage(con, since, until, now, sort="bytes", descending=True, limit=100, offset=0, group="instance", *,
-                  policy):
+                  policy, q=None):
     """{total, resolution, rows} as hosts.host_usage, for processes: one row per process (pid +
-    start time) with group='instance', per process name with group='name' (pid then null)."""
+    start time) with group='instance', per process name with group='name' (pid then null).
+    `q`: only the processes it matches (storage/search.py process_match)."""
     tier, lo, hi = span(policy, "process", since, until, now)
     size = tiers.SIZE[tier]
     key = "p.id" if group == "instance" else "p.name"
     sub, args = source(con, "process", tier, lo, hi, "process_id, tx_bytes, rx_bytes, tx_packets, rx_packets")
+    found = ""
+    if q is not None:
+        match, margs = process_match(con, q, tier, lo, hi)
+        found, args = f"WHERE {match}", args + margs
     per = (f"SELECT s.bucket, {key} AS subject, p.name AS name, {'p.pid' if group == 'instance' else 'NULL'} AS pid, "
            f"sum(s.tx_bytes) AS tx, sum(s.rx_bytes) AS rx, sum(s.tx_packets) AS txp, sum(s.rx_packets) AS rxp "
-           f"FROM ({sub}) s JOIN processes p ON p.id = s.process_id GROUP BY s.bucket, subject")
+           f"FROM ({sub}) s JOIN processes p ON p.id = s.process_id {found} GROUP BY s.bucket, subject")
     lately = (f"SELECT {key} AS subject, sum(m.tx_bytes + m.rx_bytes) AS recent FROM process_minutes m "
               f"JOIN processes p ON p.id = m.process_id WHERE m.minute >= ? GROUP BY +{key}")
     sql = PER_SUBJECT.format(per=per, lately=lately, extra="max(name) AS name, max(pid) AS pid,")

@@ -96,10 +96,11 @@ def _hosts(p, csv):
     since, until = p.time_range()
     sort, descending = p.sort(HOST_SORTS, "bytes")
     limit, offset = _page(p, csv)
+    q = p.search()
     p.finish()
-    usage = host_usage(db(), since, until, p.now, sort, descending, limit, offset, policy=policy())
+    usage = host_usage(db(), since, until, p.now, sort, descending, limit, offset, policy=policy(), q=q)
     add_vendors(usage["rows"], current_app.extensions["nettally.vendors"])
-    return {"since": since, "until": until, "limit": limit, "offset": offset, **usage}
+    return {"since": since, "until": until, "q": q, "limit": limit, "offset": offset, **usage}
 
 
 @bp.get("/hosts")
@@ -133,9 +134,10 @@ def _processes(p, csv):
     sort, descending = p.sort(PROCESS_SORTS, "bytes")
     group = p.choice("group", PROCESS_GROUPS, "instance")
     limit, offset = _page(p, csv)
+    q = p.search()
     p.finish()
-    usage = process_usage(db(), since, until, p.now, sort, descending, limit, offset, group, policy=policy())
-    return {"since": since, "until": until, "group": group, "limit": limit, "offset": offset, **usage}
+    usage = process_usage(db(), since, until, p.now, sort, descending, limit, offset, group, policy=policy(), q=q)
+    return {"since": since, "until": until, "group": group, "q": q, "limit": limit, "offset": offset, **usage}
 
 
 @bp.get("/processes")
@@ -152,7 +154,7 @@ def _flow_query(p, csv):
     since, until = p.time_range()
     flt = FlowFilter(since=since, until=until, host=p.ip("host"), port=p.integer("port", None, 0, 65535),
                      proto=p.proto("proto"), process=p.text("process"), iface=p.text("iface"),
-                     app=p.text("app"), traffic_class=p.text("class"), name=p.text("name"))
+                     app=p.text("app"), traffic_class=p.text("class"), name=p.text("name"), q=p.search())
     sort, descending = p.sort(FLOW_SORTS, "last_seen")
     limit, offset = _page(p, csv)
     p.finish()
@@ -163,8 +165,8 @@ def _flow_query(p, csv):
 def flows():
     flt, sort, descending, limit, offset = _flow_query(_params(True), csv=False)
     total, rows = flow_search(db(), flt, sort, descending, limit, offset)
-    return jsonify({"since": flt.since, "until": flt.until, "limit": limit, "offset": offset, "total": total,
-                    "rows": rows})
+    return jsonify({"since": flt.since, "until": flt.until, "q": flt.q, "limit": limit, "offset": offset,
+                    "total": total, "rows": rows})
 
 
 @bp.get("/flows.csv")

@@ -115,6 +115,13 @@ class Params:
             raise ParamError(name, "contains control characters")
         return value
 
+    def search(self, name="q"):
+        """The search box: text (at most MAX_TEXT characters, no control characters), its ends
+        trimmed; None when empty. Matched literally (storage/search.py), never as a pattern."""
+        value = self.text(name)
+        value = None if value is None else value.strip()
+        return value or None
+
     def sort(self, options, default):
         """(key, descending) from sort=KEY and order=asc|desc (default: desc)."""
         key = self.choice("sort", tuple(options), default)
