@@ -19,6 +19,9 @@ walk is bounded before it starts and any malformation raises `DnsError` (never a
     each name, a message's work is bounded whatever its length and counts say;
   - counts that no message could hold (65,535 bytes at most; a question takes >= 5, a record
     >= 11) raise `bad_count`; data that ends inside a name or record raises `truncated`.
+  - a malformation after a whole first question (a damaged or cut record, a count past the
+    data) still raises, but the error carries that question (`DnsError.question`): the query
+    name is what the flow asked for, as tshark and nDPI read it from such a message too.
 
 A dot inside a label is not escaped (wire_text keeps '.'): `a.b` as one label reads like two.
 
@@ -50,11 +53,13 @@ _QUESTION = struct.Struct("!HH").unpack_from
 
 
 class DnsError(ValueError):
-    """A message that is not well-formed DNS; `reason` is the short counter name."""
+    """A message that is not well-formed DNS; `reason` is the short counter name. `question` is
+    the message with its first question only (no addresses) when that question was whole."""
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, question=None):
         super().__init__(reason)
         self.reason = reason
+        self.question = question
 
 
 class DnsMessage(NamedTuple):
@@ -132,27 +137,40 @@ def _skip_name(message: bytes, offset: int) -> int:
 
 
 def parse(message: bytes) -> DnsMessage:
-    """One DNS / mDNS / LLMNR message. Raises DnsError (`reason`) on any malformation."""
+    """One DNS / mDNS / LLMNR message. Raises DnsError (`reason`, and `question` when the first
+    question was whole) on any malformation."""
     try:
-        return _parse(message)
+        head = _question(message)
     except (IndexError, struct.error):
         raise DnsError("truncated") from None
+    try:
+        return _parse(message, *head)
+    except (IndexError, struct.error):
+        error = DnsError("truncated")
+    except DnsError as e:
+        error = e
+    if head[1] is not None:
+        error.question = DnsMessage(bool(head[0] & 0x8000), wire_text(head[1]), head[2], [])
+    raise error
 
 
-def _parse(message: bytes) -> DnsMessage:
+def _question(message: bytes) -> tuple:
+    """(flags, first question's name lower case or None, its type, offset after it)."""
     if len(message) < HEADER:
         raise DnsError("truncated")
-    flags, qdcount, ancount, nscount, arcount = _HEADER(message)
+    flags, qdcount = _HEADER(message)[:2]
+    if not qdcount:
+        return flags, None, None, HEADER
+    raw, offset, _ = _name(message, HEADER)
+    return flags, raw.lower(), _QUESTION(message, offset)[0], offset + 4
+
+
+def _parse(message: bytes, flags: int, qname, qtype, offset: int) -> DnsMessage:
+    _, qdcount, ancount, nscount, arcount = _HEADER(message)
     records = ancount + nscount + arcount
     if HEADER + 5 * qdcount + 11 * records > 65535:
         raise DnsError("bad_count")
-    qname = qtype = None
-    offset = HEADER
     if qdcount:
-        raw, offset, _ = _name(message, offset)
-        qname = raw.lower()
-        qtype = _QUESTION(message, offset)[0]
-        offset += 4
         if qdcount > MAX_QUESTIONS:
             records = 0
         for _ in range(min(qdcount, MAX_QUESTIONS) - 1):

@@ -27,7 +27,7 @@ class Peek:
     TCP the SYN), so the ClientHello, the Initials and the request are orig's."""
 
     __slots__ = ("proto", "port", "client_port", "names", "left", "tries", "app", "server_name", "problem",
-                 "frames", "_stream", "_quic", "_dns_stream")
+                 "frames", "_stream", "_quic", "_dns_stream", "_client")
 
     def __init__(self, proto, orig_port, resp_port):
         self.proto = proto
@@ -44,6 +44,8 @@ class Peek:
         self._stream = None            # the client's first TCP bytes, for a ClientHello over several segments
         self._quic = None
         self._dns_stream = None
+        self._client = None            # TCP: the side seen opening (from_orig of its ClientHello or
+                                       # request); None while neither side has
 
     def see(self, from_orig, payload, ts, learn, frame=b""):
         """Reads one packet's payload (non-empty) of `frame`, its whole frame (kept when the flow
@@ -77,6 +79,9 @@ class Peek:
         if self.names:
             return False               # names keep coming: read until the budget is spent
         if self.app in ("tls", "quic", "http"):
+            if self.proto == _TCP and self._client is None:
+                return False           # a server's bytes came first (the capture began after the
+                                       # request): the next request may still name the flow
             return bool(self.server_name) or (self._stream is None and self._quic is None)
         return bool(self.app)
 
@@ -89,7 +94,7 @@ class Peek:
         port = self.port if self.port in _NAME_PORTS else self.client_port
         source = _DNS_PORTS.get(port)
         if source is not None:
-            self._dns(dns.parse(payload), source, ts, learn)
+            self._dns(dns.parse, payload, source, ts, learn)
             return
         if port == 137:
             found = dns.netbios_name(payload)
@@ -124,7 +129,20 @@ class Peek:
             self.server_name = hello.server_name or ""
             self._quic = None
 
-    def _dns(self, message, source, ts, learn):
+    def _dns(self, parse, data, source, ts, learn):
+        """One message through `parse` (dns.parse or dns.parse_tcp). A malformed one whose first
+        question was whole still names the flow with it; the error goes on to be counted."""
+        try:
+            message = parse(data)
+        except dns.DnsError as e:
+            if e.question is not None:
+                self._named_by(e.question, source, ts, learn)
+            raise
+        if message is not None:
+            self._named_by(message, source, ts, learn)
+        return message
+
+    def _named_by(self, message, source, ts, learn):
         self.app = source
         if message.qname and not self.server_name:
             self.server_name = message.qname
@@ -136,27 +154,33 @@ class Peek:
     def _tcp(self, from_orig, payload, ts, learn):
         if self.port == 53 or self.client_port == 53:
             self._dns_stream = (self._dns_stream or b"") + payload
-            message = dns.parse_tcp(self._dns_stream[:tls.MAX_STREAM])
-            if message is not None:
+            if self._dns(dns.parse_tcp, self._dns_stream[:tls.MAX_STREAM], "dns", ts, learn) is not None:
                 self._dns_stream = None
-                self._dns(message, "dns", ts, learn)
             return
-        if not from_orig:
+        if self._client is None and not from_orig and _opens(payload):
+            # the responder opens: the capture missed the SYN (or began mid-connection, before
+            # a keep-alive request), so orig is in fact the server. What orig's bytes gave the
+            # flow is a server's label: the request's reading replaces it.
+            self._client, self.app = False, ""
+        if from_orig != (self._client is not False):
             if not self.app:           # a server that speaks first: SSH, SMTP, FTP banners
                 self.app = signatures.app_of_payload(_TCP, self.client_port, self.port, payload)
             return
         if self._stream is not None:
             self._read_tls(self._stream + payload)
             return
-        if self.app:
-            return
+        if self.app and not (self._client is None and _opens(payload)):
+            return             # labelled, and not the client's first request or hello after a server's bytes
         if http.is_request(payload):
+            self._client = from_orig
             self.app = "http"
             self.server_name = http.request_host(payload) or ""
             return
         app = signatures.app_of_payload(_TCP, self.client_port, self.port, payload)
         self.app = app
         if app == "tls":
+            if _opens(payload):
+                self._client = from_orig
             self._read_tls(payload)
 
     def _read_tls(self, stream):
@@ -167,6 +191,12 @@ class Peek:
             return
         self._stream = None
         self.server_name = hello.server_name or ""
+
+
+def _opens(payload):
+    """A client's first bytes: an HTTP/1.x request line, or a TLS handshake record holding a
+    ClientHello (type 1)."""
+    return (payload[0] == 0x16 and len(payload) > 5 and payload[5] == 1) or http.is_request(payload)
 
 
 def port_guess(proto, orig_port, resp_port):

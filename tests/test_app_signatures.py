@@ -70,6 +70,28 @@ def test_host_past_the_head_limit_is_not_read():
     assert request_host(head) is None
 
 
+def test_a_keep_alive_request_seen_mid_connection_names_the_flow():
+    # nDPI's pps.pcap: the capture begins inside a response, so the server is orig; the client's
+    # next request on the same connection carries the Host
+    from capture.peek import Peek
+    peek = Peek(6, 80, 49174)
+    response = b"HTTP/1.1 200 OK\r\nContent-Length: 2600\r\n\r\n" + b"x" * 100
+    assert peek.see(True, response, 1.0, lambda *a: None)          # a server's bytes: read on
+    for _ in range(3):
+        assert peek.see(True, b"x" * 1260, 1.1, lambda *a: None)
+    assert not peek.see(False, b"GET /a HTTP/1.1\r\nHost: su.example.com\r\n\r\n", 1.2, lambda *a: None)
+    assert (peek.app, peek.server_name) == ("http", "su.example.com")
+    # a request from orig decides at once, as before
+    first = Peek(6, 50000, 80)
+    assert not first.see(True, b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n", 1.0, lambda *a: None)
+    assert (first.app, first.server_name) == ("http", "a.example")
+    # a server's response alone is still http, after the budget of payload packets
+    alone = Peek(6, 80, 49175)
+    while alone.see(True, response, 1.0, lambda *a: None):
+        pass
+    assert (alone.app, alone.server_name, alone.left) == ("http", "", 0)
+
+
 def test_request_and_response_starts():
     assert is_request(GET) and is_request(b"M-SEARCH * HTTP/1.1\r\n") and is_request(b"PROPFIND /x")
     assert not is_request(b"GET/ HTTP/1.1") and not is_request(b"GETS / HTTP/1.1") and not is_request(b" GET /")

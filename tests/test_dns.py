@@ -228,6 +228,49 @@ def test_tcp_length_shorter_than_a_header():
     assert caught.value.reason == "truncated"
 
 
+# ---- a damaged message after a whole question: the question is kept -----------------------------------
+
+QUESTION = labels(b"sip", b"Example", b"dk") + b"\0\x21\0\x01"          # SRV, IN
+
+
+@pytest.mark.parametrize("message, why", [
+    (header(flags=0x0100, qd=1, ar=1) + QUESTION + b"\0\0\x29\x10",     # an OPT record cut short
+     "truncated"),
+    (header(flags=0x8180, qd=1, an=1) + QUESTION + rr_a(owner=b"\xc0\x40"), "compression_loop"),
+    (header(flags=0x8180, qd=1, an=9000) + QUESTION, "bad_count"),        # a fuzzed count
+])
+def test_a_damaged_message_keeps_its_whole_first_question(message, why):
+    # as in nDPI's fuzz-2006-06-26-2594.pcap: tshark and nDPI read the name of such a query
+    with pytest.raises(DnsError) as caught:
+        parse(message)
+    assert caught.value.reason == why
+    assert caught.value.question == DnsMessage(bool(message[2] & 0x80), "sip.example.dk", 33, [])
+
+
+@pytest.mark.parametrize("message", [
+    header(qd=1) + labels(b"sip", b"example")[:-3],                      # cut inside the name
+    header(qd=1) + labels(b"sip", b"example") + b"\0",                   # cut inside type and class
+    header(qd=1) + b"\xc0\x0c" + b"\0\1\0\1",                            # the question's name loops
+    header(qd=0, an=1) + rr_a(owner=b"\xc0\x0c")[:5],
+])
+def test_no_question_without_a_whole_one(message):
+    with pytest.raises(DnsError) as caught:
+        parse(message)
+    assert caught.value.question is None
+
+
+def test_a_flow_is_named_by_the_question_of_a_damaged_message():
+    from capture.peek import Peek
+    learnt = []
+    damaged = header(flags=0x0100, qd=1, ar=1) + QUESTION + b"\0\0\x29\x10"
+    peek = Peek(17, 40000, 53)
+    assert peek.see(True, damaged, 1.0, lambda *a: learnt.append(a))     # a resolver flow reads on
+    assert (peek.app, peek.server_name, peek.problem) == ("dns", "sip.example.dk", "dns_truncated")
+    tcp = Peek(6, 40001, 53)
+    tcp.see(True, struct.pack("!H", len(damaged)) + damaged, 1.0, lambda *a: None)
+    assert (tcp.app, tcp.server_name, tcp.problem) == ("dns", "sip.example.dk", "dns_truncated")
+
+
 # ---- NetBIOS name service ---------------------------------------------------------------------------
 
 def nbns_registration(name, suffix=0x4141, group=0, opcode=5, address="192.168.1.20"):

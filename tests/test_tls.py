@@ -145,6 +145,40 @@ def test_long_name_is_bounded():
 
 # ---- malformed ----------------------------------------------------------------------------------
 
+# ---- Peek: which side's hello is read ---------------------------------------------------------------
+
+def _peek_tcp(*payloads, ports=(443, 50000)):
+    """A TCP Peek fed (from_orig, payload) pairs as the flow table would, orig on ports[0]; the
+    flow's (app, server_name) and whether it still wanted packets after the last."""
+    from capture.peek import Peek
+    peek = Peek(6, *ports)
+    more = True
+    for from_orig, payload in payloads:
+        more = peek.see(from_orig, payload, 1.0, lambda *a: None)
+        if not more:
+            break
+    return peek.app, peek.server_name, more
+
+
+def test_a_hello_from_the_responder_names_the_flow():
+    # nDPI's tls_torrent.pcapng: the capture starts with the server's SYN-ACK, so the server is
+    # orig and the ClientHello comes from the responder
+    assert _peek_tcp((False, records(EXAMPLE)))[:2] == ("tls", "example.com")
+    split = records(EXAMPLE, 40)
+    assert _peek_tcp((False, split[:30]), (False, split[30:]))[:2] == ("tls", "example.com")
+    # after the server's own bytes came first (reordered by the capture)
+    server = bytes([22, 3, 3, 0, 4, 2, 0, 0, 0])          # a ServerHello-shaped record
+    assert _peek_tcp((False, server), (True, records(EXAMPLE)))[:2] == ("tls", "example.com")
+
+
+def test_a_hello_from_orig_still_decides_and_ends_the_reading():
+    assert _peek_tcp((True, records(EXAMPLE))) == ("tls", "example.com", False)
+    # no SNI: the client spoke, nothing more will name the flow
+    assert _peek_tcp((True, records(hello(extensions=None)))) == ("tls", "", False)
+    # once orig opened, the responder's bytes are the server's, whatever they look like
+    assert _peek_tcp((True, records(hello(extensions=None))), (False, records(EXAMPLE)))[:2] == ("tls", "")
+
+
 def test_not_tls():
     assert reason(client_hello_from_stream, b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n") == "not_tls"
     assert reason(client_hello_from_stream, b"SSH-2.0-OpenSSH_9.2\r\n") == "not_tls"
