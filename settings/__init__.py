@@ -32,6 +32,7 @@ class Settings:
     retention_hours: float = _setting(90.0, "days the 1-hour rollups are kept")
     retention_days: float = _setting(730.0, "days the 1-day rollups are kept")
     retention_flows: float = _setting(90.0, "days flow records (and every tier of per-flow rollups) are kept")
+    retention_iface_minutes: float = _setting(35.0, "days the 1-minute interface rollups are kept (a billing month's 95th percentile; never less than retention_minutes)")
     maintenance_interval: float = _setting(60.0, "seconds between rounds of tier building, retention and WAL checkpoint")
     writer_backlog_rows: int = _setting(2_000_000, "rows of counts held in memory while the database cannot be written (disk full, read-only)")
     alerts_config: str = _setting("", "TOML file of alert rules; empty: the built-in rules (docs/ALERTS.md)")
@@ -112,7 +113,7 @@ _RANGES = {
     "port": (1, 65535), "count": (0, 2 ** 62), "duration": (0, 10 ** 9), "flush_interval": (0.05, 3600),
     "idle_timeout": (1, 10 ** 7), "active_timeout": (1, 10 ** 8), "max_flows": (1, 10 ** 8), "ring_mb": (1, 4096),
     "retention_seconds": (60, 10 ** 9), "retention_minutes": (1, 10 ** 6), "retention_hours": (1, 10 ** 6),
-    "retention_days": (1, 10 ** 6), "retention_flows": (1, 10 ** 6), "maintenance_interval": (1, 86400),
+    "retention_days": (1, 10 ** 6), "retention_flows": (1, 10 ** 6), "retention_iface_minutes": (1, 10 ** 6), "maintenance_interval": (1, 86400),
     "writer_backlog_rows": (1000, 10 ** 9), "max_names": (1, 10 ** 8),
     "new_device_learning": (0, 10 ** 9),
     "web_max_connections": (16, 10 ** 6), "web_max_per_client": (0, 10 ** 6), "web_request_timeout": (1, 3600),

@@ -47,16 +47,18 @@ def is_live(con, now, window):
 def anchored_policy(con, policy, now, anchor):
     """`policy` as seen from `anchor` (the end of the data, when no live capture feeds it): each
     tier's age stretched by now - anchor, so a range before the anchor is read from the tier
-    that keeps its time; but never below a tier's highest watermark, where retention has
-    pruned the finer rows already."""
+    that keeps its time; but never below a watermark, where retention has pruned the finer rows
+    already (interface minutes, kept longer, by their own)."""
     gap = max(0.0, now - anchor)
-    marks = {}
-    for (_, tier), pruned_before in tiers.watermarks(con).items():
-        marks[tier] = max(marks.get(tier, pruned_before), pruned_before)
-    ages = {}
-    for tier in tiers.TIERS:
-        start = anchor - getattr(policy, tier)
-        if tier in marks:
-            start = max(start, marks[tier])
-        ages[tier] = min(max(0.0, now - start), getattr(policy, tier) + gap)
-    return policy._replace(**ages, flows=policy.flows + gap)
+    marks = tiers.watermarks(con)
+
+    def age(kept, tier, families):
+        start = anchor - kept
+        for family in families:
+            start = max(start, marks.get((family, tier), start))
+        return min(max(0.0, now - start), kept + gap)
+    others = [f for f in tiers.FAMILIES if f != "iface"]
+    ages = {tier: age(getattr(policy, tier), tier, others if tier == "minute" else tiers.FAMILIES)
+            for tier in tiers.TIERS}
+    return policy._replace(**ages, flows=policy.flows + gap,
+                           iface_minute=age(policy.keep("iface", "minute"), "minute", ["iface"]))

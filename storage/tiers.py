@@ -63,15 +63,19 @@ class RetentionPolicy(NamedTuple):
     hour: float
     day: float
     flows: float                         # flow records and every flow tier, whatever the tier says
+    iface_minute: float = 0.0            # interface minutes (few rows), kept at least `minute`:
+                                         # a billing month's 95th percentile (storage/volumes.py)
 
     @classmethod
     def from_settings(cls, settings):
         return cls(seconds=settings.retention_seconds, minute=settings.retention_minutes * 3600.0,
                    hour=settings.retention_hours * 86400.0, day=settings.retention_days * 86400.0,
-                   flows=settings.retention_flows * 86400.0)
+                   flows=settings.retention_flows * 86400.0, iface_minute=settings.retention_iface_minutes * 86400.0)
 
     def keep(self, family, tier):
         age = getattr(self, tier)
+        if family == "iface" and tier == "minute":
+            return max(age, self.iface_minute)
         return min(age, self.flows) if family == "flow" else age
 
     def cutoff(self, family, tier, now):

@@ -15,6 +15,7 @@ from storage.interfaces import current_usage as current_usage_of, interface_usag
 from storage.processes import PROCESS_GROUPS, PROCESS_SORTS, process_usage
 from storage.span import anchored_policy, data_span
 from storage.traffic_types import traffic_by_class
+from storage.volumes import PERIODS, VOLUME_BY, interface_percentiles, volumes as volumes_of
 from web.context import db, now, policy as live_policy
 from web.params import Params
 
@@ -203,3 +204,19 @@ def apps():
     p.finish()
     usage = app_usage(db(), since, until, p.now, by, host, process, limit, policy=policy())
     return jsonify(since=since, until=until, by=by, host=host, process=process, **usage)
+
+
+@bp.get("/volumes")
+def volumes():
+    p = _params(anchored=True)
+    by = p.choice("by", VOLUME_BY, "iface")
+    period = p.choice("period", PERIODS, "day")
+    since, until = p.time_range(default_since="30d" if period == "day" else "365d")
+    limit = p.integer("limit", 10, 1, PAGE_MAX)
+    p.finish()
+    since = 0 if since is None else since
+    answer = {"by": by, "period": period, "since": since, "until": until, "limit": limit,
+              **volumes_of(db(), by, period, since, until, limit)}
+    if by == "iface":
+        answer["p95"] = interface_percentiles(db(), period, since, until, policy(), p.now, answer["rows"])
+    return jsonify(answer)
