@@ -68,4 +68,5 @@ def payload(action, rule, subject, time, value, alert_id, message, opened=None):
         "scope": rule.scope, "subject": subject, "value": value if not isinstance(value, str) else None,
         "threshold": rule.threshold, "unit": rule.unit, "window_seconds": rule.window, "message": message,
         "opened": when(opened if opened is not None else time), "closed": when(time) if action == "closed" else None,
+        "severity": rule.severity,
     }

@@ -15,7 +15,7 @@ import time
 
 from alerts import messages
 from alerts.config import effective_rules, file_rules, load_rules
-from alerts.rules import Event, Rule, SlidingWindow, Tracker, measure
+from alerts.rules import SEVERITIES, Event, Rule, SlidingWindow, Tracker, measure
 from storage import alert_log
 from storage.db import DatabaseError, connect
 from storage.tiers import MINUTE, floor
@@ -41,11 +41,11 @@ class Delivery:
                 message = messages.describe(e.rule, e.subject, e.value)
                 self.open[key] = [e, message, e.value]
                 if self.logged:
-                    log.warning("alert: %s", message)
+                    log.warning("%s alert: %s", e.rule.severity, message)
                 value = e.value if isinstance(e.value, (int, float)) else 0.0
                 written = self._write(alert_log.open_alert, e.rule.name, e.rule.kind, e.rule.scope, e.subject,
                                       self.origin, e.time, value, e.rule.threshold, e.rule.unit, e.rule.window,
-                                      message)
+                                      message, e.rule.severity)
             elif e.action == "peak":
                 if key in self.open:
                     self.open[key][2] = e.value
@@ -56,7 +56,7 @@ class Delivery:
                 self.done.append(entry + [e])
                 message = entry[1]
                 if self.logged:
-                        log.warning("alert over: %s %s at %s (now %s)", e.rule.name, e.subject,
+                    log.warning("%s alert over: %s %s at %s (now %s)", e.rule.severity, e.rule.name, e.subject,
                                 messages.when(e.time), messages.amount(e.value, e.rule.unit))
                 written = self._write(alert_log.close_alert, e.rule.name, e.subject, self.origin, e.time)
             if self.webhook:
@@ -207,9 +207,10 @@ class AlertRunner:
                 self._file_rules = {}
         rules = [r for r, _, _ in effective_rules(self._file_rules, overrides,
                                                   skipped=lambda why: log.error("alerts: %s", why)) if r.enabled]
-        events, open_peaks = [], {}
+        events, open_peaks, severity_of = [], {}, {}
         for a in alert_log.open_alerts(self.con, "live"):
             open_peaks.setdefault(a["rule"], {})[a["subject"]] = a["peak"]
+            severity_of[a["rule"]] = a["severity"] or "warning"
         self._storage_open = STORAGE_RULE.name in open_peaks
         open_peaks.pop(STORAGE_RULE.name, None)
         old, self.trackers = self.trackers, {}
@@ -221,7 +222,7 @@ class AlertRunner:
             open_peaks.pop(name, None)
             events += tracker.close_all(now)
         for name, peaks in open_peaks.items():  # open in the table, rule gone since
-            events += Tracker(Rule(name, "bytes"), peaks).close_all(now)
+            events += Tracker(Rule(name, "bytes", severity=severity_of[name]), peaks).close_all(now)
         return events
 
     def _connected(self):
@@ -330,34 +331,37 @@ def evaluate_import(settings, con, since, until, rules=None, subjects=None):
     lines = []
     for opened, message, peak, closed in sorted(delivery.done + [v + [None] for v in delivery.open.values()],
                                                 key=lambda d: (d[0].time, d[0].rule.name, d[0].subject)):
-        line = f"{messages.when(opened.time)}  {message}"
+        line = f"{messages.when(opened.time)}  {opened.rule.severity}  {message}"
         if closed is not None and closed.value is None and closed.time >= until:
             line += f"; still over when the capture ended (peak {messages.amount(peak, opened.rule.unit)})"
         elif closed is not None:
             line += f"; back under at {messages.when(closed.time)} (peak {messages.amount(peak, opened.rule.unit)})"
-        lines.append(AlertLine(line, opened.rule.name))
+        lines.append(AlertLine(line, opened.rule.name, opened.rule.severity))
     return lines
 
 
 class AlertLine(str):
-    """One import alert's report line, which knows its rule (for the import's summary)."""
+    """One import alert's report line, which knows its rule and severity (for the import's summary)."""
 
-    def __new__(cls, text, rule):
+    def __new__(cls, text, rule, severity="warning"):
         line = super().__new__(cls, text)
-        line.rule = rule
+        line.rule, line.severity = rule, severity
         return line
 
 
 def import_summary(lines, first=5):
-    """What an import prints about its alerts: counts by rule, then the first few lines; the
-    full list is in `run.py export alerts` and on the dashboard."""
+    """What an import prints about its alerts: counts by rule and by severity (most urgent
+    first), then the first few lines; the full list is in `run.py export alerts` and on the
+    dashboard."""
     if not lines:
         return []
-    counts = {}
+    counts, severities = {}, {}
     for line in lines:
         counts[line.rule] = counts.get(line.rule, 0) + 1
+        severities[line.severity] = severities.get(line.severity, 0) + 1
     by_rule = ", ".join(f"{rule} {n}" for rule, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-    out = [f"alerts: {len(lines)} ({by_rule})"] + [f"  {line}" for line in lines[:first]]
+    by_severity = ", ".join(f"{severities[s]} {s}" for s in reversed(SEVERITIES) if s in severities)
+    out = [f"alerts: {len(lines)} ({by_rule}); {by_severity}"] + [f"  {line}" for line in lines[:first]]
     if len(lines) > first:
         out.append(f"  ... {len(lines) - first} more: run.py export alerts, or the dashboard's alerts page")
     return out

@@ -104,10 +104,23 @@ def earliest_traffic(con):
 # ---- the alerts table ---------------------------------------------------------------------------
 
 _COLUMNS = ("id", "rule", "kind", "scope", "subject", "origin", "state", "opened", "closed", "value", "peak",
-            "threshold", "unit", "window", "message", "acked", "acked_by")
+            "threshold", "unit", "window", "message", "acked", "acked_by", "severity")
+SEVERITIES = ("info", "warning", "critical")     # as alerts/rules.py, least urgent first (storage imports no alerts)
+# A read-only reader (run.py serve, export) may meet a database from before schema 6, which the
+# collector has not updated yet: its alerts read with their kind's severity, as the update gives them.
+_SEVERITY_BEFORE_6 = ("CASE kind WHEN 'storage' THEN 'critical' WHEN 'new_device' THEN 'info' "
+                      "WHEN 'coverage' THEN 'info' ELSE 'warning' END")
 
 
-def open_alert(con, rule, kind, scope, subject, origin, opened, value, threshold, unit, window, message):
+def _select(con):
+    """The column list of the alerts table for SELECT (see _SEVERITY_BEFORE_6)."""
+    if any(row[1] == "severity" for row in con.execute("PRAGMA table_info(alerts)")):
+        return ", ".join(_COLUMNS)
+    return ", ".join(_COLUMNS[:-1]) + f", {_SEVERITY_BEFORE_6} AS severity"
+
+
+def open_alert(con, rule, kind, scope, subject, origin, opened, value, threshold, unit, window, message,
+               severity="warning"):
     """Inserts an open alert; if one is already open for (rule, subject, origin) returns its id."""
     with immediate(con):
         row = con.execute("SELECT id FROM alerts WHERE rule = ? AND subject = ? AND origin = ? AND state = 'open'",
@@ -116,8 +129,9 @@ def open_alert(con, rule, kind, scope, subject, origin, opened, value, threshold
             return row[0]
         return con.execute(
             "INSERT INTO alerts (rule, kind, scope, subject, origin, state, opened, value, peak, threshold, unit, "
-            "window, message) VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, ?, ?)",
-            (rule, kind, scope, subject, origin, opened, value, value, threshold, unit, window, message)).lastrowid
+            "window, message, severity) VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?)",
+            (rule, kind, scope, subject, origin, opened, value, value, threshold, unit, window, message,
+             severity)).lastrowid
 
 
 def update_peak(con, rule, subject, origin, peak):
@@ -152,20 +166,26 @@ def acknowledge(con, alert_id, now, by=""):
         return bool(changed) or con.execute("SELECT 1 FROM alerts WHERE id = ?", (alert_id,)).fetchone() is not None
 
 
-def alert_list(con, state=None, since=None, until=None, limit=1000):
+def alert_list(con, state=None, since=None, until=None, limit=1000, severity=None):
     """Alerts newest first as dicts (columns of alerts.sql). state: 'open', 'closed' or None for
-    all; [since, until) selects alerts that were open at some time in the range."""
+    all; [since, until) selects alerts that were open at some time in the range; severity: None,
+    or the severities (a collection of SEVERITIES) to keep."""
     where, args = [], []
     if state is not None:
         where.append("state = ?")
         args.append(state)
+    columns = _select(con)
+    if severity is not None:
+        expression = "severity" if columns == ", ".join(_COLUMNS) else _SEVERITY_BEFORE_6
+        where.append(f"{expression} IN ({', '.join('?' * len(severity))})" if severity else "0")
+        args.extend(severity)
     if since is not None:
         where.append("(closed IS NULL OR closed >= ?)")
         args.append(since)
     if until is not None:
         where.append("opened < ?")
         args.append(until)
-    sql = f"SELECT {', '.join(_COLUMNS)} FROM alerts" + (" WHERE " + " AND ".join(where) if where else "")
+    sql = f"SELECT {columns} FROM alerts" + (" WHERE " + " AND ".join(where) if where else "")
     try:
         return [_as_dict(r) for r in con.execute(sql + " ORDER BY opened DESC, id DESC LIMIT ?", args + [limit])]
     except sqlite3.OperationalError as e:
@@ -176,7 +196,7 @@ def alert_list(con, state=None, since=None, until=None, limit=1000):
 
 def alert_by_id(con, alert_id):
     """One alert as a dict (columns of alerts.sql), None for an unknown id."""
-    row = con.execute(f"SELECT {', '.join(_COLUMNS)} FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+    row = con.execute(f"SELECT {_select(con)} FROM alerts WHERE id = ?", (alert_id,)).fetchone()
     return _as_dict(row) if row else None
 
 
@@ -213,20 +233,21 @@ ALERT_FIELDS = (
     ("acknowledged", "when an administrator acknowledged it, ISO 8601 UTC; empty if not"),
     ("acknowledged_by", "who acknowledged it"),
     ("message", "one line saying what happened"),
+    ("severity", "the rule's severity: info, warning or critical"),
 )
 
 
-def alert_rows_for_export(con, since=None, until=None, state=None, limit=-1):
+def alert_rows_for_export(con, since=None, until=None, state=None, limit=-1, severity=None):
     """Alerts open at some time in [since, until), oldest first, with the ALERT_FIELDS keys;
-    `state` and `limit` (the newest N; -1: all) as for alert_list."""
+    `state`, `limit` (the newest N; -1: all) and `severity` as for alert_list."""
     rows = []
-    for a in reversed(alert_list(con, state=state, since=since, until=until, limit=limit)):
+    for a in reversed(alert_list(con, state=state, since=since, until=until, limit=limit, severity=severity)):
         rows.append({"id": a["id"], "rule": a["rule"], "kind": a["kind"], "scope": a["scope"],
                      "subject": a["subject"], "state": a["state"], "opened": _iso(a["opened"]),
                      "closed": _iso(a["closed"]), "value": a["value"], "peak": a["peak"],
                      "threshold": a["threshold"], "unit": a["unit"], "window_seconds": a["window"],
                      "origin": a["origin"], "acknowledged": _iso(a["acked"]), "acknowledged_by": a["acked_by"],
-                     "message": a["message"]})
+                     "message": a["message"], "severity": a["severity"]})
     return rows
 
 
@@ -289,3 +310,34 @@ def forget_rule(con, name):
     with immediate(con):
         return con.execute("DELETE FROM alert_rules WHERE name = ?", (name,)).rowcount > 0
 
+
+
+# ---- delivery status (e-mail, webhook) ----------------------------------------------------------
+
+DELIVERY_COUNTS = ("delivered", "failed", "retries", "dropped", "filtered", "waiting")
+
+
+def save_delivery_status(con, channel, target, counts, last_error, last_error_at, started, now):
+    """Writes one channel's counts (DELIVERY_COUNTS keys) since the collector `started`."""
+    with immediate(con):
+        con.execute(
+            "INSERT INTO alert_delivery (channel, target, delivered, failed, retries, dropped, filtered, waiting, "
+            "last_error, last_error_at, started, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (channel) DO UPDATE SET target = excluded.target, delivered = excluded.delivered, "
+            "failed = excluded.failed, retries = excluded.retries, dropped = excluded.dropped, "
+            "filtered = excluded.filtered, waiting = excluded.waiting, last_error = excluded.last_error, "
+            "last_error_at = excluded.last_error_at, started = excluded.started, updated = excluded.updated",
+            (channel, target, *(int(counts[k]) for k in DELIVERY_COUNTS), last_error, last_error_at, started, now))
+
+
+def delivery_status(con):
+    """[{channel, target, delivered, failed, retries, dropped, filtered, waiting, last_error,
+    last_error_at, started, updated}] by channel; [] before the collector wrote any."""
+    columns = ("channel", "target", *DELIVERY_COUNTS, "last_error", "last_error_at", "started", "updated")
+    try:
+        rows = con.execute(f"SELECT {', '.join(columns)} FROM alert_delivery ORDER BY channel").fetchall()
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):       # a database from before schema 6
+            return []
+        raise
+    return [dict(zip(columns, r)) for r in rows]

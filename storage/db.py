@@ -6,8 +6,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-SCHEMA_VERSION = 5          # 1: schema.sql; 2: + tiers.sql, alerts.sql; 3: + macs.sql; 4: + names.sql; 5: + imports.sql
-SCHEMA_FILES = ("schema.sql", "tiers.sql", "alerts.sql", "macs.sql", "names.sql", "imports.sql")   # each step only adds tables
+SCHEMA_VERSION = 6          # 1: schema.sql; 2: + tiers.sql, alerts.sql; 3: + macs.sql; 4: + names.sql; 5: + imports.sql; 6: + alerts_severity.sql
+SCHEMA_FILES = ("schema.sql", "tiers.sql", "alerts.sql", "macs.sql", "names.sql", "imports.sql", "alerts_severity.sql")   # each step only adds tables (or columns)
 WAL_LIMIT_BYTES = 64 * 1024 * 1024     # WAL file truncated back to this after a checkpoint
 _SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
 _CHECKED = set()                  # databases this process has checked and opened
@@ -217,9 +217,33 @@ def _migrate(con, path):
         return
     here = Path(__file__).parent
     # One immediate transaction (it waits for the write lock): two connections creating the
-    # schema at once run one after the other; every statement is IF NOT EXISTS.
-    script = "".join((here / name).read_text() + "\n" for name in SCHEMA_FILES)
-    con.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;")
+    # schema at once run one after the other. Every file is applied at every step: CREATE
+    # statements are IF NOT EXISTS, and an ADD COLUMN this database already took (SQLite has no
+    # IF NOT EXISTS for it) is skipped, so a step adds what it adds whichever version it starts from.
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        for name in SCHEMA_FILES:
+            for statement in _statements((here / name).read_text()):
+                try:
+                    con.execute(statement)
+                except sqlite3.OperationalError as e:
+                    if "duplicate column name" not in str(e):
+                        raise
+        con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+
+
+def _statements(script):
+    """The SQL statements of a schema file, one by one (comments stay with the next statement)."""
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            yield statement
+            statement = ""
 
 
 class immediate:

@@ -112,7 +112,7 @@ def test_import_alerts_on_the_captures_own_timeline(tmp_path, capture):
         ("host-bytes-hour", A, "import", "closed")]
     a = rows[0]
     assert (a["opened"], a["closed"], a["value"], a["peak"], a["threshold"]) == (OPENED, CLOSED, 100e6, 123e6, 100e6)
-    assert lines == ["2023-11-15T08:25:00Z  host 10.0.0.1: 100 MB in 1 h (limit 100 MB, rule host-bytes-hour)"
+    assert lines == ["2023-11-15T08:25:00Z  warning  host 10.0.0.1: 100 MB in 1 h (limit 100 MB, rule host-bytes-hour)"
                      "; back under at 2023-11-15T09:09:00Z (peak 123 MB)"]
     # the built-in rule counts every address: the peer that received it all crosses too, B's never
     evaluate_import(Settings(), con, *store_.span)
@@ -155,19 +155,21 @@ def test_live_runner_alerts_once_and_the_webhook_gets_one_post_per_event(tmp_pat
         ("opened", A, rows[0]["id"]), ("closed", A, rows[0]["id"])]
     opened, closed = (p for _, p in webhook.posts)
     assert (opened["value"], opened["threshold"], opened["unit"], opened["window_seconds"]) == (100e6, 100e6, "bytes", 3600)
+    assert opened["severity"] == closed["severity"] == "warning"
     assert opened["time"] == "2023-11-15T08:25:00Z" and closed["closed"] == "2023-11-15T09:09:00Z"
     assert closed["opened"] == opened["time"]
     assert len({event_id for event_id, _ in webhook.posts}) == 2
 
 
-def test_the_import_prints_counts_by_rule_and_the_first_alerts_only():
+def test_the_import_prints_counts_by_rule_and_severity_and_the_first_alerts_only():
     from alerts.service import AlertLine, import_summary
-    lines = [AlertLine(f"2023-11-15T08:{m:02d}:00Z  new device 10.0.0.{m}", "new-device") for m in range(7)]
-    lines.append(AlertLine("2023-11-15T09:00:00Z  host 10.0.0.1: 100 MB in 1 h", "host-bytes-hour"))
+    lines = [AlertLine(f"2023-11-15T08:{m:02d}:00Z  info  new device 10.0.0.{m}", "new-device", "info")
+             for m in range(7)]
+    lines.append(AlertLine("2023-11-15T09:00:00Z  warning  host 10.0.0.1: 100 MB in 1 h", "host-bytes-hour", "warning"))
     out = import_summary(lines, first=3)
-    assert out == ["alerts: 8 (new-device 7, host-bytes-hour 1)",
-                   "  2023-11-15T08:00:00Z  new device 10.0.0.0",
-                   "  2023-11-15T08:01:00Z  new device 10.0.0.1",
-                   "  2023-11-15T08:02:00Z  new device 10.0.0.2",
+    assert out == ["alerts: 8 (new-device 7, host-bytes-hour 1); 1 warning, 7 info",
+                   "  2023-11-15T08:00:00Z  info  new device 10.0.0.0",
+                   "  2023-11-15T08:01:00Z  info  new device 10.0.0.1",
+                   "  2023-11-15T08:02:00Z  info  new device 10.0.0.2",
                    "  ... 5 more: run.py export alerts, or the dashboard's alerts page"]
     assert import_summary([]) == []

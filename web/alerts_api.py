@@ -7,6 +7,7 @@ import json
 from flask import Blueprint, current_app, jsonify, request
 
 from alerts.config import RULE_NAME, RuleError, effective_rules, rule_to_dict, validate_rule
+from alerts.rules import SEVERITIES
 from storage import alert_log
 from web.api import PAGE_MAX, csv_response
 from web.context import db, now
@@ -27,22 +28,41 @@ def _list_params(p, csv):
     state = p.choice("state", STATES, "all")
     since, until = p.time_range(default_since="7d")
     limit = p.integer("limit", None if csv else 100, 1, CSV_MAX if csv else PAGE_MAX)
+    severity = _severities(p)
     p.finish()
-    return (None if state == "all" else state), since, until, limit
+    return (None if state == "all" else state), since, until, limit, severity
+
+
+def _severities(p):
+    """severity=critical or a comma-separated list (warning,critical); None: every severity."""
+    value = p.text("severity")
+    if value is None:
+        return None
+    chosen = [s.strip() for s in value.split(",")]
+    if not all(s in SEVERITIES for s in chosen):
+        raise ParamError("severity", f"one or more of {', '.join(SEVERITIES)}, separated by commas")
+    return tuple(dict.fromkeys(chosen))
 
 
 @bp.get("/alerts")
 def alert_list():
-    state, since, until, limit = _list_params(Params(request.args, now()), csv=False)
-    rows = alert_log.alert_list(db(), state=state, since=since, until=until, limit=limit)
+    state, since, until, limit, severity = _list_params(Params(request.args, now()), csv=False)
+    rows = alert_log.alert_list(db(), state=state, since=since, until=until, limit=limit, severity=severity)
     return jsonify(available=True, writable=changes().writable, since=since, until=until, rows=rows)
 
 
 @bp.get("/alerts.csv")
 def alert_csv():
-    state, since, until, limit = _list_params(Params(request.args, now()), csv=True)
-    rows = alert_log.alert_rows_for_export(db(), since, until, state, -1 if limit is None else limit)
+    state, since, until, limit, severity = _list_params(Params(request.args, now()), csv=True)
+    rows = alert_log.alert_rows_for_export(db(), since, until, state, -1 if limit is None else limit, severity)
     return csv_response("alerts", rows, alert_log.ALERT_FIELDS)
+
+
+@bp.get("/alerts/delivery")
+def delivery():
+    """How the collector's e-mail and webhook deliveries fare (counts since it started)."""
+    Params(request.args, now()).finish()
+    return jsonify(channels=alert_log.delivery_status(db()))
 
 
 # ---- acknowledging ------------------------------------------------------------------------------
