@@ -17,6 +17,7 @@ _IPV4 = struct.Struct("!BxHHHxB2x4s4s").unpack_from      # vihl, total len, id, 
 _IPV6 = struct.Struct("!4xHB1x16s16s").unpack_from       # payload len, next header, src, dst
 _PORTS = struct.Struct("!HH").unpack_from
 _FRAG6 = struct.Struct("!B1xHI").unpack_from              # next header, offset+flags, identification
+_SEQ_ACK_WIN = struct.Struct("!II2xH").unpack_from        # TCP sequence, acknowledgement, window (after the ports)
 
 VLAN_TYPES = frozenset((0x8100, 0x88A8, 0x9100, 0x9200, 0x9300))
 MPLS_TYPES = frozenset((0x8847, 0x8848))
@@ -208,7 +209,7 @@ def ipv4(data, off):
     if offset:
         return Packet(src, dst, proto, 0, 0, 0, fragment)   # ports come from the first fragment
     end = off + total if total else len(data)
-    return _transport(data, off + ihl, min(end, len(data)), src, dst, proto, fragment)
+    return _transport(data, off + ihl, min(end, len(data)), src, dst, proto, fragment, end)
 
 
 def ipv6(data, off):
@@ -218,7 +219,8 @@ def ipv6(data, off):
         return "ipv6_bad_version"
     plen, nh, src, dst = _IPV6(data, off)
     p = off + 40
-    end = min(p + plen, len(data)) if plen else len(data)   # 0: jumbogram / BIG TCP
+    declared = p + plen if plen else len(data)
+    end = min(declared, len(data))                          # 0: jumbogram / BIG TCP
     while nh in _IPV6_EXT:
         if end < p + 2:
             return Packet(src, dst, nh, 0, 0, 0, None)
@@ -231,18 +233,25 @@ def ipv6(data, off):
         fragment = (ident, offset, bool(offflags & 1))
         if offset:
             return Packet(src, dst, nh, 0, 0, 0, fragment)
-        return _transport(data, p + 8, end, src, dst, nh, fragment)
-    return _transport(data, p, end, src, dst, nh, None)
+        return _transport(data, p + 8, end, src, dst, nh, fragment, declared)
+    return _transport(data, p, end, src, dst, nh, None, declared)
 
 
-def _transport(data, p, end, src, dst, proto, fragment):
+def _transport(data, p, end, src, dst, proto, fragment, declared):
+    """`end`: where the IP payload ends in what was captured; `declared`: where the IP header
+    says it ends (a TCP segment's length for its analysis, whatever the snap length cut)."""
     if proto in r.PORTED_PROTOS and end >= p + 4:
         sport, dport = _PORTS(data, p)
         if proto == 6:
             if end < p + 14:
                 return Packet(src, dst, proto, sport, dport, 0, fragment)
             start = p + (data[p + 12] >> 4) * 4
-            return Packet(src, dst, proto, sport, dport, data[p + 13], fragment, start, max(start, end))
+            tcp = None
+            # the analysis (capture/tcp_health.py) needs seq, ack and window, a sane header length,
+            # and a whole segment: like tshark, fragments are not analysed (tshark reassembles them)
+            if end >= p + 16 and start >= p + 20 and declared >= start and fragment is None:
+                tcp = _SEQ_ACK_WIN(data, p + 4) + (declared - start,)
+            return Packet(src, dst, proto, sport, dport, data[p + 13], fragment, start, max(start, end), tcp)
         start = p + 8 if proto == 17 else p
         return Packet(src, dst, proto, sport, dport, 0, fragment, min(start, end), end)
     return Packet(src, dst, proto, 0, 0, 0, fragment)

@@ -207,7 +207,7 @@ class FlowTable:
                 self._macs[ip] = data[off + 10:off + 16]
 
     def _count_packet(self, pkt, ts, n, iface, data):
-        src, dst, proto, sport, dport, flags, frag, start, end = pkt
+        src, dst, proto, sport, dport, flags, frag, start, end, tcp = pkt
         if frag is not None:
             ident, offset, _ = frag
             memo = (src, dst, proto, ident)

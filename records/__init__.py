@@ -43,6 +43,7 @@ class Packet(NamedTuple):
     frag: tuple | None   # (ip id, offset, more fragments) when the IP packet is a fragment
     start: int = 0       # where the transport payload begins in the frame's bytes (TCP/UDP only)
     end: int = 0         # where it ends (the IP length, cut to what was captured); start == end: none
+    tcp: tuple | None = None   # TCP: (seq, ack, window, payload length by the IP length); None otherwise
 
 
 _TEXT: dict[bytes, str] = {}

@@ -40,7 +40,7 @@ def pkt(src, dst, proto, sport=0, dport=0, flags=0, frag=None):
 def decode(linktype, data):
     """The header fields the cases below name; the payload span has its own test."""
     out = decode_frame(linktype, data)
-    return out._replace(start=0, end=0) if isinstance(out, Packet) else out
+    return out._replace(start=0, end=0, tcp=None) if isinstance(out, Packet) else out
 
 
 SYN4 = pkt(A4, B4, 6, 40000, 443, 0x02)
