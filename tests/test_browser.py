@@ -3,13 +3,18 @@
 - Live: `run.py -i lo` captures while a test process talks over loopback; the overview loads
   without console errors, its live chart gains points, the host and the process show up in the
   top lists; the flows page filters; its CSV button downloads the rows /api/flows gives.
-  Saves docs/dashboard.png.
 - Live names: a TLS client resolves a name through a resolver the test runs on loopback and
   connects by that name; the flows page shows the flow's server name and app, the hosts page the
-  server's address by the name the DNS answer gave it. Saves docs/flows-names.png.
+  server's address by the name the DNS answer gave it.
 - Hostile text: processes, host names and server names written like an HTML tag or a
   spreadsheet formula are shown as text and exported neutralised.
 - Narrow windows: no page is wider than a 760 px window.
+- True time axes: buckets at their real times, gaps drawn as zero, a lone bucket as a point.
+- An imported capture from years ago is shown on the first open of the overview, hosts and
+  history pages (ranges anchor on the data's own span when nothing is live).
+- Screenshots of every page. They are taken on every run into the test's temporary folder and
+  copied into docs/ (docs/screenshots/<page>.png, docs/dashboard.png, docs/flows-names.png) only
+  when NETTALLY_SCREENSHOTS=1, so an ordinary run leaves the tree as it was.
 
 Every wait waits for the state it then asserts: list pages set document.body.dataset.shown to
 the filter whose rows are on screen.
@@ -18,6 +23,8 @@ import csv
 import datetime
 import errno
 import io
+import os
+import shutil
 import socket
 import ssl
 import struct
@@ -31,13 +38,25 @@ import pytest
 
 from common import IS_ROOT, ROOT
 from selenium.webdriver.support.ui import Select
-from web_helpers import A, B, C, EVIL_NAME, EVIL_PROCESS, FORMULA_NAME, FORMULA_PROCESS, answering, \
-    chromium_missing, free_port, get_json, make_db, start_chromium, stop, wait_for
+from web_helpers import A, B, C, EVIL_NAME, EVIL_PROCESS, FORMULA_NAME, FORMULA_PROCESS, GAP_HOST, GAP_T0, LONE_HOST, \
+    answering, chromium_missing, free_port, get_json, http_get, make_db, make_gap_db, start_chromium, stop, wait_for
 
 pytestmark = [pytest.mark.system, pytest.mark.skipif(bool(chromium_missing()), reason=str(chromium_missing()))]
 TALKER_NAME = "ntwebtalker"
 SCREENSHOT = ROOT / "docs" / "dashboard.png"
 NAMES_SCREENSHOT = ROOT / "docs" / "flows-names.png"
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+
+
+def screenshot(driver, tmp_path, target):
+    """Saves the window into tmp_path, and over `target` (a path under docs/) only when
+    NETTALLY_SCREENSHOTS=1: an ordinary test run does not rewrite the documentation's images."""
+    shot = tmp_path / target.name
+    driver.save_screenshot(str(shot))
+    assert shot.stat().st_size > 1000
+    if os.environ.get("NETTALLY_SCREENSHOTS") == "1":
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, target)
 
 # A process that names itself (prctl PR_SET_NAME), then sends `count` messages of 2000 bytes over
 # one TCP connection on loopback, 40 a second; says "sent", keeps the connection until its stdin
@@ -136,13 +155,14 @@ def test_live_dashboard_in_chromium(browser, tmp_path, run_py):
 
         # Overview: the live chart gains points, with the talker's bytes in them.
         browser.get(base + "/")
-        labels = "return Chart.getChart(document.getElementById('live-chart')).data.labels"
-        start = wait_for(lambda: js(browser, labels), 5, "the live chart's first points")
-        wait_for(lambda: len(js(browser, labels)) > len(start) and js(browser, labels)[-1] != start[-1], 5,
-                 "the live chart to gain points")
-        wait_for(lambda: max(js(browser, "return Chart.getChart(document.getElementById('live-chart'))"
-                                         ".data.datasets[1].data") or [0]) > 8 * 2000, 5,
-                 "received bytes of the talker on the live chart")
+        times = ("const d = window.nettallyCharts.live.data.datasets;"
+                 "return d.length ? d[0].data.map(p => p.x) : []")
+        start = wait_for(lambda: js(browser, times), 5, "the live chart's first points")
+        wait_for(lambda: js(browser, times)[-1] > start[-1], 5, "the live chart to gain points")
+        assert all(b - a == 1000 for a, b in zip(start, start[1:]))          # one point a second, at its time
+        # received is drawn below the axis: its values are negative
+        wait_for(lambda: min(p["y"] for p in js(browser, "return window.nettallyCharts.live.data.datasets[1].data"))
+                 < -8 * 2000, 5, "received bytes of the talker on the live chart")
         wait_for(lambda: any(r[0].split()[-1] == "127.0.0.1" for r in table_texts(browser, "#top-hosts")), 20,
                  "127.0.0.1 in the top hosts")
         wait_for(lambda: any(r[0] == TALKER_NAME for r in table_texts(browser, "#top-processes")), 30,
@@ -151,7 +171,7 @@ def test_live_dashboard_in_chromium(browser, tmp_path, run_py):
         wait_for(lambda: js(browser, "return Chart.getChart(document.getElementById('classes-chart'))"
                                      ".data.labels.length") > 0, 35, "the traffic-class doughnut")
         wait_for(lambda: table_dicts(browser, "#classes"), 5, "the classes' bytes and shares")
-        browser.save_screenshot(str(SCREENSHOT))
+        screenshot(browser, tmp_path, SCREENSHOT)
         assert console_errors(browser) == []
 
         # Flows page: filter by the talker's port, then the CSV button gives the same rows.
@@ -321,7 +341,7 @@ def test_live_names_on_lo(browser, tmp_path, run_py):
         status, api = get_json(f"{base}/api/flows?name=nettally.test&app=tls&since=1h")
         assert status == 200 and [(r["server_name"], r["app"], r["app_source"], r["resp_name"]) for r in api["rows"]] == [
             (NAME, "tls", "dpi", NAME)]
-        browser.save_screenshot(str(NAMES_SCREENSHOT))
+        screenshot(browser, tmp_path, NAMES_SCREENSHOT)
 
         browser.get(base + "/hosts?since=1h")
         wait_for(lambda: shown(browser, since="1h"), 10, "the hosts page")
@@ -427,7 +447,7 @@ def test_hostile_names_are_text_and_csv_is_neutralised(browser, named_server):
 
 
 PAGES = ["/", "/hosts?since=0", "/hosts/10.0.0.1?since=0", "/hosts/192.168.1.9?since=0", "/processes?since=0",
-         "/flows?since=0", "/history", "/alerts"]
+         "/flows?since=0", "/history", "/volumes", "/alerts", "/no/such/page"]
 
 
 def test_no_page_is_wider_than_a_narrow_window(browser, named_server):
@@ -445,4 +465,162 @@ def test_no_page_is_wider_than_a_narrow_window(browser, named_server):
         widths = js(browser, """return [document.documentElement.scrollWidth, window.innerWidth,
             ...[...document.querySelectorAll('.table-wrap')].map(w => w.scrollWidth - w.clientWidth)]""")
         assert widths[0] <= widths[1] and not any(widths[2:]), (page, widths)
+    assert [e for e in console_errors(browser) if "/no/such/page " not in e] == []       # but the 404 itself
+
+
+def serve(run_py, db):
+    """`run.py serve` over db: (process, base URL) once it answers."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(run_py + ["serve", "--db", str(db), "--port", str(port)], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: answering(base), 30, "the dashboard")
+    except BaseException:
+        stop(server)
+        raise
+    return server, base
+
+
+@pytest.fixture
+def gap_server(tmp_path, run_py):
+    """`run.py serve` over make_gap_db(): hosts with gaps in their minutes."""
+    db = make_gap_db(tmp_path / "gaps.db")
+    server, base = serve(run_py, db)
+    try:
+        yield base
+    finally:
+        stop(server)
+
+
+def chart_points(driver, chart, dataset):
+    return js(driver, f"const d = window.nettallyCharts['{chart}'].data.datasets[{dataset}];"
+                      "return d ? d.data.map((p, i) => [p.x, p.y, d.pointRadius[i]]) : []")
+
+
+def test_charts_draw_buckets_at_their_true_times(browser, gap_server):
+    """Issue 11: a host with traffic at minutes 0 and 4 is drawn with zeros in between, at true
+    times; a host with one bucket shows its point."""
+    since, until = GAP_T0 - 600, GAP_T0 + 900
+    browser.get(gap_server + f"/hosts/{GAP_HOST}?since={since}&until={until}")
+    wait_for(lambda: shown(browser, since=since, until=until), 10, "the host page of this range")
+    sent = wait_for(lambda: chart_points(browser, "host", 0), 10, "the host chart")
+    received = chart_points(browser, "host", 1)
+    xs = [p[0] for p in sent]
+    assert xs == list(range(since * 1000, until * 1000, 60_000))          # every minute of the range, at its time
+    by_time = {p[0] // 1000: p[1] for p in sent}
+    assert [by_time[GAP_T0 + 60 * m] for m in range(5)] == [3000 * 8 / 60, 0, 0, 0, 3000 * 8 / 60]
+    assert {p[0] // 1000: p[1] for p in received}[GAP_T0 + 240] == -1000 * 8 / 60     # received: below the axis
+    assert sum(1 for p in sent if p[1]) == 2 and all(p[1] == 0 for p in sent if p[0] // 1000 not in (GAP_T0, GAP_T0 + 240))
+    assert js(browser, "return window.nettallyCharts.host.data.datasets.map(d => d.tension)") == [0, 0]
+    assert js(browser, "return window.nettallyCharts.host.options.scales.x.type") == "time"
+    # the ticks fall on whole minutes
+    ticks = js(browser, "return window.nettallyCharts.host.scales.x.ticks.map(t => t.value)")
+    assert ticks and all(t % 60_000 == 0 for t in ticks)
+
+    browser.get(gap_server + f"/hosts/{LONE_HOST}?since={since}&until={until}")
+    wait_for(lambda: shown(browser, since=since, until=until), 10, "the lone host's page")
+    sent = wait_for(lambda: chart_points(browser, "host", 0), 10, "the lone host's chart")
+    (lone,) = [p for p in sent if p[1]]
+    assert lone[0] == (GAP_T0 + 120) * 1000 and lone[1] == 500 * 8 / 60 and lone[2] > 0     # a visible point
+    assert all(p[2] == 0 for p in sent if not p[1])
     assert console_errors(browser) == []
+
+
+def test_links_carry_the_range(browser, gap_server):
+    since, until = GAP_T0 - 600, GAP_T0 + 900
+    browser.get(gap_server + f"/hosts?since={since}&until={until}")
+    wait_for(lambda: shown(browser, since=since, until=until), 10, "the hosts of this range")
+    assert {r["Address"] for r in table_dicts(browser, "#hosts")} == {GAP_HOST, LONE_HOST}
+    assert js(browser, "return document.getElementById('range-preset').value") == "custom"
+    browser.find_element("css selector", f"#hosts a[href^='/hosts/{GAP_HOST}']").click()
+    wait_for(lambda: shown(browser, since=since, until=until), 10, "the host page of the same range")
+    assert "No traffic" not in browser.find_element("id", "facts").text
+    assert js(browser, "return [...document.querySelectorAll('nav a[data-ranged]')].every("
+                       f"a => a.search === '?since={since}&until={until}')")
+    assert console_errors(browser) == []
+
+
+def test_search_boxes_filter_as_one_types(browser, named_server):
+    browser.get(named_server + "/hosts?since=0")
+    wait_for(lambda: shown(browser, since="0"), 10, "the host rows")
+    browser.find_element("name", "q").send_keys(C)
+    wait_for(lambda: shown(browser, since="0", q=C), 10, "the hosts matching the search")
+    assert "q=" in browser.current_url
+    assert C in {r["Address"] for r in table_dicts(browser, "#hosts")}
+    browser.find_element("name", "q").send_keys("nothing-like-this")
+    wait_for(lambda: shown(browser, q=C + "nothing-like-this"), 10, "the empty search")
+    assert "matches" in table_texts(browser, "#hosts")[0][0]              # a sentence, not bare headers
+
+
+def import_2019(tmp_path, run_py):
+    """A capture of 2019 (UDP between two addresses, 40 frames over 4 minutes) imported into a
+    fresh database; its path."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+    from captures import pcap_bytes
+    t0 = datetime.datetime(2019, 6, 1, 12, 0, tzinfo=datetime.timezone.utc).timestamp()
+    frame = bytes(Ether() / IP(src="192.0.2.19", dst="198.51.100.19") / UDP(sport=40019, dport=5019) / (b"x" * 900))
+    capture = tmp_path / "old.pcap"
+    capture.write_bytes(pcap_bytes(1, [(t0 + 6 * i, frame) for i in range(40)]))
+    db = tmp_path / "old.db"
+    done = subprocess.run(run_py + ["import", str(capture), "--db", str(db)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    return db
+
+
+def test_an_old_import_is_shown_on_first_open(browser, tmp_path, run_py):
+    """Issue 11: an imported capture from years ago is visible on the first open of the overview,
+    hosts and history pages (no parameters given)."""
+    server, base = serve(run_py, import_2019(tmp_path, run_py))
+    try:
+        browser.get(base + "/")
+        wait_for(lambda: any(r[0].split()[-1] == "192.0.2.19" for r in table_texts(browser, "#top-hosts")), 10,
+                 "the imported sender in the top hosts")
+        wait_for(lambda: js(browser, "return document.body.dataset.traffic") == "1", 10, "the traffic chart")
+        drawn = [abs(p[1]) for d in (0, 1) for p in chart_points(browser, "traffic", d)]
+        assert sum(drawn) > 0
+        assert "2019" in browser.find_element("id", "live-empty").text
+        browser.get(base + "/hosts")
+        wait_for(lambda: table_dicts(browser, "#hosts"), 10, "the host rows")
+        assert {r["Address"] for r in table_dicts(browser, "#hosts")} == {"192.0.2.19", "198.51.100.19"}
+        browser.get(base + "/history")
+        wait_for(lambda: int(js(browser, "return document.body.dataset.total || '0'")) == 40 * 942, 10,
+                 "the imported bytes on the history chart")
+        assert [r["Series"] for r in table_dicts(browser, "#series")] == ["old.pcap"]     # its interface: the file
+        assert console_errors(browser) == []
+    finally:
+        stop(server)
+
+
+SCREENSHOT_PAGES = [("overview", "/"), ("hosts", "/hosts"), ("host", f"/hosts/{A}"), ("processes", "/processes"),
+                    ("flows", "/flows"), ("history", "/history?by=host"), ("volumes", "/volumes"), ("alerts", "/alerts"),
+                    ("not-found", "/no/such/page")]
+
+
+def test_every_page_renders_and_is_photographed(browser, tmp_path, named_server):
+    """Each page in a 1366 px window without console errors (the 404 page's own status aside);
+    screenshots into docs/screenshots/ when NETTALLY_SCREENSHOTS=1."""
+    browser.set_window_size(1366, 1000)
+    for name, page in SCREENSHOT_PAGES:
+        browser.get(named_server + page)
+        wait_for(lambda: js(browser, "return document.readyState") == "complete" and
+                 js(browser, "return [...document.querySelectorAll('main table tbody')]"
+                             ".every(b => b.rows.length > 0 || b.offsetParent === null)"), 10, f"the tables of {page}")
+        height = js(browser, "return document.documentElement.scrollHeight")
+        browser.set_window_size(1366, min(max(height, 700) + 140, 2400))
+        screenshot(browser, tmp_path, SCREENSHOTS / f"{name}.png")
+        browser.set_window_size(1366, 1000)
+        errors = [e for e in console_errors(browser) if not (name == "not-found" and "404" in e)]
+        assert errors == [], (page, errors)
+
+
+def test_unknown_pages_are_styled_and_api_paths_stay_json(gap_server):
+    status, headers, body = http_get(gap_server + "/no/such/page")
+    assert status == 404 and headers["Content-Type"].startswith("text/html")
+    assert b"Page not found" in body and b'href="/"' in body and b"nettally.css" in body
+    status, headers, body = http_get(gap_server + "/api/no/such")
+    assert status == 404 and headers["Content-Type"] == "application/json"
+    status, headers, body = http_get(gap_server + "/favicon.ico")
+    assert status == 200 and headers["Content-Type"].startswith("image/svg+xml") and body.startswith(b"<svg")

@@ -211,3 +211,27 @@ def stop(proc, timeout=20):
     except subprocess.TimeoutExpired:
         proc.kill()
         return proc.communicate()
+
+
+# Charts on true time axes (test_browser.py): hosts whose buckets have gaps, far from NOW.
+GAP_T0 = 1_600_000_020 // 3600 * 3600 + 600         # a minute at 10 past some hour in 2020
+GAP_HOST, LONE_HOST = "10.9.0.1", "10.9.0.2"
+
+
+def gap_rollups(t0=GAP_T0):
+    """GAP_HOST sends 3000 B and receives 1000 B at minute t0 and again at t0 + 4 min (nothing
+    between); LONE_HOST sends 500 B at t0 + 2 min only."""
+    def minute(bucket, hosts):
+        sent = sum(v[0] for v in hosts.values())
+        return Rollup(bucket, [], hosts, {"eth0": _iface(sent, 10, sent // 2, 5)}, {}, {}, {})
+    return [minute(t0, {GAP_HOST: [3000, 1000, 6, 4]}),
+            minute(t0 + 120, {LONE_HOST: [500, 0, 1, 0]}),
+            minute(t0 + 240, {GAP_HOST: [3000, 1000, 6, 4]})]
+
+
+def make_gap_db(path):
+    """A database of gap_rollups() only."""
+    con = connect(str(path))
+    RollupStore(con).apply(gap_rollups())
+    con.close()
+    return str(path)

@@ -14,7 +14,7 @@ from web import auth
 from web.alerts_api import bp as alerts_bp
 from web.api import bp as api_bp
 from web.context import release_connection
-from web.pages import StaticFiles, bp as pages_bp
+from web.pages import StaticFiles, bp as pages_bp, not_found_page
 from web.changes import AlertChanges, ChangeRefused
 from web.params import ParamError
 from web.pool import ConnectionPool, PoolTimeout
@@ -122,6 +122,8 @@ def _install_errors(app):
         def not_here(e, status=status):
             if request.path.startswith("/api/"):
                 return _json_error(status, e.description)
+            if status == 404:
+                return not_found_page()
             return e
 
     @app.errorhandler(500)

@@ -43,12 +43,25 @@ class StaticFiles:
 def static(name):
     return current_app.extensions["nettally.static"].response(name)
 
-NAV = (("pages.overview", "Overview"), ("pages.hosts", "Hosts"), ("pages.processes", "Processes"),
-       ("pages.flows", "Flows"), ("pages.history", "History"), ("pages.alerts", "Alerts"))
+# (endpoint, label, whether the page shows a time range: its link then carries the range)
+NAV = (("pages.overview", "Overview", True), ("pages.hosts", "Hosts", True), ("pages.processes", "Processes", True),
+       ("pages.flows", "Flows", True), ("pages.history", "History", True), ("pages.volumes", "Volumes", False),
+       ("pages.alerts", "Alerts", True))
 
 
 def _page(name, charts=False, **context):
     return render_template(f"{name}.html", page=name, nav=NAV, script=name, charts=charts, **context)
+
+
+def not_found_page(message="There is no page at this address."):
+    """The styled 404 page (web/app.py answers every unknown page path with it)."""
+    return render_template("error.html", page="", nav=NAV, script=None, status=404, title="Page not found",
+                           message=message, path=request.path), 404
+
+
+@bp.get("/favicon.ico")
+def favicon():
+    return current_app.extensions["nettally.static"].response("favicon.svg")
 
 
 @bp.get("/")
@@ -66,8 +79,7 @@ def host(ip):
     try:
         ip = str(ipaddress.ip_address(ip))
     except ValueError:
-        return render_template("error.html", page="", nav=NAV, script=None, status=404,
-                               message="Not an IP address."), 404
+        return not_found_page(f"“{ip}” is not an IP address, so there is no host page for it.")
     return render_template("host.html", page="hosts", nav=NAV, script="host", charts=True, ip=ip)
 
 
@@ -84,6 +96,11 @@ def flows():
 @bp.get("/history")
 def history():
     return _page("history", charts=True)
+
+
+@bp.get("/volumes")
+def volumes():
+    return _page("volumes")
 
 
 @bp.get("/alerts")

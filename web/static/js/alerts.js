@@ -10,13 +10,13 @@
     .map((k) => `${k}=${k === "closed" ? NT.time(r[k]) : r[k]}`).join("  ");
 
   async function loadAlerts() {
-    const params = NT.formValues(form);
+    const params = {...NT.formValues(form), ...NT.rangeParams()};
     window.history.replaceState(null, "", `?${new URLSearchParams(params)}`);
     document.getElementById("csv").href = NT.csvHref("/api/alerts.csv", params);
     const a = await NT.api("/api/alerts", params);
     const empty = document.getElementById("alerts-empty");
     empty.hidden = a.rows.length > 0;
-    empty.textContent = "no alerts in this range";
+    empty.textContent = `No alert opened in this range (${NT.rangeText()}).`;
     NT.fillTable(table, a.rows, [...NT.alertColumns, NT.alertActionColumn(a.writable), {value: details, className: "mono"}],
                  "none");
   }
@@ -82,8 +82,10 @@
     ], "no rules");
   }
 
-  form.addEventListener("change", () => loadAlerts().catch((e) => NT.status(e.message, true)));
+  form.querySelectorAll("select[name]").forEach((s) => s.addEventListener("change",
+    () => loadAlerts().catch((e) => NT.status(e.message, true))));
+  NT.onRange(() => loadAlerts().catch((e) => NT.status(e.message, true)));
   NT.live({});
-  NT.onAlerts(loadAlerts, 15);
+  NT.rangeReady.then(() => NT.onAlerts(loadAlerts, 15));
   NT.every(60, loadRules);
 })();

@@ -26,16 +26,16 @@ const NT = (() => {
     const date = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
     return `${date} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
   }
-  function clock(epoch) {
-    const d = new Date(epoch * 1000);
-    return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  /* 60 -> "1 min", 3600 -> "1 h", 86400 -> "1 day" */
+  function duration(seconds) {
+    for (const [size, name] of [[86400, " day"], [3600, " h"], [60, " min"]]) {
+      if (seconds >= size && seconds % size === 0) {
+        const n = seconds / size;
+        return `${n}${name}${name === " day" && n > 1 ? "s" : ""}`;
+      }
+    }
+    return `${seconds} s`;
   }
-  function shortTime(epoch, step) {
-    const d = new Date(epoch * 1000);
-    const hm = `${pad(d.getHours())}:${pad(d.getMinutes())}`;
-    return step >= 3600 ? `${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${hm}` : hm;
-  }
-
   /* el("a", {href: "/x", className: "c", title: t}, "text", child...) */
   function el(tag, props, ...children) {
     const node = document.createElement(tag);
@@ -56,7 +56,7 @@ const NT = (() => {
      Names came off the wire: text only, cut by CSS (.clip) with the whole of it in the title. */
   function hostLink(ip, name) {
     if (!ip) return "–";
-    const href = `/hosts/${encodeURIComponent(ip)}`;
+    const href = NT.withRange ? NT.withRange(`/hosts/${encodeURIComponent(ip)}`) : `/hosts/${encodeURIComponent(ip)}`;
     if (!name) return el("a", {href, className: "mono ip"}, ip);
     return el("span", {className: "host"}, el("a", {href, className: "clip", title: `${name} (${ip})`}, name), " ",
               el("span", {className: "ip mono"}, ip));
@@ -76,6 +76,13 @@ const NT = (() => {
               app, " ", el("span", {className: "guess"}, "guess"));
   }
 
+  /* The title of a peak cell: when, and at which bucket size, the peak was measured. */
+  const peakTitle = (r) => (r.peak_at ? `at ${time(r.peak_at)}` : "") +
+    (r.resolution ? `${r.peak_at ? ", " : ""}highest ${duration(r.resolution)} rate` : "");
+
+  /* The sort key of the rate now (the last seconds): live views sort by it. */
+  const NOW_SORT = "current";
+
   const percent = (share) => (share === null || share === undefined ? "–" : `${(share * 100).toFixed(1)} %`);
 
   /* /api/apps answers ("" is a flow no rule or reading named). */
@@ -87,7 +94,7 @@ const NT = (() => {
     fillTable(table, answer.rows, [
       {value: (r) => (r[by] ? clip(r[by], "share-key") : el("span", {className: "muted"}, UNNAMED[by]))},
       {value: (r) => bytes(r.bytes), num: true}, {value: (r) => percent(r.share), num: true},
-    ], empty || "no traffic in this range");
+    ], empty || "No traffic in this range.");
   }
 
   /* columns: [{value: row => text|Node, num: bool, className}] */
@@ -106,7 +113,7 @@ const NT = (() => {
       fresh.append(tr);
     }
     if (!rows.length) {
-      const note = el("td", {colSpan: columns.length, className: "muted"}, empty || "nothing in this range");
+      const note = el("td", {colSpan: columns.length, className: "muted"}, empty || "Nothing in this range.");
       fresh.append(el("tr", {}, note));
     }
     table.replaceChild(fresh, body);
@@ -163,24 +170,6 @@ const NT = (() => {
   const PALETTE = ["#2563eb", "#d97706", "#16a34a", "#dc2626", "#9333ea", "#0891b2", "#db2777", "#65a30d",
                    "#ea580c", "#4f46e5", "#0d9488", "#a16207"];
 
-  /* A line dataset (rates in bit/s) and a line chart of them with readable axes and tooltips. */
-  function series(label, color, dashed) {
-    return {label, data: [], borderColor: color, backgroundColor: color, pointRadius: 0, borderWidth: 1.5,
-            tension: 0.2, borderDash: dashed ? [5, 3] : []};
-  }
-  function rateChart(canvasId, datasets, yOptions) {
-    return new Chart(document.getElementById(canvasId), {
-      type: "line",
-      data: {labels: [], datasets},
-      options: {
-        interaction: {mode: "index", intersect: false},
-        scales: {x: {ticks: {maxTicksLimit: 10, maxRotation: 0}},
-                 y: {beginAtZero: true, ticks: {callback: (v) => rate(v)}, ...(yOptions || {})}},
-        plugins: {tooltip: {callbacks: {label: (c) => `${c.dataset.label}: ${rate(c.parsed.y)}`}}},
-      },
-    });
-  }
-
   function chartDefaults() {
     if (!window.Chart) return;
     Chart.defaults.color = cssVar("--muted");
@@ -233,19 +222,22 @@ const NT = (() => {
     return url.pathname + url.search;
   }
 
-  /* A filterable, sortable, paged table: the form's fields, sort, order and page go to `path`
-     (and its CSV twin); the address bar keeps them so the view can be bookmarked. */
+  /* A filterable, sortable, paged table: the form's fields, the page's range (range.js), sort,
+     order and page go to `path` (and its CSV twin); the address bar keeps them so the view can be
+     bookmarked. Search boxes (input[type=search]) reload as one types, after a pause. sort: a
+     key, or a function giving it once the range is known (live views sort by the rate now).
+     empty: the sentence an empty table shows. */
   function listPage({path, csvPath, table, columns, sort, refresh, empty, after}) {
     const form = document.getElementById("filters");
-    const state = {sort, order: "desc", limit: 100, offset: 0};
+    const state = {sort: null, order: "desc", limit: 100, offset: 0};
     const given = new URLSearchParams(window.location.search);
     for (const [k, v] of given) {
-      if (form.elements[k]) form.elements[k].value = v;
+      if (form.elements[k] && form.elements[k].name === k) form.elements[k].value = v;
       else if (k === "sort" || k === "order") state[k] = v;
       else if (k === "offset") state.offset = Math.max(0, parseInt(v, 10) || 0);
     }
-    const params = () => ({...formValues(form), sort: state.sort, order: state.order, limit: state.limit,
-                           offset: state.offset});
+    const params = () => ({...formValues(form), ...NT.rangeParams(), sort: state.sort, order: state.order,
+                           limit: state.limit, offset: state.offset});
     let latest = 0;          // a slower, older answer never overwrites the rows of a newer filter
     async function load() {
       const mine = ++latest;
@@ -256,21 +248,38 @@ const NT = (() => {
       if (csvPath) document.getElementById("csv").href = csvHref(csvPath, p);
       const d = await api(path, p);
       if (mine !== latest) return;
-      fillTable(table, d.rows, columns, empty);
+      fillTable(table, d.rows, columns, emptySentence(empty, p));
       pager(document, state, d.total, reload);
       if (after) after(d);
       document.body.dataset.shown = String(shown);     // for tests: the rows on screen answer these filters
     }
     const reload = () => load().then(() => status(""), (e) => status(e.message, true));
     form.addEventListener("submit", (e) => { e.preventDefault(); state.offset = 0; reload(); });
-    form.querySelectorAll("select").forEach((s) => s.addEventListener("change", () => { state.offset = 0; reload(); }));
-    sortable(table, state, reload);
-    if (refresh) window.setInterval(reload, refresh * 1000);
-    reload();
+    form.querySelectorAll("select[name]").forEach((s) => s.addEventListener("change", () => { state.offset = 0; reload(); }));
+    let typing = null;
+    form.querySelectorAll("input[type=search]").forEach((box) => box.addEventListener("input", () => {
+      window.clearTimeout(typing);
+      typing = window.setTimeout(() => { state.offset = 0; reload(); }, 300);
+    }));
+    NT.onRange(() => { state.offset = 0; reload(); });
+    NT.rangeReady.then(() => {
+      if (!state.sort) state.sort = typeof sort === "function" ? sort() : sort;
+      sortable(table, state, reload);
+      reload();
+      if (refresh) window.setInterval(reload, refresh * 1000);
+    });
+  }
+
+  /* What an empty list says: the page's sentence, and what to try. */
+  function emptySentence(empty, p) {
+    const base = empty || "Nothing in this range.";
+    const hint = p.q ? ` Nothing matches “${p.q}”: try part of an address, a name, an app or a process.`
+      : " Choose a longer range (or “everything”) above.";
+    return base + hint;
   }
 
   chartDefaults();
-  return {bytes, rate, count, time, clock, shortTime, el, hostLink, clip, appLabel, percent, appsKey, fillShares,
+  return {bytes, rate, count, time, duration, el, hostLink, clip, appLabel, percent, appsKey, fillShares, peakTitle,
           fillTable, status, api, send, every,
-          PALETTE, cssVar, sortable, pager, formValues, csvHref, listPage, series, rateChart};
+          PALETTE, cssVar, sortable, pager, formValues, csvHref, listPage, emptySentence, NOW_SORT};
 })();

@@ -14,7 +14,7 @@
                             NT.el("span", {className: "proto"}, r.proto));
   NT.listPage({
     path: "/api/flows", csvPath: "/api/flows.csv", table: document.getElementById("flows"), sort: "last_seen",
-    empty: "no flow matches",
+    empty: "No flow matches these filters in this range.",
     columns: [
       {value: what}, {value: (r) => NT.clip(r.server_name, "mono")},
       {value: (r) => endpoint(r, "orig")}, {value: (r) => endpoint(r, "resp")},

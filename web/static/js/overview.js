@@ -1,4 +1,6 @@
-/* Overview: live chart from /api/stream, numbers and top lists polled from the API. */
+/* Overview: the live chart from /api/stream (when a live capture feeds the database), the traffic
+   of the range by interface, top hosts and processes (by the rate now when live, else by bytes),
+   traffic by class and the alerts. */
 "use strict";
 
 (() => {
@@ -7,14 +9,15 @@
   const ifaces = new Set();
   const select = document.getElementById("live-iface");
 
-  const chart = NT.rateChart("live-chart", [NT.series("up (sent)", NT.cssVar("--up")),
-                                            NT.series("down (received)", NT.cssVar("--down"))], {suggestedMax: 8000});
+  const live = NTChart.timeChart("live", "live-chart", {legend: true});
+  const traffic = NTChart.timeChart("traffic", "traffic-chart", {stacked: true});
+  const UP = NT.cssVar("--up");
+  const DOWN = NT.cssVar("--down");
 
   function redraw() {
     if (!seconds.size) return;
     const keys = [...seconds.keys()].sort((a, b) => a - b);
     const chosen = select.value;
-    const labels = [];
     const up = [];
     const down = [];
     for (const s of keys) {
@@ -23,18 +26,16 @@
       for (const [iface, v] of seconds.get(s)) {
         if (!chosen || iface === chosen) { u += v[0]; d += v[1]; }
       }
-      labels.push(NT.clock(s));
-      up.push(u * 8);
-      down.push(d * 8);
+      up.push({x: s * 1000, y: u * 8});
+      down.push({x: s * 1000, y: d * 8});
     }
-    chart.data.labels = labels;
-    chart.data.datasets[0].data = up;
-    chart.data.datasets[1].data = down;
-    chart.update("none");
-    const recent = keys.slice(-5);
-    const sum = (arr) => arr.slice(-5).reduce((a, b) => a + b, 0) / Math.max(1, recent.length);
-    document.getElementById("now-up").textContent = NT.rate(sum(up));
-    document.getElementById("now-down").textContent = NT.rate(sum(down));
+    const last = keys[keys.length - 1];
+    NTChart.show(live, [NTChart.area({name: "up (sent)", color: UP, sign: 1, points: up}),
+                        {...NTChart.area({name: "down (received)", color: DOWN, sign: -1, points: down}), legendHidden: false}],
+                 last + 1 - WINDOW, last + 1, 1);
+    const mean = (arr) => arr.slice(-5).reduce((a, p) => a + p.y, 0) / Math.max(1, Math.min(5, arr.length));
+    document.getElementById("now-up").textContent = NT.rate(mean(up));
+    document.getElementById("now-down").textContent = NT.rate(mean(down));
   }
 
   function addIface(name) {
@@ -68,9 +69,12 @@
     const covCard = document.getElementById("coverage-card");
     document.getElementById("coverage").textContent = cov.ratio === null ? "–" : `${(cov.ratio * 100).toFixed(1)} %`;
     const reasons = Object.entries(cov.reasons).map(([r, b]) => `${r} ${NT.bytes(b)}`).join(", ");
-    document.getElementById("coverage-detail").textContent =
-      `${NT.bytes(cov.attributed_bytes)} of ${NT.bytes(cov.attributed_bytes + cov.unattributed_bytes)} this hour` +
-      (reasons ? ` (not: ${reasons})` : "");
+    const local = cov.attributed_bytes + cov.unattributed_bytes;
+    document.getElementById("coverage-detail").textContent = local
+      ? `${NT.bytes(cov.attributed_bytes)} of ${NT.bytes(local)} this hour, local flows once per side` +
+        (reasons ? ` (not: ${reasons})` : "")
+      : "nothing of this host's own in the last hour";
+    covCard.title = "A flow between two processes of this host is charged to both, so it counts once per side here.";
     covCard.classList.toggle("good", cov.ratio !== null && cov.ratio >= 0.95);
     document.getElementById("drops").textContent = NT.count(u.drops.frames);
     document.getElementById("drops-detail").textContent =
@@ -83,20 +87,50 @@
       {value: (r) => NT.rate(r.up_bps), num: true}, {value: (r) => NT.rate(r.down_bps), num: true},
       {value: (r) => NT.bytes(r.up_bytes), num: true}, {value: (r) => NT.bytes(r.down_bytes), num: true},
       {value: (r) => NT.count(r.drops), num: true},
-    ], "no interface has counted anything yet");
+    ], "No interface has counted anything yet. Start a capture (sudo python run.py) or import a capture file.");
+  }
+
+  /* The live panel says so when nothing live feeds the database (an imported capture, say). */
+  function liveState() {
+    const on = NT.isLive();
+    const span = NT.rangeState.span;
+    document.getElementById("live-box").hidden = !on;
+    const empty = document.getElementById("live-empty");
+    empty.hidden = on;
+    empty.textContent = span && span.last !== null && span.last !== undefined
+      ? `No live capture is feeding this database. It holds traffic from ${NT.time(span.first)} to ` +
+        `${NT.time(span.last)}: the chart and lists below show it at its own time.`
+      : "No live capture is feeding this database and it holds no traffic yet. Start one with " +
+        "“sudo python run.py”, or import a capture file with “python run.py import FILE”.";
+    if (!on) document.getElementById("now-detail").textContent = "no live capture";
+  }
+
+  async function loadTraffic() {
+    const h = await NTChart.history({by: "interface", limit: 10});
+    const {datasets, rows} = NTChart.historyDatasets(h, 6, String);
+    NTChart.show(traffic, datasets, h.since, h.until, h.step);
+    const empty = document.getElementById("traffic-empty");
+    empty.hidden = rows.length > 0;
+    empty.textContent = `No traffic in this range (${NT.rangeText()}). Choose a longer range or “everything”.`;
+    document.body.dataset.traffic = String(rows.length);       // for tests: the chart of this range is drawn
   }
 
   async function loadTop() {
+    const sort = NT.isLive() ? NT.NOW_SORT : "bytes";
+    const range = NT.rangeParams();
     const [hosts, procs] = await Promise.all([
-      NT.api("/api/hosts", {since: "10m", limit: 10}),
-      NT.api("/api/processes", {since: "10m", limit: 10, group: "name"}),
+      NT.api("/api/hosts", {...range, sort, limit: 10}),
+      NT.api("/api/processes", {...range, sort, limit: 10, group: "name"}),
     ]);
     const rates = [{value: (r) => NT.rate(r.current_bps), num: true},
                    {value: (r) => NT.bytes(r.tx_bytes), num: true}, {value: (r) => NT.bytes(r.rx_bytes), num: true}];
+    const what = NT.rangeText();
+    document.querySelectorAll(".range-text").forEach((n) => { n.textContent = `${what}${NT.isLive() ? ", by rate now" : ""}`; });
     NT.fillTable(document.getElementById("top-hosts"), hosts.rows, [{value: (r) => NT.hostLink(r.ip, r.name)}, ...rates],
-                 "no traffic in the last 10 minutes");
+                 `No traffic in this range (${what}).`);
     NT.fillTable(document.getElementById("top-processes"), procs.rows, [{value: (r) => r.process, className: "mono"},
-                 ...rates], "no traffic attributed in the last 10 minutes");
+                 ...rates], `No traffic attributed to a process in this range (${what}).`);
+    document.body.dataset.shown = NT.rangeQuery();     // for tests: the lists of this range are on screen
   }
 
   // One colour per class, the same on every load (classes come and go with the traffic).
@@ -112,9 +146,10 @@
                         tooltip: {callbacks: {label: (c) =>
                           `${c.label}: ${NT.bytes(c.parsed)} (${NT.percent(classRows[c.dataIndex].share)})`}}}},
   });
+  NTChart.charts.classes = classesChart;
 
   async function loadClasses() {
-    const t = await NT.api("/api/apps", {since: "1h", by: "class"});
+    const t = await NT.api("/api/apps", {...NT.rangeParams(), by: "class"});
     classRows = t.rows;
     const colors = t.rows.map((r, i) => classColor(r.class, i));
     classesChart.data.labels = t.rows.map((r) => NT.appsKey(r, "class"));
@@ -129,7 +164,7 @@
         return NT.el("span", {}, swatch, NT.appsKey(r, "class"));
       }},
       {value: (r) => NT.bytes(r.bytes), num: true}, {value: (r) => NT.percent(r.share), num: true},
-    ], "no traffic in the last hour");
+    ], `No traffic in this range (${NT.rangeText()}).`);
   }
 
   // Open alerts first (they want acknowledging), then the latest of the last 24 hours.
@@ -142,12 +177,18 @@
     const table = document.getElementById("recent-alerts");
     empty.hidden = rows.length > 0;
     table.hidden = rows.length === 0;
-    empty.textContent = "no alerts open, none in the last 24 hours";
+    empty.textContent = "No alert is open and none opened in the last 24 hours.";
     NT.fillTable(table, rows, [...NT.alertColumns, NT.alertActionColumn(open.writable)], "none");
   }
 
-  NT.every(5, loadUsage);
-  NT.every(5, loadTop);
-  NT.every(10, loadClasses);
+  NT.rangeReady.then(() => {
+    liveState();
+    NT.every(5, loadUsage);
+    NT.every(NT.isLive() ? 5 : 60, loadTop);
+    NT.every(NT.isLive() ? 30 : 300, loadTraffic);
+    NT.every(10, loadClasses);
+  });
+  NT.onRange(() => Promise.all([loadTop(), loadTraffic(), loadClasses()]).then(() => NT.status(""),
+                                                                               (e) => NT.status(e.message, true)));
   NT.onAlerts(loadAlerts, 30);
 })();

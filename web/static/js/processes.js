@@ -3,21 +3,21 @@
 "use strict";
 
 (() => {
-  const form = document.getElementById("filters");
   let chosen = null;                 // the process name whose breakdown is shown
   let latest = 0;
 
   async function breakdown(name) {
     const mine = ++latest;
-    const since = form.elements.since.value;
+    const range = NT.rangeParams();
+    const since = range.since || "";
     const [classes, services] = await Promise.all([
-      NT.api("/api/apps", {since, process: name, by: "class", limit: 20}),
-      NT.api("/api/apps", {since, process: name, by: "service", limit: 20})]);
+      NT.api("/api/apps", {...range, process: name, by: "class", limit: 20}),
+      NT.api("/api/apps", {...range, process: name, by: "service", limit: 20})]);
     if (mine !== latest) return;
     document.getElementById("breakdown-name").textContent = name;
     document.getElementById("breakdown-name").title = name;
-    NT.fillShares(document.getElementById("process-classes"), classes, "class", "no flows of this name in this range");
-    NT.fillShares(document.getElementById("process-services"), services, "service", "no flows of this name in this range");
+    NT.fillShares(document.getElementById("process-classes"), classes, "class", "No flow of this name in this range.");
+    NT.fillShares(document.getElementById("process-services"), services, "service", "No flow of this name in this range.");
     const section = document.getElementById("breakdown");
     section.hidden = false;
     section.dataset.shown = `${name}|${since}`;        // for tests: this name's answers are on screen
@@ -32,12 +32,12 @@
   };
 
   NT.listPage({
-    path: "/api/processes", csvPath: "/api/processes.csv", table: document.getElementById("processes"), sort: "bytes",
-    refresh: 15, empty: "no traffic attributed to a process in this range",
+    path: "/api/processes", csvPath: "/api/processes.csv", table: document.getElementById("processes"),
+    sort: () => (NT.isLive() ? NT.NOW_SORT : "bytes"), refresh: 15, empty: "No traffic was attributed to a process in this range.",
     columns: [
       {value: (r) => r.pid, num: true},
       {value: nameButton}, {value: (r) => r.username},
-      {value: (r) => NT.rate(r.current_bps), num: true}, {value: (r) => NT.rate(r.peak_bps), num: true, className: "wide"},
+      {value: (r) => NT.rate(r.current_bps), num: true}, {value: (r) => NT.rate(r.peak_bps), num: true, className: "wide", title: NT.peakTitle},
       {value: (r) => NT.bytes(r.tx_bytes), num: true}, {value: (r) => NT.bytes(r.rx_bytes), num: true},
       {value: (r) => NT.bytes(r.bytes), num: true}, {value: (r) => NT.time(r.last_seen), className: "wide"},
       {value: (r) => r.cmdline, className: "cmd", title: (r) => r.cmdline},
