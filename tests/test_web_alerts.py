@@ -413,7 +413,7 @@ def test_hostile_subjects_and_messages_in_csv_json_and_pages(client):
         ("2", "192.168.1.9", "new device 192.168.1.9 seen (rule new-device)", "open")]
     assert list(exported[0]) == ["id", "rule", "kind", "scope", "subject", "state", "opened", "closed", "value",
                                  "peak", "threshold", "unit", "window_seconds", "origin", "acknowledged",
-                                 "acknowledged_by", "message"]
+                                 "acknowledged_by", "message", "severity"]
     only_open = list(csv.DictReader(io.StringIO(client.get("/api/alerts.csv?state=open&limit=1").get_data(as_text=True))))
     assert [r["id"] for r in only_open] == ["2"]
     for page in ("/", "/alerts"):
