@@ -70,3 +70,38 @@ def payload(action, rule, subject, time, value, alert_id, message, opened=None):
         "opened": when(opened if opened is not None else time), "closed": when(time) if action == "closed" else None,
         "severity": rule.severity,
     }
+
+
+_CONTROLS = {c: " " for c in [*range(32), *range(127, 160), 0x2028, 0x2029]}
+_SUBJECT_MAX = 200
+
+
+def flat(text):
+    """Text from the wire or a process table as one line: no control characters, no line breaks
+    (in a mail header or a `key: value` body line they could forge another)."""
+    return str(text).translate(_CONTROLS)
+
+
+def mail_text(p):
+    """(subject, body) of the e-mail for one event, from its webhook payload `p`."""
+    severity, rule, subject = p.get("severity", "warning"), flat(p["rule"]), flat(p["subject"])
+    if p["event"] == "opened":
+        headline = flat(p["message"])
+    else:
+        headline = f"over: {rule} {subject}"
+    title = f"[NetTally {severity}] {headline}"
+    if len(title) > _SUBJECT_MAX:
+        title = title[:_SUBJECT_MAX - 3] + "..."
+    lines = [f"severity: {severity}", f"event: {p['event']}", f"rule: {rule} ({p['kind']}, scope {p['scope']})",
+             f"subject: {subject}"]
+    if p["unit"]:
+        value = "value now" if p["event"] == "closed" else "value"
+        lines += [f"{value}: {amount(p['value'], p['unit'])}", f"limit: {amount(p['threshold'], p['unit'])}",
+                  f"window: {span(p['window_seconds'])}"]
+    lines.append(f"opened: {p['opened']}")
+    if p["closed"]:
+        lines.append(f"closed: {p['closed']}")
+    if p["id"] is not None:
+        lines.append(f"alert: {p['id']}")
+    lines += [f"message: {flat(p['message'])}", "", "-- ", "NetTally (docs/ALERTS.md)"]
+    return title, "\n".join(lines) + "\n"

@@ -15,6 +15,7 @@ import time
 
 from alerts import messages
 from alerts.config import effective_rules, file_rules, load_rules
+from alerts.mail import MailConfig, MailSender
 from alerts.rules import SEVERITIES, Event, Rule, SlidingWindow, Tracker, measure
 from storage import alert_log
 from storage.db import DatabaseError, connect
@@ -25,11 +26,12 @@ STORAGE_RULE = Rule("database-writable", "storage", "all", window=0, severity="c
 
 
 class Delivery:
-    """Events to the alerts table, the log and the webhook. A table write that fails because the
-    database cannot be written now waits in memory, in order, and is retried with the next event."""
+    """Events to the alerts table, the log, the webhook and e-mail. A table write that fails
+    because the database cannot be written now waits in memory, in order, and is retried with the
+    next event. The webhook and e-mail senders only queue (alerts/webhook.py, alerts/mail.py)."""
 
-    def __init__(self, con, origin, webhook=None, logged=True):
-        self.con, self.origin, self.webhook, self.logged = con, origin, webhook, logged
+    def __init__(self, con, origin, webhook=None, logged=True, mail=None):
+        self.con, self.origin, self.webhook, self.logged, self.mail = con, origin, webhook, logged, mail
         self.pending = []             # (storage function, args) not yet written
         self.open = {}                # (rule, subject) -> [opened Event, message, peak]
         self.done = []                # [opened Event, message, peak, closed Event], for reports
@@ -59,12 +61,14 @@ class Delivery:
                     log.warning("%s alert over: %s %s at %s (now %s)", e.rule.severity, e.rule.name, e.subject,
                                 messages.when(e.time), messages.amount(e.value, e.rule.unit))
                 written = self._write(alert_log.close_alert, e.rule.name, e.subject, self.origin, e.time)
-            if self.webhook:
+            senders = [s for s in (self.webhook, self.mail) if s]
+            if senders:
                 opened = self.open.get(key, self.done[-1] if self.done else [e])[0].time
                 alert_id = written if isinstance(written, int) else None
                 event_id = f"{self.origin}-{e.rule.name}-{e.subject}-{opened:.0f}-{e.action}"
-                self.webhook.send(event_id, messages.payload(e.action, e.rule, e.subject, e.time, e.value,
-                                                             alert_id, message, opened))
+                body = messages.payload(e.action, e.rule, e.subject, e.time, e.value, alert_id, message, opened)
+                for sender in senders:
+                    sender.send(event_id, body)
 
     def _write(self, fn, *args):
         """Runs the pending writes and this one; returns this one's result, None if it waits."""
@@ -98,7 +102,17 @@ class AlertRunner:
             from alerts.webhook import WebhookSender
             webhook = WebhookSender(settings.webhook_url)
         self.webhook = webhook
-        self.delivery = Delivery(None, "live", webhook)
+        self.mail, self._mail_problem = None, None
+        try:
+            mail_config = MailConfig.from_settings(settings)
+        except ValueError as e:       # alerts go on without e-mail; the log and /api/alerts/delivery say why
+            log.error("alerts: e-mail off: %s", e)
+            mail_config, self._mail_problem = None, str(e)
+        if mail_config is not None:
+            self.mail = MailSender(mail_config)
+        self.delivery = Delivery(None, "live", webhook, mail=self.mail)
+        self._started = time.time()
+        self._status_saved = None     # channel -> the counts last written to alert_delivery
         from storage.writer import health
         self.health = health(db_path)
         self.trackers = {}
@@ -140,6 +154,9 @@ class AlertRunner:
             self.step(self.clock())
         if self.webhook:
             self.webhook.close()
+        if self.mail:
+            self.mail.close()
+        self._save_delivery_status()
         if self.con is not None:
             self.con.close()
 
@@ -255,7 +272,34 @@ class AlertRunner:
         events += self._storage_events(now)
         self.delivery.flush()
         self.delivery.deliver(events)
+        self._save_delivery_status()
         return events
+
+    def _save_delivery_status(self):
+        """The e-mail and webhook counts to alert_delivery (read by /api/alerts/delivery), when
+        they changed since last written. A database that cannot be written now gets them later."""
+        if self.con is None:
+            return
+        channels = {}
+        if self.mail:
+            channels["email"] = self.mail.status()
+        elif self._mail_problem:
+            channels["email"] = {"target": f"{self.settings.smtp_host}:{self.settings.smtp_port}",
+                                 **dict.fromkeys(alert_log.DELIVERY_COUNTS, 0),
+                                 "last_error": f"e-mail off: {self._mail_problem}", "last_error_at": self._started}
+        if self.webhook:
+            channels["webhook"] = self.webhook.status()
+        try:
+            if self._status_saved is None:    # this run's channels only: none left from a run before
+                alert_log.clear_delivery_status(self.con)
+                self._status_saved = {}
+            for channel, status in channels.items():
+                if self._status_saved.get(channel) != status:
+                    alert_log.save_delivery_status(self.con, channel, status["target"], status, status["last_error"],
+                                                   status["last_error_at"], self._started, time.time())
+                    self._status_saved[channel] = status
+        except sqlite3.OperationalError as e:
+            log.warning("alerts: cannot write the delivery counts now (%s)", e)
 
     def _forget_acknowledged(self):
         """A new-device alert closes when acknowledged (through the API, in the web process):

@@ -9,7 +9,9 @@ import collections
 import json
 import logging
 import threading
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 log = logging.getLogger("nettally.alerts")
@@ -21,7 +23,8 @@ class WebhookSender:
         self.retries, self.backoff, self.timeout = retries, backoff, timeout
         self.waiting = collections.deque()
         self.max_waiting = max_waiting
-        self.delivered = self.failed = self.given_up = 0
+        self.delivered = self.failed = self.given_up = self.retried = 0
+        self.last_error, self.last_error_at = None, None
         self._wake = threading.Condition()
         self._stopping = False
         self._busy = False
@@ -40,6 +43,15 @@ class WebhookSender:
     def idle(self):
         with self._wake:
             return not self.waiting and not self._busy
+
+    def status(self):
+        """Counts for storage.alert_log.save_delivery_status; the URL without its user, password,
+        query and fragment (a token may hide there)."""
+        with self._wake:
+            return {"target": _shown(self.url), "delivered": self.delivered, "failed": self.failed,
+                    "retries": self.retried, "dropped": self.given_up, "filtered": 0,
+                    "waiting": len(self.waiting) + self._busy, "last_error": self.last_error,
+                    "last_error_at": self.last_error_at}
 
     def close(self, timeout=10.0):
         """Delivers what is waiting for up to `timeout` seconds, then stops."""
@@ -79,9 +91,26 @@ class WebhookSender:
             except urllib.error.HTTPError as e:
                 if e.code < 500 and e.code != 429:
                     log.warning("alerts: webhook %s refused event %s: HTTP %d", self.url, event_id, e.code)
+                    with self._wake:
+                        self.last_error, self.last_error_at = f"HTTP {e.code}, not retried", time.time()
                     break
                 problem = f"HTTP {e.code}"
             except (urllib.error.URLError, OSError, ValueError) as e:
                 problem = str(getattr(e, "reason", e))
             log.warning("alerts: webhook %s, event %s, attempt %d: %s", self.url, event_id, attempt + 1, problem)
+            with self._wake:
+                self.last_error, self.last_error_at = problem, time.time()
+                self.retried += attempt < self.retries
         self.failed += 1
+
+
+def _shown(url):
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return urllib.parse.urlunsplit((parts.scheme, host + port, parts.path, "", ""))

@@ -38,6 +38,16 @@ class Settings:
     alerts_config: str = _setting("", "TOML file of alert rules; empty: the built-in rules (docs/ALERTS.md)")
     new_device_learning: float = _setting(86_400.0, "seconds after the first live start during which new-device alerts only learn (what is normal here)")
     webhook_url: str = _setting("", "URL that receives every alert event as a JSON POST; empty: no webhook")
+    smtp_host: str = _setting("", "mail server that alert e-mails go through; empty: no e-mail (docs/ALERTS.md)")
+    smtp_port: int = _setting(587, "mail server port; 465 means implicit TLS (smtps) when smtp_security is auto")
+    smtp_security: str = _setting("auto", "auto (implicit TLS on port 465, else STARTTLS when the server offers it, required to send a password), starttls (required), tls (implicit), none (plain: a relay on this host)")
+    smtp_ca_file: str = _setting("", "PEM file of the CA that signed the mail server's certificate; empty: the system's trusted CAs")
+    smtp_user: str = _setting("", "user name to log in to the mail server; empty: no login")
+    smtp_password: str = field(default="", repr=False, metadata={"help": "password for smtp_user (smtp_password_file keeps it out of the config file); never logged"})
+    smtp_password_file: str = _setting("", "file whose first line is the password for smtp_user (read at start, as root); overrides smtp_password")
+    smtp_from: str = _setting("", "From address of alert e-mails; empty: nettally@ and this host's name")
+    smtp_to: tuple = _setting((), "addresses alert e-mails go to (comma-separated in the environment)")
+    smtp_min_severity: str = _setting("warning", "least severity an alert needs to be e-mailed: info, warning or critical")
     token_file: str = _setting("", "access token file for a non-loopback --host (made at first start, mode 0600); default: next to the database, DB name with .token")
     web_user: str = _setting("", "user the web server runs as when started as root; empty: the invoking SUDO_USER, else nobody")
     web_max_connections: int = _setting(1000, "open dashboard connections at most; beyond it a new one replaces the oldest idle one without the token (docs/DEPLOY.md)")
@@ -116,6 +126,7 @@ _RANGES = {
     "retention_days": (1, 10 ** 6), "retention_flows": (1, 10 ** 6), "retention_iface_minutes": (1, 10 ** 6), "maintenance_interval": (1, 86400),
     "writer_backlog_rows": (1000, 10 ** 9), "max_names": (1, 10 ** 8),
     "new_device_learning": (0, 10 ** 9),
+    "smtp_port": (1, 65535),
     "web_max_connections": (16, 10 ** 6), "web_max_per_client": (0, 10 ** 6), "web_request_timeout": (1, 3600),
     "web_sse_slots": (1, 64),
 }

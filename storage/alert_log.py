@@ -330,6 +330,12 @@ def save_delivery_status(con, channel, target, counts, last_error, last_error_at
             (channel, target, *(int(counts[k]) for k in DELIVERY_COUNTS), last_error, last_error_at, started, now))
 
 
+def clear_delivery_status(con):
+    """Forgets the counts of a collector run before (a channel no longer configured included)."""
+    with immediate(con):
+        con.execute("DELETE FROM alert_delivery")
+
+
 def delivery_status(con):
     """[{channel, target, delivered, failed, retries, dropped, filtered, waiting, last_error,
     last_error_at, started, updated}] by channel; [] before the collector wrote any."""
