@@ -1,0 +1,207 @@
+"""TCP health per flow: handshake round trip, running RTT samples, retransmissions, out-of-order
+segments, zero windows and resets, read from the segments as they pass. Pure: no I/O, no clock
+(time is the packets' own); never raises on any sequence of segments.
+
+The counters follow Wireshark's `tcp.analysis` (packet-tcp.c, tcp_analyze_sequence_number, as in
+tshark 4.0), so a flow's numbers are the ones tshark shows for the same packets:
+
+  - rtt: `tcp.analysis.initial_rtt`, from the most recent bare SYN to the first segment with ACK
+    and without SYN after it, in either direction; no SYN seen: None, never 0.
+  - retransmits: segments tshark flags `tcp.analysis.retransmission`, which includes its fast
+    and spurious kinds (a segment that does not advance its side's highest sequence number and
+    is not out of order, or whose data the other side had already acknowledged).
+  - out_of_order: `tcp.analysis.out_of_order` (behind the highest sequence number, within the
+    handshake RTT, 3 ms without one, of the segment that set it).
+  - zero_windows: `tcp.analysis.zero_window` (window 0 on a segment without SYN, FIN or RST).
+  - resets: segments with RST.
+A bare SYN whose sequence number is not its side's first starts a new connection on the same
+ports, as tshark starts a new tcp.stream: the analysis starts over, the counts go on.
+
+Running RTT samples (where NetTally differs from tshark's `tcp.analysis.ack_rtt`, which times
+every acknowledged segment): each side times one segment at a time, from a segment that
+advances its sequence number to the first ACK from the other side that covers it, and drops
+the timing when a segment is sent again (Karn's rule, as TCP stacks do). Samples are kept per
+side as count, sum, min and max; `summary` reports the side whose data crosses the far part of
+the path from the capture point (the larger minimum): at an endpoint, the other side's samples
+are only this host's own ACK delay.
+
+State per flow: two `Half` objects (one per sending side) of a few numbers each, and a small
+`Conversation`; no per-segment lists. `see` is on the hot path (every TCP segment).
+"""
+
+M = 0xFFFFFFFF
+HALF = 0x80000000
+OOO_DEFAULT = 0.003          # tshark's out-of-order window without a handshake RTT (3 ms)
+FAST_RETRANSMIT_WINDOW = 0.02  # a fast retransmission follows the last duplicate ACK within 20 ms
+_KEEPALIVE, _ZERO_WINDOW_PROBE = 1, 2
+
+
+class Conversation:
+    """What both sides share: the handshake timing."""
+    __slots__ = ("syn_ts", "stream_rtt", "rtt")
+
+    def __init__(self):
+        self.syn_ts = None          # time of the most recent bare SYN of the current connection
+        self.stream_rtt = None      # initial RTT of the current connection (seconds), the out-of-order window
+        self.rtt = None             # the flow's first initial RTT (seconds): what it reports
+
+
+class Half:
+    """One sending side's sequence state and counters. Counters (data_segments ... resets) are
+    deltas since the last `take`; RTT sample statistics are kept for the flow's life."""
+    __slots__ = ("peer", "conv", "base", "nextseq", "nextseq_ts", "maxseq", "lastack", "lastack_ts",
+                 "window", "dupacks", "last", "timed", "timed_ts",
+                 "samples", "sample_sum", "sample_min", "sample_max",
+                 "data_segments", "retransmits", "out_of_order", "zero_windows", "resets")
+
+    def __init__(self, conv):
+        self.peer = None
+        self.conv = conv
+        self.samples = 0
+        self.sample_sum = 0.0
+        self.sample_min = self.sample_max = 0.0
+        self.data_segments = self.retransmits = self.out_of_order = self.zero_windows = self.resets = 0
+        _restart(self)
+
+
+def _restart(h):
+    """Sequence state as before the first segment (0 is 'not known yet', as in tshark)."""
+    h.base = None               # the side's initial sequence number (first seq - 1 without a SYN)
+    h.nextseq = 0               # highest sequence number sent + 1
+    h.nextseq_ts = 0.0          # when it was set
+    h.maxseq = 0                # highest contiguous sequence number that may be acknowledged
+    h.lastack = 0               # the side's latest acknowledgement number
+    h.lastack_ts = 0.0
+    h.window = 0
+    h.dupacks = 0               # duplicate ACKs in a row (-1: after an ACK of unseen data)
+    h.last = 0                  # the latest segment was a keep-alive / zero window probe
+    h.timed = -1                # the sequence number whose acknowledgement ends an RTT sample; -1 none
+    h.timed_ts = 0.0
+
+
+def pair():
+    """The two halves of a new TCP flow, linked to each other: (first sender's, other side's)."""
+    conv = Conversation()
+    a, b = Half(conv), Half(conv)
+    a.peer, b.peer = b, a
+    return a, b
+
+
+def see(h, ts, flags, seq, ack, win, seglen):
+    """One segment sent by side `h`: TCP flags, sequence and acknowledgement numbers, window
+    field (unscaled) and payload length (from the IP length, not what was captured)."""
+    p = h.peer
+    if flags & 0x16 != 0x10:                      # SYN, RST, or no ACK: the rare cases
+        if flags & 0x12 == 0x02:
+            if h.base is not None and seq != h.base:      # a new connection on the same ports
+                _restart(h)
+                _restart(p)
+                h.conv.stream_rtt = None
+            h.conv.syn_ts = ts
+        if flags & 4:
+            h.resets += 1
+    if flags & 0x12 == 0x10:                      # tshark: a segment with ACK and without SYN
+        conv = h.conv
+        if conv.stream_rtt is None and conv.syn_ts is not None:
+            dt = ts - conv.syn_ts
+            if dt > 0:
+                conv.stream_rtt = dt
+                if conv.rtt is None:
+                    conv.rtt = dt
+    if h.base is None:
+        h.base = seq if flags & 2 else (seq - 1) & M
+    if flags & 0x10 and p.base is None:
+        p.base = (ack - 1) & M
+
+    nextseq = h.nextseq
+    special = 0
+    if seglen == 1 and seq == nextseq and p.window == 0:
+        special = _ZERO_WINDOW_PROBE
+    else:
+        if win == 0 and not flags & 7:
+            h.zero_windows += 1
+        if seglen <= 1 and seq == (nextseq - 1) & M and not flags & 7:
+            special = _KEEPALIVE
+        if not seglen and win and win == h.window and seq == nextseq and ack == h.lastack and not flags & 7 \
+                and not p.last & _KEEPALIVE:       # a keep-alive's ACK repeats the last ACK: not a duplicate
+            h.dupacks = 1 if h.dupacks == -1 else h.dupacks + 1
+    lastack = h.lastack
+    if ack != lastack:
+        h.dupacks = 0
+    if flags & 0x10:
+        maxseq = p.maxseq
+        if maxseq and (maxseq - ack) & M >= HALF:        # acknowledges data never seen
+            if maxseq > p.nextseq:
+                p.maxseq = p.nextseq
+            else:
+                p.dupacks = -1
+        if p.timed >= 0 and (ack - p.timed) & M < HALF:   # covers the segment the other side timed
+            sample = ts - p.timed_ts
+            p.timed = -1
+            if sample >= 0:
+                if p.samples:
+                    if sample < p.sample_min:
+                        p.sample_min = sample
+                    elif sample > p.sample_max:
+                        p.sample_max = sample
+                else:
+                    p.sample_min = p.sample_max = sample
+                p.samples += 1
+                p.sample_sum += sample
+
+    syn_fin = flags & 3
+    if seglen or syn_fin:
+        if seglen:
+            h.data_segments += 1
+        if special != _KEEPALIVE:
+            behind = nextseq and (seq - nextseq) & M >= HALF
+            if seglen > 1 and (nextseq - 1) & M == seq:
+                behind = False
+            plast = p.lastack
+            end = (seq + seglen) & M
+            if seglen and plast and (end == plast or (end - plast) & M >= HALF):
+                h.retransmits += 1                          # spurious: already acknowledged
+                h.timed = -1
+            elif behind:
+                if p.dupacks >= 2 and plast == seq and 0 <= ts - p.lastack_ts < FAST_RETRANSMIT_WINDOW:
+                    h.retransmits += 1                      # fast retransmission
+                elif 0 <= ts - h.nextseq_ts < (h.conv.stream_rtt or OOO_DEFAULT) \
+                        and nextseq != (end + (1 if syn_fin else 0)) & M:
+                    h.out_of_order += 1
+                else:
+                    h.retransmits += 1
+                h.timed = -1
+    nseq = (seq + seglen + 1) & M if syn_fin else (seq + seglen) & M
+    if (not nextseq or (nextseq - nseq) & M >= HALF) and special != _ZERO_WINDOW_PROBE:
+        h.nextseq = nseq
+        h.nextseq_ts = ts
+        if (seglen or syn_fin) and h.timed < 0:
+            h.timed = nseq
+            h.timed_ts = ts
+    if (not h.maxseq or seq == h.maxseq) and special != _ZERO_WINDOW_PROBE:
+        h.maxseq = h.nextseq
+    h.window = win
+    h.lastack = ack
+    h.lastack_ts = ts
+    h.last = special
+
+
+def take(a, b):
+    """Both sides' counters since the last take, summed, and reset: (data_segments,
+    retransmits, out_of_order, zero_windows, resets)."""
+    out = (a.data_segments + b.data_segments, a.retransmits + b.retransmits, a.out_of_order + b.out_of_order,
+           a.zero_windows + b.zero_windows, a.resets + b.resets)
+    for h in (a, b):
+        h.data_segments = h.retransmits = h.out_of_order = h.zero_windows = h.resets = 0
+    return out
+
+
+def rtts(a, b):
+    """(rtt_ms, rtt_min_ms, rtt_avg_ms, rtt_max_ms) of the flow, None where nothing was measured:
+    the handshake RTT, and the running samples of the side with the larger minimum."""
+    rtt = a.conv.rtt
+    h = a if a.samples and (not b.samples or a.sample_min >= b.sample_min) else b
+    if not h.samples:
+        return (None if rtt is None else rtt * 1000.0), None, None, None
+    return ((None if rtt is None else rtt * 1000.0), h.sample_min * 1000.0,
+            h.sample_sum / h.samples * 1000.0, h.sample_max * 1000.0)
