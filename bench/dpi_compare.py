@@ -3,7 +3,7 @@
 Issue 9's bar: of the flows nDPI names in tls, http, dns and quic, at least 95% have the same
 `server_name` and the matching `app`, and at least 90% within each of the four.
 
-  python bench/dpi_compare.py CAPTURE_OR_DIR [...] [--engine-python PY] [--jobs N]
+  python bench/dpi_compare.py [CAPTURE_OR_DIR ...] [--engine-python PY] [--jobs N]
                               [--show N] [--json FILE] [--work DIR]
 
 The engine is nDPI through NFStream (`pip install nfstream` in a virtualenv of its own: it is
@@ -25,8 +25,10 @@ Per capture (a directory is walked for *.pcap, *.pcapng, *.cap):
    master protocol is TLS, HTTP (also HTTP_Proxy, HTTP_Connect), DNS or QUIC. A named flow of
    a family *matches* when NetTally's record has `app` equal to the family and the same
    `server_name`, compared case-insensitively (DNS and HTTP names are case-free, and NetTally
-   keeps an SNI's case as sent while nDPI lower-cases it) and without a trailing dot; an HTTP
+   keeps an SNI's case as sent) and without a trailing dot; an HTTP
    name also without a ":port" (nDPI may keep it, NetTally's server_name is the host alone).
+   A byte NetTally shows escaped (`\\xNN`: not printable ASCII) is compared as "?", which is how
+   nDPI writes such a byte; nothing else is rewritten.
 
 Printed: the table (named, matched, share per family and overall), the first --show mismatches,
 flows named by nDPI outside the four families (listed, not counted), and flows of the families
@@ -36,6 +38,7 @@ import argparse
 import ipaddress
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -53,6 +56,7 @@ FAMILY_OF_MASTER = {"TLS": "tls", "HTTP": "http", "HTTP_Proxy": "http", "HTTP_Co
 BAR_OVERALL, BAR_FAMILY = 0.95, 0.90
 SUFFIXES = (".pcap", ".pcapng", ".cap")
 DEFAULT_ENGINE = "/tmp/venv-nfs/bin/python"
+DEFAULT_CORPUS = "/tmp/corpora/ndpi-src/nDPI-4.2/tests/pcap"     # bench/README.md: how to get it
 TIMEOUT = 600
 
 # Run by the engine's interpreter: one capture per process (a fuzzed capture that crashes the
@@ -114,8 +118,13 @@ def flow_key(proto, a, pa, b, pb):
     return proto, str(lo[1]), lo[2], str(hi[1]), hi[2]
 
 
-def normal_name(family, text):
+_ESCAPED = re.compile(r"\\x[0-9a-f]{2}")
+
+
+def normal_name(family, text, ours=False):
     text = (text or "").strip()
+    if ours:
+        text = _ESCAPED.sub("?", text).replace("\\\\", "\\")
     if family == "http":
         if text.startswith("["):
             close = text.find("]")
@@ -212,7 +221,7 @@ def compare(capture, engine, ours, note=""):
             continue
         named[family] += 1
         want = normal_name(family, e.name)
-        if rec is not None and rec.app == family and normal_name(family, rec.server_name) == want:
+        if rec is not None and rec.app == family and normal_name(family, rec.server_name, ours=True) == want:
             matched[family] += 1
         else:
             ours_text = (f"app={rec.app or '-'}/{rec.app_source or '-'} server_name={rec.server_name!r}"
@@ -290,7 +299,7 @@ def report(results, show, version):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="bench/dpi_compare.py", description=__doc__.splitlines()[0])
     p.add_argument("paths", nargs="*", help="captures or directories of captures "
-                                            "(default: $NETTALLY_DPI_CORPUS, if set)")
+                                            f"(default: $NETTALLY_DPI_CORPUS, else {DEFAULT_CORPUS})")
     p.add_argument("--engine-python", default=os.environ.get("NFSTREAM_PYTHON", DEFAULT_ENGINE),
                    help="a Python with nfstream installed (default: $NFSTREAM_PYTHON or %(default)s)")
     p.add_argument("--jobs", type=int, default=max(1, min(4, os.cpu_count() or 1)))
@@ -298,7 +307,7 @@ def main(argv=None):
     p.add_argument("--json", help="write the per-capture results here")
     p.add_argument("--work", help="folder for the temporary databases (default: a new temporary one)")
     args = p.parse_args(argv)
-    paths = args.paths or [x for x in [os.environ.get("NETTALLY_DPI_CORPUS")] if x]
+    paths = args.paths or [os.environ.get("NETTALLY_DPI_CORPUS") or DEFAULT_CORPUS]
     captures = captures_of(paths)
     if not captures:
         print("dpi_compare: skipped: no capture given (a folder such as nDPI's tests/pcap; see bench/README.md)")
