@@ -29,6 +29,7 @@ class ImportWriter:
         inbox.close()
         reply_end.close()
         self.span = None              # like RollupStore.span, known after close()
+        self.flows = 0                # flow records the file added, known after close()
         self.refused = None
 
     def submit(self, rollups):
@@ -52,17 +53,19 @@ class ImportWriter:
         if outcome[0] == "refused":
             self.refused = outcome[1]
         else:
-            self.span = outcome[1]
+            self.span, self.flows = outcome[1], outcome[2]
 
 
 def _serve(path, inbox, reply, importer_end):
     for signum in (signal.SIGINT, signal.SIGTERM):     # the importing process decides when to stop
         signal.signal(signum, signal.SIG_IGN)
     importer_end.close()
-    store, error, finish = None, None, None
+    store, error, finish, last_flow = None, None, None, 0
     try:
         store = RollupStore(connect(path))
         store.con.execute("BEGIN IMMEDIATE")
+        # flow records are numbered in order: those above this one are the file's own
+        last_flow = store.con.execute("SELECT coalesce(max(id), 0) FROM flows").fetchone()[0]
     except Exception as e:
         error = f"{path}: {e}"
     while True:
@@ -78,10 +81,10 @@ def _serve(path, inbox, reply, importer_end):
                 store.apply(message)
             except Exception as e:
                 error = f"{path}: {e}"
-    outcome = ("ok", None)
+    outcome = ("ok", None, 0)
     if error is None:
         try:
-            outcome = _end(store, finish)
+            outcome = _end(store, finish, last_flow)
         except Exception as e:
             error = f"{path}: {e}"
     try:
@@ -92,14 +95,14 @@ def _serve(path, inbox, reply, importer_end):
         store.con.close()
 
 
-def _end(store, finish):
+def _end(store, finish, last_flow):
     """Commits the file's transaction with its sources row and its ledger mark, unless the same
     content was stored first (checked here, under the write lock: two racing imports of one file
     store it once) or finish is None: then rolls back."""
     con = store.con
     if finish is None:
         con.rollback()
-        return ("ok", None)
+        return ("ok", None, 0)
     import_id, sha256, force, (kind, name, started, frames, clamped, damage) = finish
     done = None if force or not sha256 else imports.stored(con, sha256)
     if done is not None:
@@ -108,5 +111,6 @@ def _end(store, finish):
     source_id = store.begin_source(kind, name, started)
     store.end_source(source_id, frames, clamped, damage)
     imports.end(con, import_id, imports.STORED, frames, source_id, sha256)
+    flows = con.execute("SELECT count(*) FROM flows WHERE id > ?", (last_flow,)).fetchone()[0]
     con.commit()
-    return ("ok", store.span)
+    return ("ok", store.span, flows)

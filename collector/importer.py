@@ -5,6 +5,7 @@ on the capture's own timeline and the hour and day tiers of what was imported.
       -> _ImportTally (the summary line) -> Labeller (names/label.py: services, classes, host names)
       -> ImportWriter (collector/import_writer.py, the other core)
 """
+import shlex
 import signal
 import sqlite3
 import sys
@@ -13,7 +14,7 @@ from functools import partial
 
 from alerts.config import load_rules
 from alerts import messages
-from alerts.scope import ImportScope
+from alerts.scope import MAX_SUBJECTS, ImportScope
 from alerts.service import evaluate_import, import_summary
 from capture.capfile import CaptureError
 from capture.flows import FlowTable
@@ -33,8 +34,8 @@ from storage.store import RollupStore
 LATE_NAMES_WAIT = 30.0      # seconds the end of an import waits at most for the tshark batch in flight
 SMALL_IMPORT = 1.0          # an import quicker than this waits for it (up to LATE_NAMES_WAIT)
 
-_IP_FRAMES, _NON_IP_FRAMES, _UNDECODABLE_FRAMES = (IFACE_FIELDS.index(name) for name in
-                                                    ("ip_frames", "non_ip_frames", "undecodable_frames"))
+_IP_FRAMES, _NON_IP_FRAMES, _UNDECODABLE_FRAMES, _BYTES = (
+    IFACE_FIELDS.index(name) for name in ("ip_frames", "non_ip_frames", "undecodable_frames", "bytes"))
 
 
 def run_import(settings, files, force=False):
@@ -67,7 +68,7 @@ def run_import(settings, files, force=False):
 
 
 def _import_files(settings, files, store, labeller, dpi, stop_asked, force):
-    status, scope = EXIT_OK, ImportScope()
+    status, scope, stored = EXIT_OK, ImportScope(), _Stored()
     for path in files:
         try:
             admission = Admission(store.con, path, force)
@@ -82,14 +83,47 @@ def _import_files(settings, files, store, labeller, dpi, stop_asked, force):
             print(f"run.py import: {admission.refused()}", file=sys.stderr)
             status = max(status, EXIT_USAGE)
             continue
-        outcome = _import_one(settings, path, admission, store, labeller, dpi, stop_asked, scope)
+        outcome = _import_one(settings, path, admission, store, labeller, dpi, stop_asked, scope, stored)
         if outcome is None:
             status = EXIT_INTERRUPTED
             break
         status = max(status, outcome)
     _judge(settings, store.con, scope)
     build_pending(store.con)                 # hour and day tiers of what was imported
+    if stored.span is not None:
+        print(stored.line(settings, scope))
     return status
+
+
+class _Stored:
+    """What the files of one import stored, for its last line: where to look at it."""
+
+    def __init__(self):
+        self.span = None             # (first bucket, end of the last)
+        self.bytes = self.flows = 0
+
+    def add(self, span, nbytes, flows):
+        self.span = span if self.span is None else (min(self.span[0], span[0]), max(self.span[1], span[1]))
+        self.bytes += nbytes
+        self.flows += flows
+
+    def line(self, settings, scope):
+        since, until = (_utc(t) for t in self.span)
+        hosts = f"more than {MAX_SUBJECTS:,} hosts" if scope.too_many_hosts else _count(len(scope.hosts), "host")
+        return (f"stored: {since} .. {until}, {messages.amount(self.bytes, 'bytes')}, {hosts}, "
+                f"{_count(self.flows, 'flow')}; to see them: run.py serve --db {shlex.quote(settings.db)}, then "
+                f"http://127.0.0.1:{settings.port}/?since={since}&until={until}")
+
+
+def _count(n, noun):
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _utc(t):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(min(t, _LAST_ISO_SECOND)))
+
+
+_LAST_ISO_SECOND = 253402300799         # 9999-12-31T23:59:59Z: a clamped timestamp's bucket ends past it
 
 
 def _judge(settings, con, scope):
@@ -106,7 +140,7 @@ def _judge(settings, con, scope):
         print(line)
 
 
-def _import_one(settings, path, admission, store, labeller, dpi, stop_asked, scope):
+def _import_one(settings, path, admission, store, labeller, dpi, stop_asked, scope, stored):
     """One file in one transaction; returns its exit status, None when the import was stopped."""
     table = FlowTable(idle_timeout=settings.idle_timeout, active_timeout=settings.active_timeout,
                       max_flows=settings.max_flows, read_payload=settings.names)
@@ -143,6 +177,7 @@ def _import_one(settings, path, admission, store, labeller, dpi, stop_asked, sco
     if writer.span:
         spans = [writer.span] + ([store.span] if store.span else [])
         store.span = (min(s[0] for s in spans), max(s[1] for s in spans))
+        stored.add(writer.span, tally.bytes, writer.flows)
     scope.merge(tally.scope)                 # stored: its hosts and hours are the rules' to judge
     line = f"{path}: {result.frames} frames ({tally.summary()})"
     if result.clamped:
@@ -184,7 +219,7 @@ class _ImportTally:
 
     def __init__(self, sink, scope):
         self.sink, self.scope = sink, scope
-        self.ip = self.non_ip = self.undecodable = 0
+        self.ip = self.non_ip = self.undecodable = self.bytes = 0
         self.reasons = {}
         self.names = set()            # addresses named on the wire (bounded by the flow table per bucket)
         self.unreadable = {}          # reason -> flows whose payload could not be read
@@ -195,6 +230,7 @@ class _ImportTally:
                 self.ip += c[_IP_FRAMES]
                 self.non_ip += c[_NON_IP_FRAMES]
                 self.undecodable += c[_UNDECODABLE_FRAMES]
+                self.bytes += c[_BYTES]
             for (_, reason), c in rollup.undecodable.items():
                 self.reasons[reason] = self.reasons.get(reason, 0) + c[0]
             if len(self.names) < 1_000_000:

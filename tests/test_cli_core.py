@@ -5,6 +5,7 @@ import io
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,16 @@ def hosts(capsys, db):
     return {r["ip"]: (int(r["tx_bytes"]), int(r["tx_packets"])) for r in csv.DictReader(io.StringIO(out))}
 
 
+def stored(db, k, first=T0, last=None, flows=1):
+    """The import's last line for FRAMES[:k] sent at first, first + 1, ... (one flow, two hosts)."""
+    def utc(t):
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t // 60 * 60))
+    since, until = utc(first), utc((first + k - 1 if last is None else last) + 60)
+    size = sum(len(f) for f in FRAMES[:k])
+    return (f"stored: {since} .. {until}, {size} B, 2 hosts, {flows} flow{'' if flows == 1 else 's'}; to see them: "
+            f"run.py serve --db {db}, then http://127.0.0.1:8321/?since={since}&until={until}\n")
+
+
 def sent(k):
     """What 10.0.0.1 sent in FRAMES[:k]: (bytes, packets)."""
     return sum(len(f) for f in FRAMES[:k]), k
@@ -43,7 +54,8 @@ def sent(k):
 def test_import_then_export(tmp_path, capsys):
     p = tmp_path / "ok.pcap"
     p.write_bytes(pcap_bytes(1, [(T0 + i, f) for i, f in enumerate(FRAMES)]))
-    assert cli(capsys, "import", p, "--db", tmp_path / "a.db") == (EXIT_OK, f"{p}: 6 frames (6 IP, 0 non-IP, 0 undecodable)\n", "")
+    assert cli(capsys, "import", p, "--db", tmp_path / "a.db") == (
+        EXIT_OK, f"{p}: 6 frames (6 IP, 0 non-IP, 0 undecodable)\n" + stored(tmp_path / "a.db", 6), "")
     assert hosts(capsys, tmp_path / "a.db")["10.0.0.1"] == sent(6)
 
 
@@ -71,7 +83,8 @@ def test_a_bad_file_among_good_ones(tmp_path, capsys):
     good = tmp_path / "good.pcap"
     good.write_bytes(pcap_bytes(1, [(T0, FRAMES[0])]))
     code, out, err = cli(capsys, "import", tmp_path / "nope.pcap", good, "--db", tmp_path / "m.db")
-    assert (code, out) == (EXIT_USAGE, f"{good}: 1 frames (1 IP, 0 non-IP, 0 undecodable)\n") and err.count("\n") == 1
+    assert (code, out) == (EXIT_USAGE, f"{good}: 1 frames (1 IP, 0 non-IP, 0 undecodable)\n" + stored(tmp_path / "m.db", 1))
+    assert err.count("\n") == 1
     assert hosts(capsys, tmp_path / "m.db")["10.0.0.1"] == sent(1)
 
 
@@ -116,7 +129,10 @@ def test_damaged_captures_keep_what_came_before_and_exit_3(tmp_path, capsys, nam
     p = tmp_path / name
     p.write_bytes(data)
     code, out, err = cli(capsys, "import", p, "--db", tmp_path / "d.db")
-    assert (code, err) == (EXIT_DAMAGED, "") and out.count("\n") == 1
+    assert (code, err) == (EXIT_DAMAGED, "") and out.count("\n") == 2
+    out, stored_line = out.splitlines(keepends=True)
+    if kept is not None:
+        assert stored_line == stored(tmp_path / "d.db", kept)
     frames = int(out.split(": ", 1)[1].split(" frames")[0])
     assert out.startswith(f"{p}: {frames} frames ({frames} IP, 0 non-IP, 0 undecodable); stopped early: {words}"), out
     if kept is None:                                     # the gzip'd one: some, not all, in file order
@@ -134,14 +150,19 @@ def test_damaged_import_says_so_in_a_subprocess_too(tmp_path, run_py):
     p.write_bytes(PCAP[:_pcap_offset(3) + 5])
     code, out, err = sub(run_py, "import", p, "--db", tmp_path / "d.db")
     assert (code, err) == (EXIT_DAMAGED, "")
-    assert out == f"{p}: 3 frames (3 IP, 0 non-IP, 0 undecodable); stopped early: file ends inside a record header at byte {_pcap_offset(3)}\n"
+    assert out == (f"{p}: 3 frames (3 IP, 0 non-IP, 0 undecodable); stopped early: file ends inside a record header "
+                   f"at byte {_pcap_offset(3)}\n" + stored(tmp_path / "d.db", 3))
 
 
 def test_timestamps_beyond_any_date_import_and_export(tmp_path, capsys):
     p = tmp_path / "future.pcapng"
     p.write_bytes(shb() + idb(1, tsresol=0) + epb(0, 2**64 - 1, FRAMES[0]) + epb(0, 2**40, FRAMES[1]))
     code, out, err = cli(capsys, "import", p, "--db", tmp_path / "f.db")
-    assert (code, out, err) == (EXIT_OK, f"{p}: 2 frames (2 IP, 0 non-IP, 0 undecodable), 2 timestamps outside 1970-9999 clamped\n", "")
+    assert (code, err) == (EXIT_OK, "")
+    assert out == (f"{p}: 2 frames (2 IP, 0 non-IP, 0 undecodable), 2 timestamps outside 1970-9999 clamped\n"
+                   f"stored: 9999-12-31T23:59:00Z .. 9999-12-31T23:59:59Z, {len(FRAMES[0]) + len(FRAMES[1])} B, 2 hosts, "
+                   f"1 flow; to see them: run.py serve --db {tmp_path / 'f.db'}, then "
+                   "http://127.0.0.1:8321/?since=9999-12-31T23:59:00Z&until=9999-12-31T23:59:59Z\n")
     assert hosts(capsys, tmp_path / "f.db")["10.0.0.1"] == sent(2)
     code, out, err = cli(capsys, "export", "flows", "--db", tmp_path / "f.db")
     [row] = csv.DictReader(io.StringIO(out))
@@ -240,7 +261,8 @@ def test_a_large_name_resolution_block_is_not_damage(tmp_path, capsys):
     p.write_bytes(shb() + idb(1) + epb(0, int(T0 * 1e6), FRAMES[0]) + block(4, b"\x00" * 400_000)
                   + epb(0, int(T0 * 1e6) + 1, FRAMES[1]))
     code, out, err = cli(capsys, "import", p, "--db", tmp_path / "n.db")
-    assert (code, out, err) == (EXIT_OK, f"{p}: 2 frames (2 IP, 0 non-IP, 0 undecodable)\n", "")
+    assert (code, out, err) == (EXIT_OK, f"{p}: 2 frames (2 IP, 0 non-IP, 0 undecodable)\n"
+                                + stored(tmp_path / "n.db", 2, last=T0), "")
 
 
 @pytest.mark.system
@@ -250,7 +272,8 @@ def test_import_from_a_pipe(tmp_path, run_py):
     p.write_bytes(pcap_bytes(1, [(T0 + i, f) for i, f in enumerate(FRAMES[:3])]))
     done = subprocess.run(run_py + ["import", "/dev/stdin", "--db", str(tmp_path / "p.db")], input=p.read_bytes(),
                           capture_output=True, timeout=60)           # input= goes through a pipe
-    assert (done.returncode, done.stdout, done.stderr) == (0, b"/dev/stdin: 3 frames (3 IP, 0 non-IP, 0 undecodable)\n", b"")
+    want = "/dev/stdin: 3 frames (3 IP, 0 non-IP, 0 undecodable)\n" + stored(tmp_path / "p.db", 3)
+    assert (done.returncode, done.stdout, done.stderr) == (0, want.encode(), b"")
 
 
 @pytest.mark.system

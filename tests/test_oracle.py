@@ -4,6 +4,7 @@ must give (written out here by hand) and against tshark decoding the same file (
 skipped, saying why, where tshark is absent). Also every capture in ../shared/captures, when that
 folder exists (a fresh clone has none)."""
 import ipaddress
+import re
 import struct
 from pathlib import Path
 from typing import NamedTuple
@@ -400,7 +401,11 @@ def test_every_encapsulation_exact_and_as_tshark_counts(link, tmp_path, capsys, 
         kinds += ": " + ", ".join(f"{reason} {n}" for reason, (n, _) in sorted(want_reasons.items()))
     summary = f"{path}: {len(cases)} frames ({kinds})" + (
         f", {clamped} wire lengths clamped to 262144" if clamped else "")
-    assert (code, out, err) == (0, summary + "\n", "")
+    first, stored = out.splitlines()
+    assert (code, first, err) == (0, summary, "")
+    hosts, flows = len(want_hosts), len(want_flows)      # what tshark saw is what the import says it stored
+    assert re.fullmatch(rf"stored: \S+ \.\. \S+, [0-9.]+ k?B, {hosts} hosts?, {flows} flows?; to see them: "
+                        rf"run\.py serve --db .+, then http://127\.0\.0\.1:8321/\?since=\S+&until=\S+", stored), stored
 
     assert exported_flows(flows_csv) == _canonical(want_flows)
     assert exported_hosts(hosts_csv) == {str(ipaddress.ip_address(k)): v for k, v in want_hosts.items()}
@@ -496,6 +501,7 @@ def test_shared_malformed_captures_import_cleanly(capture, tmp_path, run_py):
                           capture_output=True, text=True, timeout=60)
     said = (done.stdout + done.stderr).strip()
     assert done.returncode in (0, 2, 3), said
+    said = "\n".join(line for line in said.splitlines() if not line.startswith("stored: "))   # where it went
     assert "Traceback" not in done.stderr and len(said.splitlines()) == 1, said
     if done.returncode == 3:
         assert "stopped early" in said and "byte" in said
