@@ -26,6 +26,7 @@ BENCHMARKS = (
     ("attribution", "socket -> process attribution"),
     ("api", "JSON API latency"),
     ("dbsize", "database size"),
+    ("dpi_compare", "names and apps against nDPI (skipped without NFStream or captures)"),
 )
 NAMES = tuple(name for name, _ in BENCHMARKS)
 
