@@ -327,3 +327,12 @@ def test_a_bad_mail_setting_leaves_alerts_on_and_says_why(tmp_path, certificate)
     [status] = alert_log.delivery_status(runner.con)
     assert status["channel"] == "email" and status["last_error"] == "e-mail off: smtp_to names no address to send alerts to"
     runner.close()
+
+
+def test_webhook_status_shows_its_url_without_credentials():
+    from alerts.webhook import WebhookSender
+    sender = WebhookSender("https://user:pw@hooks.example:8443/nettally?token=abc#x", retries=0)
+    sender.close()
+    status = sender.status()
+    assert status["target"] == "https://hooks.example:8443/nettally"
+    assert (status["delivered"], status["failed"], status["retries"], status["dropped"]) == (0, 0, 0, 0)
