@@ -39,7 +39,7 @@ import pytest
 from common import IS_ROOT, ROOT
 from selenium.webdriver.support.ui import Select
 from web_helpers import A, B, C, EVIL_NAME, EVIL_PROCESS, FORMULA_NAME, FORMULA_PROCESS, GAP_HOST, GAP_T0, LONE_HOST, \
-    answering, chromium_missing, free_port, get_json, http_get, make_db, make_gap_db, start_chromium, stop, wait_for
+    answering, chromium_missing, free_port, get_json, http_get, make_db, make_gap_db, showcase_rollups, start_chromium, stop, wait_for
 
 pytestmark = [pytest.mark.system, pytest.mark.skipif(bool(chromium_missing()), reason=str(chromium_missing()))]
 TALKER_NAME = "ntwebtalker"
@@ -599,12 +599,20 @@ SCREENSHOT_PAGES = [("overview", "/"), ("hosts", "/hosts"), ("host", f"/hosts/{A
                     ("not-found", "/no/such/page")]
 
 
-def test_every_page_renders_and_is_photographed(browser, tmp_path, named_server):
-    """Each page in a 1366 px window without console errors (the 404 page's own status aside);
-    screenshots into docs/screenshots/ when NETTALLY_SCREENSHOTS=1."""
+def test_every_page_renders_and_is_photographed(browser, tmp_path, run_py):
+    """Each page in a 1366 px window without console errors (the 404 page's own status aside),
+    over an hour of traffic; screenshots into docs/screenshots/ when NETTALLY_SCREENSHOTS=1."""
+    server, base = serve(run_py, make_db(tmp_path / "showcase.db", extra=showcase_rollups(), named=True))
+    try:
+        photograph_every_page(browser, tmp_path, base)
+    finally:
+        stop(server)
+
+
+def photograph_every_page(browser, tmp_path, base):
     browser.set_window_size(1366, 1000)
     for name, page in SCREENSHOT_PAGES:
-        browser.get(named_server + page)
+        browser.get(base + page)
         wait_for(lambda: js(browser, "return document.readyState") == "complete" and
                  js(browser, "return [...document.querySelectorAll('main table tbody')]"
                              ".every(b => b.rows.length > 0 || b.offsetParent === null)"), 10, f"the tables of {page}")

@@ -235,3 +235,38 @@ def make_gap_db(path):
     RollupStore(con).apply(gap_rollups())
     con.close()
     return str(path)
+
+
+# A livelier database for the screenshots of every page (test_browser.py): an hour of traffic.
+SHOWCASE_HOSTS = [f"192.168.1.{n}" for n in (10, 11, 12, 20, 23, 31, 40, 54, 77, 101)] + ["10.0.0.1", "10.0.0.2"]
+SHOWCASE_APPS = [("tls", "web browsing", 443), ("quic", "video streaming", 443), ("dns", "system and background", 53),
+                 ("ssh", "other", 22), ("http", "file transfer and downloads", 80)]
+
+
+def showcase_rollups(end=MINUTE - 180, minutes=60):
+    """`minutes` minutes before `end`: hosts whose traffic rises and falls (one idle for a while),
+    two processes, flows of a few apps."""
+    import math
+    browser = ProcessKey(400, 4000.0, "firefox", "/usr/lib/firefox/firefox", "firefox", "alice")
+    backup = ProcessKey(401, 4001.0, "rsync", "/usr/bin/rsync", "rsync -a /home backup:", "root")
+    out = []
+    for m in range(minutes):
+        bucket = end - (minutes - m) * 60
+        hosts, flows = {}, []
+        for i, ip in enumerate(SHOWCASE_HOSTS):
+            if i == 3 and 20 <= m < 32:          # a gap: this host is silent for 12 minutes
+                continue
+            level = (12 - i) * 40_000 * (1.2 + math.sin((m + 7 * i) / 6))
+            tx, rx = int(level * 0.3), int(level)
+            hosts[ip] = [tx, rx, tx // 900 + 1, rx // 1200 + 1]
+            if m % 10 == 0:
+                app, cls, port = SHOWCASE_APPS[i % len(SHOWCASE_APPS)]
+                flows.append(flow(6 if app != "quic" else 17, ip, 40000 + m, "10.0.0.2", port, bucket + 1.0, bucket + 50.0,
+                                  tx, tx // 900 + 1, rx, rx // 1200 + 1)._replace(app=app, app_source="dpi",
+                                                                                  traffic_class=cls))
+        sent, received = sum(v[0] for v in hosts.values()), sum(v[1] for v in hosts.values())
+        procs = {browser: [sent // 3, received // 2, 10, 20], backup: [sent // 2, received // 10, 30, 5]}
+        out.append(Rollup(bucket, flows, hosts, {"eth0": _iface(sent + received, 900, sent, 300),
+                                                 "wlan0": _iface((sent + received) // 5, 200, sent // 6, 60)},
+                          {}, procs, {"attributed": [sent + received, 1000]}))
+    return out
