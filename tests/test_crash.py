@@ -142,6 +142,7 @@ class Settings:
     maintenance_interval = 0.05
     writer_backlog_rows = 100_000
     retention_seconds, retention_minutes, retention_hours, retention_days, retention_flows = 900, 1, 90, 730, 90
+    retention_iface_minutes = 35
 
 
 def test_writer_thread_hooks_sources_and_housekeeping(tmp_path):
