@@ -191,7 +191,7 @@ else:
 """
 
 
-def make_captures(outdir, connections=12, size=300_000):
+def make_captures(outdir, connections=12, size=300_000, which=tuple(NETEM)):
     """Records one capture per NETEM setting in a fresh pair of namespaces (tcpdump in namespace
     0, the client's; the server in 1 reads slowly for `slow_reader`)."""
     from tests.tcp_link import emulated_link
@@ -200,7 +200,8 @@ def make_captures(outdir, connections=12, size=300_000):
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     made = []
-    for name, (ab, ba) in NETEM.items():
+    for name in which:
+        ab, ba = NETEM[name]
         with emulated_link("tc", ab=ab, ba=ba) as link:
             path = outdir / f"{name}.pcap"
             dump = subprocess.Popen(link.cmd(0, ["tcpdump", "-i", link.ifname[0], "-U", "-w", str(path), "tcp"]),

@@ -49,7 +49,7 @@ class Conversation:
 class Half:
     """One sending side's sequence state and counters. Counters (data_segments ... resets) are
     deltas since the last `take`; RTT sample statistics are kept for the flow's life."""
-    __slots__ = ("peer", "conv", "base", "nextseq", "nextseq_ts", "maxseq", "lastack", "lastack_ts",
+    __slots__ = ("peer", "conv", "steady", "base", "nextseq", "nextseq_ts", "maxseq", "lastack", "lastack_ts",
                  "window", "dupacks", "last", "timed", "timed_ts",
                  "samples", "sample_sum", "sample_min", "sample_max",
                  "data_segments", "retransmits", "out_of_order", "zero_windows", "resets")
@@ -66,6 +66,7 @@ class Half:
 
 def _restart(h):
     """Sequence state as before the first segment (0 is 'not known yet', as in tshark)."""
+    h.steady = False            # see() may take its short ways (both bases known, no handshake RTT pending)
     h.base = None               # the side's initial sequence number (first seq - 1 without a SYN)
     h.nextseq = 0               # highest sequence number sent + 1
     h.nextseq_ts = 0.0          # when it was set
@@ -87,9 +88,8 @@ def pair():
     return a, b
 
 
-def see(h, ts, flags, seq, ack, win, seglen):
-    """One segment sent by side `h`: TCP flags, sequence and acknowledgement numbers, window
-    field (unscaled) and payload length (from the IP length, not what was captured)."""
+def _see(h, ts, flags, seq, ack, win, seglen):
+    """`see`, every case."""
     p = h.peer
     if flags & 0x16 != 0x10:                      # SYN, RST, or no ACK: the rare cases
         if flags & 0x12 == 0x02:
@@ -98,6 +98,7 @@ def see(h, ts, flags, seq, ack, win, seglen):
                 _restart(p)
                 h.conv.stream_rtt = None
             h.conv.syn_ts = ts
+            h.steady = p.steady = False
         if flags & 4:
             h.resets += 1
     if flags & 0x12 == 0x10:                      # tshark: a segment with ACK and without SYN
@@ -184,6 +185,66 @@ def see(h, ts, flags, seq, ack, win, seglen):
     h.lastack = ack
     h.lastack_ts = ts
     h.last = special
+    conv = h.conv
+    h.steady = p.base is not None and (conv.stream_rtt is not None or conv.syn_ts is None)
+
+
+def see(h, ts, flags, seq, ack, win, seglen):
+    """One segment sent by side `h`: TCP flags, sequence and acknowledgement numbers, window
+    field (unscaled) and payload length (from the IP length, not what was captured).
+
+    The per-packet cost matters (every TCP segment of a capture): the two segments a transfer
+    is made of, the next data segment and a new ACK, take a short way here that leaves the
+    state exactly as `_see`, which follows tshark step by step, would (tests/test_tcp_health.py
+    checks the two agree on random segment sequences)."""
+    if flags & 0x17 != 0x10 or not win or not h.steady or seq != h.nextseq or not seq:
+        _see(h, ts, flags, seq, ack, win, seglen)
+        return
+    p = h.peer
+    if seglen > 1:
+        plast = p.lastack
+        end = (seq + seglen) & M
+        if plast and (end == plast or (end - plast) & M >= HALF):
+            _see(h, ts, flags, seq, ack, win, seglen)         # spurious retransmission
+            return
+        h.data_segments += 1
+        h.nextseq = end
+        h.nextseq_ts = ts
+        if h.timed < 0:
+            h.timed = end
+            h.timed_ts = ts
+        if seq == h.maxseq or not h.maxseq:
+            h.maxseq = end
+    elif seglen or (ack == h.lastack and win == h.window):     # a byte (probe, keep-alive) or a duplicate ACK
+        _see(h, ts, flags, seq, ack, win, seglen)
+        return
+    elif not h.maxseq:
+        h.maxseq = seq
+    if ack != h.lastack:
+        h.dupacks = 0
+    maxseq = p.maxseq
+    if maxseq and (maxseq - ack) & M >= HALF:
+        if maxseq > p.nextseq:
+            p.maxseq = p.nextseq
+        else:
+            p.dupacks = -1
+    if p.timed >= 0 and (ack - p.timed) & M < HALF:
+        sample = ts - p.timed_ts
+        p.timed = -1
+        if sample >= 0:
+            if p.samples:
+                if sample < p.sample_min:
+                    p.sample_min = sample
+                elif sample > p.sample_max:
+                    p.sample_max = sample
+            else:
+                p.sample_min = p.sample_max = sample
+            p.samples += 1
+            p.sample_sum += sample
+    h.window = win
+    h.lastack = ack
+    h.lastack_ts = ts
+    h.last = 0
 
 
 def take(a, b):

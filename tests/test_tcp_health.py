@@ -1,0 +1,112 @@
+"""capture/tcp_health.py with exact numbers: hand-made segment sequences (tests/tcp_scenarios.py,
+whose numbers tshark confirms in tests/test_tcp_health_oracle.py), bad input that must give
+sensible numbers and never raise, the short ways of `see` agreeing with tshark's steps in
+`_see`, and the state's size."""
+import random
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from capture import tcp_health
+from tests.tcp_scenarios import ACK, FIN, PSH, RST, SCENARIOS, SYN, SYN_FLOOD
+
+
+def analyse(segments):
+    """Feeds the segments; returns the flow's numbers as the scenarios state them."""
+    c, s = tcp_health.pair()
+    for t, side, flags, seq, ack, win, n in segments:
+        tcp_health.see(c if side == "c" else s, t, flags, seq, ack, win, n)
+    data, retx, ooo, zw, rst = tcp_health.take(c, s)
+    rtt = tcp_health.rtts(c, s)[0]
+    return dict(rtt_ms=None if rtt is None else round(rtt, 6), retransmits=retx, out_of_order=ooo,
+                zero_windows=zw, resets=rst), (c, s)
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_scenario(name):
+    segments, expected = SCENARIOS[name]
+    got, _ = analyse(segments)
+    assert got == expected
+
+
+def test_no_handshake_no_rtt_never_zero():
+    got, (c, s) = analyse(SCENARIOS["mid_stream"][0])
+    assert got["rtt_ms"] is None
+    # the running samples still measure: data at 10.0 acknowledged at 10.02
+    assert tcp_health.rtts(c, s)[1] == pytest.approx(20.0)
+
+
+def test_same_timestamp_ack_is_no_rtt_yet():
+    """tshark leaves initial_rtt unset while SYN and ACK share a timestamp and takes the next ACK."""
+    segments = [(1.0, "c", SYN, 10, 0, 100, 0), (1.0, "s", SYN | ACK, 20, 11, 100, 0),
+                (1.0, "c", ACK, 11, 21, 100, 0), (1.002, "s", ACK, 21, 11, 100, 0)]
+    assert analyse(segments)[0]["rtt_ms"] == 2.0
+
+
+def test_syn_flood_each_flow_sensible():
+    for segments in SYN_FLOOD.values():
+        assert analyse(segments)[0] == dict(rtt_ms=None, retransmits=0, out_of_order=0, zero_windows=0, resets=0)
+
+
+def test_counters_are_deltas_rtt_stays():
+    segments, _ = SCENARIOS["timeout_retransmission"]
+    c, s = tcp_health.pair()
+    for t, side, flags, seq, ack, win, n in segments:
+        tcp_health.see(c if side == "c" else s, t, flags, seq, ack, win, n)
+    assert tcp_health.take(c, s) == (3, 1, 0, 0, 0)
+    assert tcp_health.take(c, s) == (0, 0, 0, 0, 0)
+    rtt, lo, avg, hi = tcp_health.rtts(c, s)
+    assert rtt == pytest.approx(30.1)
+    # the client's SYN (30 ms) and its first data segment (30 ms); the retransmitted one is not
+    # timed (Karn); the server's SYN-ACK -> ACK (0.1 ms) is the near side: not the one reported
+    assert (lo, avg, hi) == (pytest.approx(30.0), pytest.approx(30.0), pytest.approx(30.0))
+
+
+_segment = st.tuples(st.sampled_from("cs"),
+                     st.sampled_from([ACK, ACK, ACK, PSH | ACK, SYN, SYN | ACK, FIN | ACK, RST, RST | ACK, 0]),
+                     st.integers(-3, 3), st.integers(-3, 3), st.sampled_from([0, 1, 100, 1448, 65535]),
+                     st.sampled_from([0, 0, 1, 2, 100, 1448]), st.floats(0, 0.05))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_segment, max_size=60), st.sampled_from([0, 1000, 0xFFFFFF00, 0xFFFFFFFF]))
+def test_short_ways_agree_with_every_step(segments, isn):
+    """`see` (with its short ways) and `_see` (tshark's steps) leave the same state, on
+    sequences built around the next expected numbers so the short ways are taken often."""
+    a, b = tcp_health.pair(), tcp_health.pair()
+    ts = 0.0
+    for side, flags, dseq, dack, win, n, dt in segments:
+        ts += dt
+        for (c, s), fn in ((a, tcp_health.see), (b, tcp_health._see)):
+            h = c if side == "c" else s
+            seq = (h.nextseq or isn) + dseq * 100
+            ack = (h.peer.nextseq or isn) + dack * 100
+            fn(h, ts, flags, seq & tcp_health.M, ack & tcp_health.M, win, n)
+        for x, y in ((a[0], b[0]), (a[1], b[1])):
+            assert [getattr(x, k) for k in x.__slots__ if k not in ("peer", "conv")] == \
+                [getattr(y, k) for k in y.__slots__ if k not in ("peer", "conv")]
+    assert tcp_health.rtts(*a) == tcp_health.rtts(*b)
+
+
+def test_random_segments_never_raise():
+    rng = random.Random(13)
+    for _ in range(200):
+        c, s = tcp_health.pair()
+        ts = 1e9
+        for _ in range(200):
+            ts += rng.choice([0.0, 0.001, -0.5, 2.0])              # time may step back
+            h = rng.choice((c, s))
+            tcp_health.see(h, ts, rng.randrange(256), rng.randrange(1 << 32), rng.randrange(1 << 32),
+                           rng.randrange(1 << 16), rng.choice([0, 1, 10, 1448, 65495]))
+        rtt = tcp_health.rtts(c, s)
+        assert all(v is None or v >= 0 for v in rtt)
+        assert all(v >= 0 for v in tcp_health.take(c, s))
+
+
+def test_state_is_small():
+    """Bytes a TCP flow's analysis holds: two halves and the shared conversation, numbers inline."""
+    c, s = analyse(SCENARIOS["clean"][0])[1]
+    size = sys.getsizeof(c) + sys.getsizeof(s) + sys.getsizeof(c.conv)
+    assert size <= 600, size
