@@ -118,6 +118,18 @@ class FlowDelta(NamedTuple):
     # filled by names/ in the collector
     service: str = ""         # a named service (YouTube, Zoom...) from server_name or the address
     traffic_class: str = ""   # one of names.classes.CLASSES (exported as `class`)
+    # TCP health (capture/tcp_health.py: tshark's tcp.analysis definitions); None / 0 for other
+    # protocols and with the tcp_health setting off. The RTTs are the flow's so far (not deltas):
+    rtt_ms: float | None = None       # handshake round trip (tcp.analysis.initial_rtt); None: none seen
+    rtt_min_ms: float | None = None   # running samples (a segment -> the ACK that covers it), of the side
+    rtt_avg_ms: float | None = None   # whose data crosses the far part of the path from the capture point
+    rtt_max_ms: float | None = None
+    # deltas in this bucket, both sides summed:
+    data_segments: int = 0    # segments carrying payload (the retransmission rate's denominator)
+    retransmits: int = 0      # tcp.analysis.retransmission (its fast and spurious kinds included)
+    out_of_order: int = 0     # tcp.analysis.out_of_order
+    zero_windows: int = 0     # tcp.analysis.zero_window
+    resets: int = 0           # segments with RST
 
 
 class Rollup(NamedTuple):

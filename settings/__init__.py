@@ -57,6 +57,7 @@ class Settings:
     read_only: bool = _setting(False, "the dashboard and API refuse every change (alert rules, acknowledgements) with 403")
     attribution: str = _setting("auto", "process attribution: auto (Linux: netlink socket table + kernel socket events; elsewhere psutil), proc (Linux socket table, polling only), psutil (portable polling), off")
     names: bool = _setting(True, "name flows and hosts: apps, server names, services, classes, host names (docs/NAMES.md); false: counts only")
+    tcp_health: bool = _setting(True, "TCP health per flow: handshake RTT, running RTT, retransmissions, out-of-order segments, zero windows, resets (docs/HEALTH.md); false: not measured")
     reverse_dns: bool = _setting(False, "ask the host's resolver for names of addresses the wire did not name (at most 10 lookups a second; live capture only)")
     services_file: str = _setting("", "TOML file of service rules that extend or override names/services.toml (docs/NAMES.md)")
     classes_file: str = _setting("", "TOML file of traffic-class rules that come before names/classes.toml's (docs/NAMES.md)")
