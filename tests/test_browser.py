@@ -541,6 +541,23 @@ def test_links_carry_the_range(browser, gap_server):
     assert console_errors(browser) == []
 
 
+def test_a_custom_range_is_chosen_on_the_page(browser, gap_server):
+    browser.get(gap_server + "/hosts")
+    wait_for(lambda: table_dicts(browser, "#hosts"), 10, "the host rows")
+    Select(browser.find_element("id", "range-preset")).select_by_value("custom")
+    assert browser.find_element("id", "range-from").is_displayed()
+    since, until = GAP_T0 + 60, GAP_T0 + 180              # the lone host's minute only
+    js(browser, f"""const local = (t) => {{ const d = new Date(t * 1000);
+                      d.setMinutes(d.getMinutes() - d.getTimezoneOffset()); return d.toISOString().slice(0, 16); }};
+                    document.getElementById('range-from').value = local({since});
+                    document.getElementById('range-to').value = local({until});""")
+    browser.find_element("id", "range-apply").click()
+    wait_for(lambda: shown(browser, since=since, until=until), 10, "the hosts of the custom range")
+    assert [r["Address"] for r in table_dicts(browser, "#hosts")] == [LONE_HOST]
+    assert f"since={since}&until={until}" in browser.current_url
+    assert console_errors(browser) == []
+
+
 def test_search_boxes_filter_as_one_types(browser, named_server):
     browser.get(named_server + "/hosts?since=0")
     wait_for(lambda: shown(browser, since="0"), 10, "the host rows")
@@ -589,6 +606,12 @@ def test_an_old_import_is_shown_on_first_open(browser, tmp_path, run_py):
         wait_for(lambda: int(js(browser, "return document.body.dataset.total || '0'")) == 40 * 942, 10,
                  "the imported bytes on the history chart")
         assert [r["Series"] for r in table_dicts(browser, "#series")] == ["old.pcap"]     # its interface: the file
+        ticks = js(browser, "return window.nettallyCharts.history.scales.x.ticks.map(t => t.value)")
+        assert ticks and all(t % 60_000 == 0 for t in ticks)                           # on whole minutes
+        browser.get(base + "/volumes?period=month&by=host")
+        wait_for(lambda: shown(browser, period="month", by="host"), 10, "the monthly volumes of hosts")
+        assert {(r["Period"], r["Subject"], r["Total"]) for r in table_dicts(browser, "#volumes")} == {
+            ("2019-06", "192.0.2.19", "37.7 KB"), ("2019-06", "198.51.100.19", "37.7 KB")}
         assert console_errors(browser) == []
     finally:
         stop(server)

@@ -4,6 +4,8 @@
 
 (() => {
   const form = document.getElementById("filters");
+  const asked = new URLSearchParams(window.location.search).get("state");
+  if (asked && form.elements.state) form.elements.state.value = asked;
   const table = document.getElementById("alerts");
   const DETAILS = ["rule", "kind", "scope", "subject", "origin", "value", "peak", "threshold", "unit", "window", "closed"];
   const details = (r) => DETAILS.filter((k) => r[k] !== null && r[k] !== undefined && r[k] !== "")
