@@ -132,7 +132,10 @@ class TreeSampler:
     def __init__(self, pid, interval=0.05):
         self.pid, self.interval = pid, interval
         self.peaks = {}              # pid -> (peak RSS KiB, command name)
+        self.when = {}               # pid -> seconds from the start when its RSS was highest
         self.tree_peak = 0           # largest sum of RSS at one instant, KiB
+        self._started = time.monotonic()
+        self._rss = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -160,8 +163,11 @@ class TreeSampler:
                 continue
             hwm, rss = memory
             total += rss
+            if rss > self._rss.get(pid, 0):
+                self._rss[pid] = rss
+                self.when[pid] = time.monotonic() - self._started
             if hwm > self.peaks.get(pid, (0, ""))[0]:
-                self.peaks[pid] = (hwm, _name_of(pid))
+                self.peaks[pid] = (hwm, "importer" if pid == self.pid else f"child {_name_of(pid)}")
         self.tree_peak = max(self.tree_peak, total)
 
     @property
@@ -198,7 +204,8 @@ def import_measured(root, capture, db, max_flows, out_path):
     return {"capture": str(capture), "max_flows": max_flows, "status": status, "wall": wall,
             "sum_of_peaks_mb": sampler.sum_of_peaks / 1024, "tree_peak_mb": sampler.tree_peak / 1024,
             "largest_mb": usage.ru_maxrss / 1024, "flow_rows": rows,
-            "processes": sorted(((name, kib / 1024) for kib, name in sampler.peaks.values()), key=lambda p: -p[1])}
+            "processes": sorted(((name, kib / 1024, sampler.when.get(pid, 0.0) / wall)
+                                 for pid, (kib, name) in sampler.peaks.items()), key=lambda p: -p[1])}
 
 
 # ---- bytes per flow, in this process ---------------------------------------------------------------
@@ -262,7 +269,7 @@ def main(argv=None):
             tail = (folder / "memory-import.out").read_text(errors="replace").strip().splitlines()[-1:]
             print(f"  import of {capture}: exit {r['status']}: {tail[0] if tail else ''}", file=sys.stderr)
             return 1
-        per_process = ", ".join(f"{name} {mb:.0f}" for name, mb in r["processes"])
+        per_process = ", ".join(f"{name} {mb:.0f} (peak at {at:.0%} of the run)" for name, mb, at in r["processes"])
         print(f"  {flows:>9,} flows, max_flows {max_flows:>7,}: sum of peaks {r['sum_of_peaks_mb']:.0f} MB "
               f"(tree peak {r['tree_peak_mb']:.0f} MB, largest process {r['largest_mb']:.0f} MB; {per_process}), "
               f"{r['wall']:.1f} s, {r['flow_rows']:,} flow rows", flush=True)

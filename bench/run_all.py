@@ -27,6 +27,7 @@ BENCHMARKS = (
     ("api", "JSON API latency"),
     ("dbsize", "database size"),
     ("dpi_compare", "names and apps against nDPI (skipped without NFStream or captures)"),
+    ("memory", "import memory under flow churn (SYN floods of 1M and 5M flows)"),
 )
 NAMES = tuple(name for name, _ in BENCHMARKS)
 

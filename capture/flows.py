@@ -26,7 +26,7 @@ _TCP_SYN_ONLY = 0x02
 _FRAGMENT_MEMORY = 65536      # first-fragment port records kept for later fragments
 MAX_NAMES = 65536             # host names learnt per bucket (a flood of DNS answers cannot grow it)
 MAX_MACS = 65536              # ARP senders learnt per bucket (nor can a flood of ARP)
-ROLLUP_FLOWS = 8192           # flows per rollup handed on by take(): a closed bucket or an eviction goes
+ROLLUP_FLOWS = 4096           # flows per rollup handed on by take(): a closed bucket or an eviction goes
                               # out in pieces, so whoever handles one at a time (the import's writer,
                               # over a pipe) holds a piece, not max_flows deltas at once
 SAMPLE_FLOWS = 256            # flows whose first frames are kept at once (capture/peek.py SAMPLE_FRAMES),
