@@ -651,6 +651,10 @@ def test_unknown_pages_are_styled_and_api_paths_stay_json(gap_server):
     status, headers, body = http_get(gap_server + "/no/such/page")
     assert status == 404 and headers["Content-Type"].startswith("text/html")
     assert b"Page not found" in body and b'href="/"' in body and b"nettally.css" in body
+    status, _, body = http_get(gap_server + "/hosts/%3Cb%3Enot-an-ip")             # the address is shown, as text
+    assert status == 404 and b"&lt;b&gt;not-an-ip" in body and b"<b>" not in body
+    status, _, body = http_get(gap_server + "/%3Cscript%3Ex")
+    assert status == 404 and b"<script>x" not in body
     status, headers, body = http_get(gap_server + "/api/no/such")
     assert status == 404 and headers["Content-Type"] == "application/json"
     status, headers, body = http_get(gap_server + "/favicon.ico")

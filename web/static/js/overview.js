@@ -102,7 +102,11 @@
         `${NT.time(span.last)}: the chart and lists below show it at its own time.`
       : "No live capture is feeding this database and it holds no traffic yet. Start one with " +
         "“sudo python run.py”, or import a capture file with “python run.py import FILE”.";
-    if (!on) document.getElementById("now-detail").textContent = "no live capture";
+    if (!on) {
+      document.getElementById("now-detail").textContent = "no live capture";
+      document.getElementById("now-up").textContent = "–";
+      document.getElementById("now-down").textContent = "–";
+    }
   }
 
   async function loadTraffic() {
