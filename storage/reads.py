@@ -68,11 +68,18 @@ def span(policy, family, since, until, now):
     return tier, FAR_PAST if since is None else tiers.floor(since, tier), hi
 
 
-def _dirty(con):
-    """Buckets whose own tier row is stale: pending hours, and days that are pending or hold one."""
-    hours = {b for (b,) in con.execute("SELECT bucket FROM tier_pending WHERE tier = 'hour'")}
-    days = {b for (b,) in con.execute("SELECT bucket FROM tier_pending WHERE tier = 'day'")}
-    return {"hour": hours, "day": days | {tiers.floor(h, "day") for h in hours}}
+def _dirty(con, family):
+    """Buckets of `family` whose own tier row is stale: pending hours, and days that are pending or
+    hold one. A bucket below the family's finer watermark is not: its finer rows are pruned, the
+    coarse row is all there is (tiers.rebuild leaves it be). Families keep their finer tiers for
+    different times (interface minutes outlive the others), so one family's pending hour may be
+    another's final one."""
+    marks = tiers.watermarks(con)
+    minute_floor = marks.get((family, "minute"), FAR_PAST)
+    hour_floor = marks.get((family, "hour"), FAR_PAST)
+    hours = {b for (b,) in con.execute("SELECT bucket FROM tier_pending WHERE tier = 'hour'") if b >= minute_floor}
+    days = {b for (b,) in con.execute("SELECT bucket FROM tier_pending WHERE tier = 'day'") if b >= hour_floor}
+    return {"hour": hours, "day": days | {tiers.floor(h, "day") for h in hours if h >= hour_floor}}
 
 
 def _pieces(tier, lo, hi, dirty):
@@ -103,7 +110,7 @@ def source(con, family, tier, lo, hi, columns, where="", where_args=()):
     [lo, hi), exact (see the module doc). `where` filters every part (it should use an index)."""
     fam, size = tiers.FAMILIES[family], tiers.SIZE[tier]
     parts, args = [], []
-    for src, a, b in _pieces(tier, lo, hi, _dirty(con) if tier != "minute" else None):
+    for src, a, b in _pieces(tier, lo, hi, _dirty(con, family) if tier != "minute" else None):
         parts.append(_part(fam, src, size, columns, where))
         args += [a, b, *where_args]
     return " UNION ALL ".join(parts), args

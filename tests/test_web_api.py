@@ -260,7 +260,7 @@ BAD = [
     ("/api/interfaces?until=soon", "until"), ("/api/traffic_types?limit=99", "limit"),
     ("/api/apps?by=colour", "by"), ("/api/apps?host=nas.local", "host"), ("/api/flows?class=%01", "class"),
     ("/api/alerts?state=maybe", "state"), ("/api/stream?since=1", "since"), ("/api/span?since=1h", "since"),
-    ("/api/volumes?period=week", "period"),
+    ("/api/volumes?period=week", "period"), ("/api/alerts/delivery?x=1", "x"),
     ("/api/alerts.csv?state=maybe", "state"), ("/api/alerts/rules?x=1", "x"), ("/api/alerts/rules/x%20y", "name"),
 ]
 CHANGE_ONLY = {"/api/alerts/<alert_id>/acknowledge"}      # POST only: tests/test_web_alerts.py
@@ -368,7 +368,7 @@ def test_span_is_exact_after_tiers_are_built_and_minutes_pruned(tmp_path):
     assert retention.maintain(con, policy, NOW)
     client = _app(path, now=YEARS_LATER).test_client()
     assert get(client, "/api/span") == {"first": T0, "last": MINUTE + 60, "live": False}
-    assert retention.maintain(con, policy, NOW + 3 * 86400)             # minutes gone, hours kept
+    assert retention.maintain(con, policy, NOW + 40 * 86400)     # minutes gone (interfaces' after 35 days), hours kept
     assert get(client, "/api/span") == {"first": int(T0 // 3600 * 3600), "last": int(MINUTE // 3600 * 3600) + 3600,
                                         "live": False}
     con.close()
