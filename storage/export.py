@@ -33,6 +33,17 @@ FLOW_FIELDS = (
     ("server_name", "TLS or QUIC SNI, HTTP Host, or the DNS query name the flow carried"),
     ("service", "named service (names/services.toml) from the server name or the address"),
     ("class", "traffic class (names/classes.toml): video streaming, voice and video calls, ..., other"),
+    # TCP health (docs/HEALTH.md), tshark's tcp.analysis definitions; empty / 0 for other protocols.
+    # Counts are the flow record's whole, also in an export over a time range.
+    ("rtt_ms", "TCP handshake round trip in ms, SYN to the ACK after it (tshark tcp.analysis.initial_rtt); empty: no handshake seen"),
+    ("rtt_min_ms", "least running RTT sample in ms (a segment to the ACK that covers it, far side of the capture point)"),
+    ("rtt_avg_ms", "mean of the running RTT samples in ms"),
+    ("rtt_max_ms", "largest running RTT sample in ms"),
+    ("retransmits", "segments tshark flags tcp.analysis.retransmission (fast and spurious included), both sides"),
+    ("out_of_order", "segments tshark flags tcp.analysis.out_of_order"),
+    ("zero_windows", "segments tshark flags tcp.analysis.zero_window"),
+    ("resets", "segments with RST"),
+    ("data_segments", "segments carrying payload, both sides (the retransmission rate's denominator)"),
 )
 HOST_FIELDS = (
     ("ip", "IP address, canonical text (IPv6 compressed, lower case)"),

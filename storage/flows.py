@@ -32,7 +32,8 @@ EVERY_FLOW = FlowFilter()        # no filter
 
 _FLOW_COLUMNS = """id, proto, orig_h, orig_p, resp_h, resp_p, orig_bytes, resp_bytes, orig_packets,
     resp_packets, first_seen, last_seen, tcp_flags, iface, orig_pid, orig_process, resp_pid, resp_process,
-    n.app, n.app_source, n.server_name, n.service, n.traffic_class"""
+    n.app, n.app_source, n.server_name, n.service, n.traffic_class,
+    rtt_ms, rtt_min_ms, rtt_avg_ms, rtt_max_ms, data_segments, retransmits, out_of_order, zero_windows, resets"""
 _NAMED = "flows LEFT JOIN flow_names n ON n.flow_id = flows.id"
 
 
@@ -105,7 +106,8 @@ def iter_flows(con, flt=EVERY_FLOW, sort="last_seen", descending=True, limit=Non
 _FLOWS_ALL = """
 SELECT id, proto, orig_h, orig_p, resp_h, resp_p, orig_bytes, resp_bytes, orig_packets, resp_packets,
        first_seen, last_seen, orig_pid, orig_process, resp_pid, resp_process, tcp_flags, iface,
-       n.app, n.app_source, n.server_name, n.service, n.traffic_class
+       n.app, n.app_source, n.server_name, n.service, n.traffic_class,
+       rtt_ms, rtt_min_ms, rtt_avg_ms, rtt_max_ms, data_segments, retransmits, out_of_order, zero_windows, resets
 FROM flows LEFT JOIN flow_names n ON n.flow_id = flows.id ORDER BY first_seen, id"""
 
 _FLOWS_BETWEEN = """
@@ -113,7 +115,8 @@ SELECT f.id, f.proto, f.orig_h, f.orig_p, f.resp_h, f.resp_p,
        sum(m.orig_bytes) AS orig_bytes, sum(m.resp_bytes) AS resp_bytes,
        sum(m.orig_packets) AS orig_packets, sum(m.resp_packets) AS resp_packets,
        f.first_seen, f.last_seen, f.orig_pid, f.orig_process, f.resp_pid, f.resp_process, f.tcp_flags, f.iface,
-       n.app, n.app_source, n.server_name, n.service, n.traffic_class
+       n.app, n.app_source, n.server_name, n.service, n.traffic_class,
+       f.rtt_ms, f.rtt_min_ms, f.rtt_avg_ms, f.rtt_max_ms, f.data_segments, f.retransmits, f.out_of_order, f.zero_windows, f.resets
 FROM ({source}) m JOIN flows f ON f.id = m.flow_id LEFT JOIN flow_names n ON n.flow_id = f.id
 GROUP BY f.id ORDER BY f.first_seen, f.id"""
 

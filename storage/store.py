@@ -3,7 +3,7 @@ writer thread (storage/writer.py) and an import's writer process (collector/impo
 both write through a RollupStore."""
 import time
 
-from storage import tiers
+from storage import health, tiers
 from storage.db import immediate
 
 _HOST_MAC = """
@@ -16,21 +16,31 @@ ON CONFLICT (ip) DO UPDATE SET
 _FLOW_UPSERT = """
 INSERT INTO flows (proto, orig_h, orig_p, resp_h, resp_p, first_seen, last_seen, orig_bytes,
                    orig_packets, resp_bytes, resp_packets, tcp_flags, iface, closed,
-                   orig_pid, orig_process, resp_pid, resp_process)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   orig_pid, orig_process, resp_pid, resp_process,
+                   rtt_ms, rtt_min_ms, rtt_avg_ms, rtt_max_ms, data_segments, retransmits, out_of_order,
+                   zero_windows, resets)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (proto, orig_h, orig_p, resp_h, resp_p, first_seen) DO UPDATE SET
     last_seen = max(last_seen, excluded.last_seen),
     orig_bytes = orig_bytes + excluded.orig_bytes, orig_packets = orig_packets + excluded.orig_packets,
     resp_bytes = resp_bytes + excluded.resp_bytes, resp_packets = resp_packets + excluded.resp_packets,
     tcp_flags = tcp_flags | excluded.tcp_flags, closed = excluded.closed,
     orig_pid = coalesce(orig_pid, excluded.orig_pid), orig_process = coalesce(orig_process, excluded.orig_process),
-    resp_pid = coalesce(resp_pid, excluded.resp_pid), resp_process = coalesce(resp_process, excluded.resp_process)
+    resp_pid = coalesce(resp_pid, excluded.resp_pid), resp_process = coalesce(resp_process, excluded.resp_process),
+    rtt_ms = coalesce(excluded.rtt_ms, rtt_ms), rtt_min_ms = coalesce(excluded.rtt_min_ms, rtt_min_ms),
+    rtt_avg_ms = coalesce(excluded.rtt_avg_ms, rtt_avg_ms), rtt_max_ms = coalesce(excluded.rtt_max_ms, rtt_max_ms),
+    data_segments = data_segments + excluded.data_segments, retransmits = retransmits + excluded.retransmits,
+    out_of_order = out_of_order + excluded.out_of_order, zero_windows = zero_windows + excluded.zero_windows,
+    resets = resets + excluded.resets
 RETURNING id"""
 _FLOW_ADD = """
 UPDATE flows SET last_seen = max(last_seen, ?), orig_bytes = orig_bytes + ?, orig_packets = orig_packets + ?,
     resp_bytes = resp_bytes + ?, resp_packets = resp_packets + ?, tcp_flags = tcp_flags | ?, closed = ?,
     orig_pid = coalesce(orig_pid, ?), orig_process = coalesce(orig_process, ?),
-    resp_pid = coalesce(resp_pid, ?), resp_process = coalesce(resp_process, ?)
+    resp_pid = coalesce(resp_pid, ?), resp_process = coalesce(resp_process, ?),
+    rtt_ms = coalesce(?, rtt_ms), rtt_min_ms = coalesce(?, rtt_min_ms), rtt_avg_ms = coalesce(?, rtt_avg_ms),
+    rtt_max_ms = coalesce(?, rtt_max_ms), data_segments = data_segments + ?, retransmits = retransmits + ?,
+    out_of_order = out_of_order + ?, zero_windows = zero_windows + ?, resets = resets + ?
 WHERE id = ?"""
 _FLOW_NAMES = """
 INSERT INTO flow_names (flow_id, app, app_source, server_name, service, traffic_class) VALUES (?, ?, ?, ?, ?, ?)
@@ -70,6 +80,12 @@ def _process_apps(rollup, process_ids, minute):
             if process_id is not None:
                 _add(out, (process_id, f.app, f.service, f.traffic_class), counts)
     return [(minute, *key, *c) for key, c in out.items()]
+
+
+def _health(f):
+    """A flow delta's TCP health columns, in the order the flow statements take them."""
+    return (f.rtt_ms, f.rtt_min_ms, f.rtt_avg_ms, f.rtt_max_ms, f.data_segments, f.retransmits, f.out_of_order,
+            f.zero_windows, f.resets)
 
 
 def _sides(f):
@@ -129,14 +145,14 @@ class RollupStore:
                 flow_id = con.execute(_FLOW_UPSERT, natural + (
                     f.last_seen, f.orig_bytes, f.orig_packets, f.resp_bytes, f.resp_packets,
                     f.tcp_flags, f.iface, int(f.closed),
-                    f.orig_pid, f.orig_process, f.resp_pid, f.resp_process)).fetchone()[0]
+                    f.orig_pid, f.orig_process, f.resp_pid, f.resp_process) + _health(f)).fetchone()[0]
                 if not f.closed:
                     ids[natural] = flow_id
                     undo.append((natural, None))
             else:
                 known.append((f.last_seen, f.orig_bytes, f.orig_packets, f.resp_bytes, f.resp_packets,
                               f.tcp_flags, int(f.closed),
-                              f.orig_pid, f.orig_process, f.resp_pid, f.resp_process, flow_id))
+                              f.orig_pid, f.orig_process, f.resp_pid, f.resp_process, *_health(f), flow_id))
                 if f.closed:
                     del ids[natural]
                     undo.append((natural, flow_id))
@@ -158,6 +174,7 @@ class RollupStore:
         process_ids = {key: con.execute(_PROCESS_UPSERT, tuple(key)).fetchone()[0] for key in rollup.processes}
         processes = [(minute, process_ids[key], *c) for key, c in rollup.processes.items()]
         process_apps = _process_apps(rollup, process_ids, minute)
+        health_rows = health.rows(rollup, process_ids, minute)
         pending = {
             tiers.route(con, marks, "flow", minute, minutes),
             tiers.route(con, marks, "host", minute,
@@ -173,6 +190,7 @@ class RollupStore:
             tiers.route(con, marks, "unnamed", minute, [(minute, reason, n) for reason, n in rollup.unnamed.items()]),
             tiers.route(con, marks, "host_app", minute, [(minute, *key, *c) for key, c in host_apps.items()]),
             tiers.route(con, marks, "process_app", minute, process_apps),
+            *(tiers.route(con, marks, family, minute, rows) for family, rows in health_rows.items()),
         }
         tiers.mark_pending(con, pending)
         con.executemany(_HOST_MAC, [(ip, mac, minute, minute) for ip, mac in rollup.macs.items()])

@@ -30,6 +30,8 @@ class Family(NamedTuple):
 
 
 _PAIR = ("tx_bytes", "rx_bytes", "tx_packets", "rx_packets")
+_HEALTH = ("tcp_flows", "data_segments", "retransmits", "out_of_order", "zero_windows", "resets", "rtt_flows",
+           *(f"rtt_h{i:02d}" for i in range(48)))          # storage/health.py SUMS
 FAMILIES = {f.name: f for f in (
     Family("host", ("host_minutes", "host_hours", "host_days"), ("ip",), _PAIR),
     Family("flow", ("flow_minutes", "flow_hours", "flow_days"), ("flow_id",),
@@ -47,6 +49,11 @@ FAMILIES = {f.name: f for f in (
            ("ip", "app", "service", "traffic_class"), _PAIR),
     Family("process_app", ("process_app_minutes", "process_app_hours", "process_app_days"),
            ("process_id", "app", "service", "traffic_class"), _PAIR),
+    # TCP health (storage/health.py): counts and an RTT histogram, all of which add up
+    Family("host_health", ("host_health_minutes", "host_health_hours", "host_health_days"), ("ip",), _HEALTH),
+    Family("process_health", ("process_health_minutes", "process_health_hours", "process_health_days"),
+           ("process_id",), _HEALTH),
+    Family("app_health", ("app_health_minutes", "app_health_hours", "app_health_days"), ("app", "service"), _HEALTH),
 )}
 
 
