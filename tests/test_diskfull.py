@@ -24,6 +24,7 @@ class Settings:
     maintenance_interval = 3600.0
     writer_backlog_rows = 100_000
     retention_seconds, retention_minutes, retention_hours, retention_days, retention_flows = 900, 48, 90, 730, 90
+    retention_iface_minutes = 35
 
 
 def rollup(minute, hosts, first_host=0):
