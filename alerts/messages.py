@@ -32,6 +32,8 @@ def span(seconds):
 def when(ts):
     if ts is None:
         return ""
+    # a capture's clamped timestamps reach 9999-12-31; datetime stops there
+    ts = min(max(ts, 0), 253_402_300_799)
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 

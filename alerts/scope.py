@@ -9,7 +9,8 @@ the frames of the other runs are outliers. Pure: fed rollups, asked at the end.
 from records import IFACE_FIELDS
 
 GAP = 86_400                 # seconds between hours with frames that split a capture in two runs
-MAX_SUBJECTS = 100_000       # hosts tracked; beyond it every host in the span is judged
+MAX_SUBJECTS = 100_000
+CLAMP_HOUR = 253_402_297_200  # the last hour of 9999, where the reader clamps timestamps beyond it       # hosts tracked; beyond it every host in the span is judged
 _FRAMES = IFACE_FIELDS.index("frames")
 
 
@@ -61,7 +62,10 @@ class ImportScope:
             last = hour
         runs.append(run)
         total = sum(h[0] for h in self.hours.values())
-        main = max(runs, key=lambda r: (sum(self.hours[h][0] for h in r), -r[0]))
+        # a run at the clamp ends (timestamps outside 1970-9999, clamped by the reader) is a
+        # broken clock, not the capture, unless nothing else is there
+        main = max(runs, key=lambda r: (not all(h < 3600 or h >= CLAMP_HOUR for h in r),
+                                        sum(self.hours[h][0] for h in r), -r[0]))
         kept = sum(self.hours[h][0] for h in main)
         return min(self.hours[h][1] for h in main), max(self.hours[h][2] for h in main), total - kept
 

@@ -34,6 +34,15 @@ def test_the_run_with_most_frames_is_the_capture_and_a_day_long_capture_stays_wh
     assert scope.span() == (T0, T0 + (24 * 60 - 1) // 7 * 7 * 60 + 60, 5)
 
 
+def test_frames_clamped_to_the_ends_of_time_are_never_the_capture_unless_alone():
+    scope = ImportScope()
+    scope.add([_rollup(253_402_300_740, 100), _rollup(0, 7), _rollup(T0, 59)])
+    assert scope.span() == (T0, T0 + 60, 107)
+    alone = ImportScope()
+    alone.add([_rollup(253_402_300_740, 3)])
+    assert alone.span() == (253_402_300_740, 253_402_300_800, 0)
+
+
 def test_hosts_and_interfaces_are_what_the_import_saw_and_bounded():
     scope = ImportScope(max_subjects=3)
     scope.add([_rollup(T0, 1, hosts=("10.0.0.1", "10.0.0.2"), iface="a")])
