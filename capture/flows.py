@@ -15,11 +15,12 @@ import struct
 
 from capture.decode import decode
 from capture.peek import Peek, port_guess
+from capture.tcp_health import fields as tcp_fields, pair as tcp_pair, see as tcp_see
 from records import IFACE_FIELDS, FlowDelta, Packet, Rollup, Sample, ip_text
 from settings import DEFAULTS
 
-_ETH_IPV4 = struct.Struct("!12xHBxHHHxB2x4s4sHH9xB")         # 48 bytes: Ethernet, IPv4 (no options), ports, TCP flags
-_ETH_IPV6 = struct.Struct("!12xHB3xHBx16s16sHH9xB")          # 68 bytes: Ethernet, IPv6, ports, TCP flags
+_ETH_IPV4 = struct.Struct("!12xHBxHHHxB2x4s4sHHIIxBH")       # 50 bytes: Ethernet, IPv4 (no options), ports,
+_ETH_IPV6 = struct.Struct("!12xHB3xHBx16s16sHHIIxBH")        # 70: Ethernet, IPv6; TCP seq, ack, flags, window
 _ETH_IPV4_UNPACK, _ETH_IPV6_UNPACK = _ETH_IPV4.unpack_from, _ETH_IPV6.unpack_from
 _LINKTYPE_ETHERNET = 1
 _TCP_SYN_ONLY = 0x02
@@ -37,7 +38,7 @@ _WANT = object()              # a TCP/UDP flow whose first payload has not come 
 class Flow:
     __slots__ = ("key", "first_seen", "orig", "resp", "iface", "flushed", "app", "server_name", "problem")
 
-    def __init__(self, key, ts, iface, read_payload=True):
+    def __init__(self, key, ts, iface, read_payload=True, tcp_health=True):
         self.key = key              # (proto, orig addr, orig port, resp addr, resp port), raw addresses
         self.first_seen = ts
         self.iface = iface
@@ -45,8 +46,10 @@ class Flow:
         # direction[5]: the flow's Peek while its payload is still read (shared by both
         # directions), _WANT before its first payload, None once named or given up
         want = _WANT if read_payload and (key[0] == 6 or key[0] == 17) else None
-        self.orig = [0, 0, ts, 0, self, want]
-        self.resp = [0, 0, ts, 0, self, want]
+        # direction[6]: the sending side's TCP health state (capture/tcp_health.py), None for other protocols
+        a, b = tcp_pair() if tcp_health and key[0] == 6 else (None, None)
+        self.orig = [0, 0, ts, 0, self, want, a]
+        self.resp = [0, 0, ts, 0, self, want, b]
         self.app = self.server_name = self.problem = ""
 
     @property
@@ -56,13 +59,15 @@ class Flow:
 
 class FlowTable:
     def __init__(self, bucket_seconds=60, idle_timeout=DEFAULTS.idle_timeout, active_timeout=DEFAULTS.active_timeout,
-                 max_flows=DEFAULTS.max_flows, read_payload=DEFAULTS.names, list_new_flows=True):
+                 max_flows=DEFAULTS.max_flows, read_payload=DEFAULTS.names, list_new_flows=True,
+                 tcp_health=DEFAULTS.tcp_health):
         """`list_new_flows`: keep new flows for take_new_flows() (live attribution); an import,
         which never takes them, says False. Every structure here is bounded by max_flows (or a
         constant): flows, their directions, new flows not yet taken, evicted flows (they leave at
         once in a rollup of their own, see _evict), per-bucket MACs, names and samples."""
         self.bucket_seconds = bucket_seconds
         self.read_payload = read_payload   # names and apps from first payloads (capture/peek.py)
+        self.tcp_health = tcp_health       # RTT, retransmissions... of TCP flows (capture/tcp_health.py)
         self._sample_slots = SAMPLE_FLOWS
         self._samples = []                 # [Sample] of flows that ended their reading unnamed
         self._linktype = 1                 # of the frames being ingested (samples carry it)
@@ -134,8 +139,9 @@ class FlowTable:
                 if size >= 18 and data[12] == 0x81 and data[13] == 0:
                     off = 4
                     size -= 4
-                if size >= 48 and data[12 + off] == 8 and data[13 + off] == 0:
-                    _, vihl, total, _, frag, proto, src, dst, sport, dport, flags = _ETH_IPV4_UNPACK(data, off)
+                if size >= 50 and data[12 + off] == 8 and data[13 + off] == 0:
+                    _, vihl, total, _, frag, proto, src, dst, sport, dport, seq, ack, flags, win = \
+                        _ETH_IPV4_UNPACK(data, off)
                     if vihl == 0x45 and not frag & 0x3FFF and (
                             (proto == 6 and total >= 34) or (proto == 17 and total >= 24)):
                         key = (proto, src, sport, dst, dport)
@@ -147,6 +153,8 @@ class FlowTable:
                             c[3] |= flags
                             if flags & 0x12 == _TCP_SYN_ONLY:
                                 self._syn_seen(c)
+                            if c[6] is not None:
+                                tcp_see(c[6], ts, flags, seq, ack, win, total - 20 - (data[46 + off] >> 4) * 4)
                             if c[5] is not None:
                                 self._peek(c, data, 34 + off + (data[46 + off] >> 4) * 4,
                                            min(14 + off + total, len(data)), ts)
@@ -155,8 +163,8 @@ class FlowTable:
                         ip_frames += 1
                         ip_bytes += n
                         continue
-                elif size >= 68 and data[12 + off] == 0x86 and data[13 + off] == 0xDD:
-                    _, version, plen, proto, src, dst, sport, dport, flags = _ETH_IPV6_UNPACK(data, off)
+                elif size >= 70 and data[12 + off] == 0x86 and data[13 + off] == 0xDD:
+                    _, version, plen, proto, src, dst, sport, dport, seq, ack, flags, win = _ETH_IPV6_UNPACK(data, off)
                     if version >> 4 == 6 and ((proto == 6 and plen >= 14) or (proto == 17 and plen >= 4)):
                         key = (proto, src, sport, dst, dport)
                         c = get(key) or new_flow(key, ts, iface)
@@ -167,6 +175,8 @@ class FlowTable:
                             c[3] |= flags
                             if flags & 0x12 == _TCP_SYN_ONLY:
                                 self._syn_seen(c)
+                            if c[6] is not None:
+                                tcp_see(c[6], ts, flags, seq, ack, win, plen - (data[66 + off] >> 4) * 4)
                             if c[5] is not None:
                                 self._peek(c, data, 54 + off + (data[66 + off] >> 4) * 4,
                                            min(54 + off + plen, len(data)), ts)
@@ -226,6 +236,8 @@ class FlowTable:
             c[3] |= flags
             if flags & 0x12 == _TCP_SYN_ONLY:
                 self._syn_seen(c)
+        if tcp is not None and c[6] is not None:
+            tcp_see(c[6], ts, flags, *tcp)
         if c[5] is not None and end > start:
             self._peek(c, data, start, end, ts)
 
@@ -274,7 +286,7 @@ class FlowTable:
     def _new_flow(self, key, ts, iface):
         if len(self._flows) >= self.max_flows:
             self._evict()
-        flow = Flow(key, ts, iface, self.read_payload)
+        flow = Flow(key, ts, iface, self.read_payload, self.tcp_health)
         self._flows.add(flow)
         if self.list_new_flows:
             if len(self.new_flows) < self.max_flows:
@@ -413,7 +425,8 @@ class FlowTable:
             source = "port" if app else ""
         delta = FlowDelta(proto, a, ap, b, bp, flow.first_seen, max(orig[2], resp[2]),
                           orig[0], orig[1], resp[0], resp[1], orig[3] | resp[3], flow.iface, closed,
-                          None, None, None, None, app, source, flow.server_name)
+                          None, None, None, None, app, source, flow.server_name,
+                          **(tcp_fields(orig[6], resp[6]) if orig[6] is not None else {}))
         for host, tx, rx in ((a, orig, resp), (b, resp, orig)):
             h = hosts.get(host)
             if h is None:

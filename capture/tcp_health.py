@@ -90,6 +90,8 @@ def pair():
 
 def _see(h, ts, flags, seq, ack, win, seglen):
     """`see`, every case."""
+    if seglen < 0:                      # a TCP header longer than its IP packet: tshark does not analyse it
+        return
     p = h.peer
     if flags & 0x16 != 0x10:                      # SYN, RST, or no ACK: the rare cases
         if flags & 0x12 == 0x02:
@@ -255,6 +257,14 @@ def take(a, b):
     for h in (a, b):
         h.data_segments = h.retransmits = h.out_of_order = h.zero_windows = h.resets = 0
     return out
+
+
+def fields(a, b):
+    """The flow's records.FlowDelta health fields, its counters taken (reset) by this."""
+    rtt, lo, avg, hi = rtts(a, b)
+    data, retx, ooo, zw, rst = take(a, b)
+    return dict(rtt_ms=rtt, rtt_min_ms=lo, rtt_avg_ms=avg, rtt_max_ms=hi, data_segments=data, retransmits=retx,
+                out_of_order=ooo, zero_windows=zw, resets=rst)
 
 
 def rtts(a, b):
