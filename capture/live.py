@@ -52,7 +52,8 @@ class LiveCapture:
         self.send = send
         self.clock, self.wall = clock, wall
         self.table = FlowTable(idle_timeout=settings.idle_timeout, active_timeout=settings.active_timeout,
-                               max_flows=settings.max_flows, read_payload=settings.names)
+                               max_flows=settings.max_flows, read_payload=settings.names,
+                               tcp_health=settings.tcp_health)
         self.frames = 0
         self.drops_total = 0
         self.last_ts = 0.0

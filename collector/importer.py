@@ -143,7 +143,7 @@ def _judge(settings, con, scope):
 def _import_one(settings, path, admission, store, labeller, dpi, stop_asked, scope, stored):
     """One file in one transaction; returns its exit status, None when the import was stopped."""
     table = FlowTable(idle_timeout=settings.idle_timeout, active_timeout=settings.active_timeout,
-                      max_flows=settings.max_flows, read_payload=settings.names)
+                      max_flows=settings.max_flows, read_payload=settings.names, tcp_health=settings.tcp_health)
     begun = time.time()
     writer = ImportWriter(settings.db)       # SQLite on the other core, the file in one transaction
     tally = _ImportTally(partial(_labelled, labeller, dpi, writer.submit), ImportScope())
