@@ -608,6 +608,12 @@ def test_an_old_import_is_shown_on_first_open(browser, tmp_path, run_py):
         assert [r["Series"] for r in table_dicts(browser, "#series")] == ["old.pcap"]     # its interface: the file
         ticks = js(browser, "return window.nettallyCharts.history.scales.x.ticks.map(t => t.value)")
         assert ticks and all(t % 60_000 == 0 for t in ticks)                           # on whole minutes
+        # the address the import summary prints: its span, as since/until
+        span = get_json(base + "/api/span")[1]
+        browser.get(base + f"/history?since={span['first']}&until={span['last']}")
+        wait_for(lambda: int(js(browser, "return document.body.dataset.total || '0'")) == 40 * 942, 10,
+                 "the imported bytes in the import's own range")
+        assert js(browser, "return document.getElementById('range-preset').value") == "custom"
         browser.get(base + "/volumes?period=month&by=host")
         wait_for(lambda: shown(browser, period="month", by="host"), 10, "the monthly volumes of hosts")
         assert {(r["Period"], r["Subject"], r["Total"]) for r in table_dicts(browser, "#volumes")} == {

@@ -195,28 +195,44 @@ const NTChart = (() => {
   }
 
   /* /api/historical for the page's range: a preset by name (the server anchors it on the data's
-     end when nothing is live), any other range by since/until. A server that takes no since/until
-     there gets the smallest preset covering the range, and the page says so. */
+     end when nothing is live). Any other range that a preset ending at the data's end (or now)
+     covers is read as that preset and cut to the range; the rest by since/until, and a server
+     that takes no since/until there gets the smallest preset covering the range, said so. */
   const HISTORY_RANGES = [["1h", 3600], ["24h", 86400], ["7d", 7 * 86400], ["30d", 30 * 86400]];
   async function history(extra) {
     const preset = NT.rangePreset();
     if (HISTORY_RANGES.some(([name]) => name === preset)) return NT.api("/api/historical", {range: preset, ...extra});
+    const span = NT.rangeState.span;
+    const known = span && span.first !== null && span.first !== undefined;
+    const end = NT.isLive() || !known ? Date.now() / 1000 : span.last;
     let range = NT.rangeParams();
-    if (preset === "0") {
-      const span = NT.rangeState.span;
-      range = span && span.first !== null && span.first !== undefined
-        ? {since: String(Math.floor(span.first)), until: String(Math.ceil(span.last))} : {since: "30d"};
-    }
+    if (preset === "0") range = known ? {since: String(Math.floor(span.first)), until: String(Math.ceil(span.last))} : {since: "30d"};
+    const since = NT.epochOf(range.since) || 0;
+    const until = Math.min(NT.epochOf(range.until || "") || end, end + 60);
+    const covering = HISTORY_RANGES.find(([, seconds]) => end - seconds <= since);
+    if (covering && until >= end - 60) return cut(await NT.api("/api/historical", {range: covering[0], ...extra}), since, until);
     try {
       return await NT.api("/api/historical", {...range, ...extra});
     } catch (e) {
       if (e.status !== 400 || !/^(since|until)/.test(e.message)) throw e;
-      const since = NT.epochOf(range.since) || 0;
-      const until = NT.epochOf(range.until || "") || Date.now() / 1000;
       const [name] = HISTORY_RANGES.find(([, s]) => s >= until - since) || HISTORY_RANGES[HISTORY_RANGES.length - 1];
-      NT.status(`This server draws history for preset ranges only: showing the ${name} preset.`, true);
+      NT.status(`This server draws history for ranges ending at the data's end only: showing its last ${name}.`, true);
       return NT.api("/api/historical", {range: name, ...extra});
     }
+  }
+
+  /* An /api/historical answer cut to the buckets of [since, until): its series' bytes are then those of the range. */
+  function cut(h, since, until) {
+    const keep = h.buckets.map((b) => b + h.step > since && b < until);
+    const first = keep.indexOf(true);
+    if (first < 0) return {...h, series: [], buckets: [], since: Math.floor(since / h.step) * h.step, until};
+    const last = keep.lastIndexOf(true) + 1;
+    const series = h.series.map((s) => ({...s, up: s.up.slice(first, last), down: s.down.slice(first, last)}))
+      .map((s) => ({...s, total: s.up.reduce((a, b) => a + b, 0) + s.down.reduce((a, b) => a + b, 0)}))
+      .filter((s) => s.total > 0).sort((a, b) => b.total - a.total);
+    const others = h.others ? {up: (h.others.up || []).slice(first, last), down: (h.others.down || []).slice(first, last)} : h.others;
+    return {...h, series, others, buckets: h.buckets.slice(first, last), since: h.buckets[first],
+            until: h.buckets[last - 1] + h.step};
   }
 
   return {charts, dense, historyDatasets, history, lonePoints, area, timeChart, show, alpha, roundTicks, tickLabel};
