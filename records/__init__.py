@@ -199,6 +199,14 @@ class Seconds(NamedTuple):
     points: list                         # [(second, iface, frames, bytes, out_frames, out_bytes)]
 
 
+class Activity(NamedTuple):
+    """Live per-second bytes of hosts and of flow sides (FlowTable(per_second=True)), for the
+    "now" rate and the 1-second peak of hosts and, through attribution, processes."""
+    hosts: list                          # [(second, ip, tx_bytes, rx_bytes)], text addresses
+    flows: list                          # [(second, proto, src, src_port, dst, dst_port, bytes)]: the
+                                         # bytes the side src sent to dst in that second, text addresses
+
+
 class Rollups(NamedTuple):
     """Closed buckets at once, the open bucket's deltas every flush_interval."""
     rollups: list                        # [Rollup]
