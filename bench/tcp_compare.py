@@ -106,7 +106,7 @@ def nettally_flows(path, workdir):
     exp = subprocess.run(run + ["export", "flows", "--db", str(db), "--format", "csv"], capture_output=True,
                          text=True, env=env, check=True)
     flows = defaultdict(_new)
-    rows = sorted(csv.DictReader(io.StringIO(exp.stdout)), key=lambda r: float(r["first_seen"] or 0))
+    rows = sorted(csv.DictReader(io.StringIO(exp.stdout)), key=lambda r: r["first_seen"])   # ISO 8601 UTC
     for row in rows:
         if row["proto"] != "tcp":
             continue
