@@ -10,7 +10,8 @@ from storage.search import contains as _like, flow_match
 FLOW_SORTS = {"last_seen": "last_seen", "first_seen": "first_seen", "bytes": "orig_bytes + resp_bytes",
               "packets": "orig_packets + resp_packets", "orig_bytes": "orig_bytes",
               "resp_bytes": "resp_bytes", "proto": "proto", "orig_h": "orig_h", "resp_h": "resp_h",
-              "orig_p": "orig_p", "resp_p": "resp_p"}
+              "orig_p": "orig_p", "resp_p": "resp_p", "rtt_ms": "rtt_ms", "rtt_avg_ms": "rtt_avg_ms",
+              "retransmits": "retransmits"}
 
 
 class FlowFilter(NamedTuple):

@@ -87,10 +87,11 @@ def rows(rollup, process_ids, minute):
     return {family: [(minute, *key, *counts) for key, counts in table.items()] for family, table in out.items()}
 
 
-def health(con, since, until, now, by="host", sort="retransmit_rate", limit=100, *, policy):
+def health(con, since, until, now, by="host", sort="retransmit_rate", limit=100, min_segments=0, *, policy):
     """{resolution, by, rows: [{key..., tcp_flows, data_segments, retransmits, retransmit_rate,
     out_of_order, zero_windows, resets, rtt_flows, rtt_p50_ms, rtt_p95_ms}]} over [since, until),
-    `by` host (ip), process (name) or app (app, service); sorted descending by `sort` (None last)."""
+    `by` host (ip), process (name) or app (app, service); sorted descending by `sort` (None
+    last); only rows with at least `min_segments` data segments (a rate of 1 in 2 says little)."""
     family = HEALTH_BY[by]
     tier, lo, hi = span(policy, family, since, until, now)
     sums = ", ".join(f"sum({c})" for c in SUMS)
@@ -105,7 +106,8 @@ def health(con, since, until, now, by="host", sort="retransmit_rate", limit=100,
         sub, args = source(con, family, tier, lo, hi, "app, service, " + ", ".join(SUMS))
         keys, select, group = ("app", "service"), "app, service", "app, service"
     out = []
-    for r in con.execute(f"SELECT {select}, {sums} FROM ({sub}) GROUP BY {group}", args):
+    for r in con.execute(f"SELECT {select}, {sums} FROM ({sub}) GROUP BY {group} HAVING sum(data_segments) >= ?",
+                         args + [min_segments]):
         row = dict(zip(keys, r))
         counts = r[len(keys):]
         row.update(zip(COUNTS, counts[:len(COUNTS)]))

@@ -9,6 +9,7 @@ from names.label import add_vendors
 from storage.apps import app_usage
 from storage.export import render_csv_chunks
 from storage.flows import FLOW_SORTS, FlowFilter, flow_search, iter_flows
+from storage.health import HEALTH_BY, SORTS as HEALTH_SORTS, health as tcp_health
 from storage.history import HISTORY_BY, traffic_history
 from storage.hosts import HOST_SORTS, host_detail, host_usage
 from storage.interfaces import current_usage as current_usage_of, interface_usage
@@ -204,6 +205,20 @@ def apps():
     p.finish()
     usage = app_usage(db(), since, until, p.now, by, host, process, limit, policy=policy())
     return jsonify(since=since, until=until, by=by, host=host, process=process, **usage)
+
+
+@bp.get("/health")
+def health():
+    """TCP health (docs/HEALTH.md) per host, process or app: RTT p50/p95, retransmission rate..."""
+    p = _params(anchored=True)
+    since, until = p.time_range(default_since="1h")
+    by = p.choice("by", tuple(HEALTH_BY), "host")
+    sort = p.choice("sort", tuple(HEALTH_SORTS), "retransmit_rate")
+    min_segments = p.integer("min_segments", 0, 0, 10 ** 12)
+    limit = p.integer("limit", 100, 1, PAGE_MAX)
+    p.finish()
+    answer = tcp_health(db(), since, until, p.now, by, sort, limit, min_segments, policy=policy())
+    return jsonify(since=since, until=until, sort=sort, min_segments=min_segments, **answer)
 
 
 @bp.get("/volumes")
