@@ -5,11 +5,17 @@ Hot-path layout. Each flow has two *direction* counter lists, one per sending si
 `_dirs` under the 5-tuple as that side sends it, so a packet costs one dict lookup and four list
 writes whichever way it goes:
 
-    direction = [bytes, packets, last_ts, tcp_flags, flow]
+    direction = [bytes, packets, last_ts, tcp_flags, flow, peek, tcp_health, second, bytes_before]
 
 Counters hold what arrived since the last drain; `drain()` turns them into a `Rollup` (deltas
 for one time bucket) and resets them. Host counters are derived from flow deltas at drain time
 rather than per packet: each flow credits its orig host tx / resp host rx and vice versa.
+
+Per-second points (per_second=True, live only): the per-packet bucket check ends at the next
+second instead of the next minute, so a new second costs no extra compare; the first packet of a
+direction in a second marks it (`second` is that second's mark, one identity check per packet)
+and notes its byte count then; at the second's end the marked directions' growth becomes host
+and flow-side points (take_seconds()).
 """
 import struct
 
@@ -48,8 +54,9 @@ class Flow:
         want = _WANT if read_payload and (key[0] == 6 or key[0] == 17) else None
         # direction[6]: the sending side's TCP health state (capture/tcp_health.py), None for other protocols
         a, b = tcp_pair() if tcp_health and key[0] == 6 else (None, None)
-        self.orig = [0, 0, ts, 0, self, want, a]
-        self.resp = [0, 0, ts, 0, self, want, b]
+        # direction[7], [8]: the mark of the last second it sent in, and its bytes before that second
+        self.orig = [0, 0, ts, 0, self, want, a, None, 0]
+        self.resp = [0, 0, ts, 0, self, want, b, None, 0]
         self.app = self.server_name = self.problem = ""
 
     @property
@@ -60,11 +67,13 @@ class Flow:
 class FlowTable:
     def __init__(self, bucket_seconds=60, idle_timeout=DEFAULTS.idle_timeout, active_timeout=DEFAULTS.active_timeout,
                  max_flows=DEFAULTS.max_flows, read_payload=DEFAULTS.names, list_new_flows=True,
-                 tcp_health=DEFAULTS.tcp_health):
+                 tcp_health=DEFAULTS.tcp_health, per_second=False):
         """`list_new_flows`: keep new flows for take_new_flows() (live attribution); an import,
-        which never takes them, says False. Every structure here is bounded by max_flows (or a
-        constant): flows, their directions, new flows not yet taken, evicted flows (they leave at
-        once in a rollup of their own, see _evict), per-bucket MACs, names and samples."""
+        which never takes them, says False. `per_second`: per-second host and flow-side points
+        for take_seconds() (the live view's now and peak; an import needs none). Every structure
+        here is bounded by max_flows (or a constant): flows, their directions, new flows not yet
+        taken, evicted flows (they leave at once in a rollup of their own, see _evict), per-bucket
+        MACs, names and samples."""
         self.bucket_seconds = bucket_seconds
         self.read_payload = read_payload   # names and apps from first payloads (capture/peek.py)
         self.tcp_health = tcp_health       # RTT, retransmissions... of TCP flows (capture/tcp_health.py)
@@ -80,6 +89,13 @@ class FlowTable:
         self._bucket_start = None
         self._bucket_floor = float("inf")      # float twin of _bucket_start for the per-packet compare
         self._bucket_end = float("-inf")
+        self._edge = float("-inf")             # what ingest compares: the bucket's end, or the second's
+        self.per_second = per_second
+        self._mark = None                      # the open second's mark (a new object each second; None: off)
+        self._second = None                    # the open second
+        self._second_end = float("-inf")
+        self._touched = []                     # (key, direction) that sent in the open second
+        self._points = []                      # (second, hosts, flows) closed, for take_seconds()
         self._ready = []                   # rollups of closed buckets and evicted flows, for take()
         self._hand_on = None               # or, after stream_to(), who takes each of them as it is made
         self.list_new_flows = list_new_flows
@@ -112,19 +128,24 @@ class FlowTable:
         self._linktype = linktype
         get = self._dirs.get
         new_flow = self._new_flow
-        bucket_start, bucket_end = self._bucket_floor, self._bucket_end
+        bucket_start, bucket_end = self._bucket_floor, self._edge
+        mark, touched = self._mark, self._touched
         ethernet = linktype == _LINKTYPE_ETHERNET
         frames_n = bytes_n = ip_frames = ip_bytes = out_frames = out_bytes = 0
         for ts, n, data, outbound in frames:
-            if not bucket_start <= ts < bucket_end:      # a new minute, or time stepped back
-                _add(counters, frames_n, bytes_n, ip_frames, ip_bytes, out_frames, out_bytes)
-                frames_n = bytes_n = ip_frames = ip_bytes = out_frames = out_bytes = 0
-                self._roll_bucket(ts)
-                bucket_start, bucket_end = self._bucket_floor, self._bucket_end
-                # the drained counters went out with the closed bucket: count on in fresh ones
-                counters = self._ifaces.get(iface)
-                if counters is None:
-                    counters = self._ifaces[iface] = [0] * len(IFACE_FIELDS)
+            if not bucket_start <= ts < bucket_end:      # a new minute (or second), or time stepped back
+                if bucket_start <= ts < self._bucket_end:
+                    self._roll_second(ts)
+                else:
+                    _add(counters, frames_n, bytes_n, ip_frames, ip_bytes, out_frames, out_bytes)
+                    frames_n = bytes_n = ip_frames = ip_bytes = out_frames = out_bytes = 0
+                    self._roll_bucket(ts)
+                    # the drained counters went out with the closed bucket: count on in fresh ones
+                    counters = self._ifaces.get(iface)
+                    if counters is None:
+                        counters = self._ifaces[iface] = [0] * len(IFACE_FIELDS)
+                bucket_start, bucket_end = self._bucket_floor, self._edge
+                mark, touched = self._mark, self._touched
             frames_n += 1
             bytes_n += n
             if outbound:
@@ -146,6 +167,10 @@ class FlowTable:
                             (proto == 6 and total >= 34) or (proto == 17 and total >= 24)):
                         key = (proto, src, sport, dst, dport)
                         c = get(key) or new_flow(key, ts, iface)
+                        if c[7] is not mark:
+                            c[7] = mark
+                            c[8] = c[0]
+                            touched.append((key, c))
                         c[0] += n
                         c[1] += 1
                         c[2] = ts
@@ -168,6 +193,10 @@ class FlowTable:
                     if version >> 4 == 6 and ((proto == 6 and plen >= 14) or (proto == 17 and plen >= 4)):
                         key = (proto, src, sport, dst, dport)
                         c = get(key) or new_flow(key, ts, iface)
+                        if c[7] is not mark:
+                            c[7] = mark
+                            c[8] = c[0]
+                            touched.append((key, c))
                         c[0] += n
                         c[1] += 1
                         c[2] = ts
@@ -229,6 +258,10 @@ class FlowTable:
                 self._frag_ports[memo] = (sport, dport)
         key = (proto, src, sport, dst, dport)
         c = self._dirs.get(key) or self._new_flow(key, ts, iface)
+        if c[7] is not self._mark:
+            c[7] = self._mark
+            c[8] = c[0]
+            self._touched.append((key, c))
         c[0] += n
         c[1] += 1
         c[2] = ts
@@ -344,6 +377,61 @@ class FlowTable:
         self._bucket_start = start
         self._bucket_floor = float(start)
         self._bucket_end = float(start + self.bucket_seconds)   # compared with every packet's float time
+        self._edge = self._bucket_end
+        if self.per_second:
+            self._roll_second(ts)
+
+    # ---- per-second points (live) ------------------------------------------------------------------
+
+    def _roll_second(self, ts):
+        """The open second's points go to take_seconds(); the second of `ts` opens with a new
+        mark, so every direction is marked again on its first packet in it."""
+        self._close_second()
+        self._second = int(ts // 1)
+        self._mark = [self._second]
+        self._second_end = float(self._second + 1)
+        self._edge = min(self._second_end, self._bucket_end)
+
+    def _close_second(self):
+        touched = self._touched
+        if not touched:
+            return
+        self._touched = []
+        second, hosts, flows, text = self._second, {}, [], {}
+        for key, c in touched:
+            n = c[0] - c[8]
+            if n <= 0:
+                continue
+            proto, src, sport, dst, dport = key
+            a = text.get(src)
+            if a is None:
+                a = text[src] = ip_text(src)
+            b = text.get(dst)
+            if b is None:
+                b = text[dst] = ip_text(dst)
+            flows.append((second, proto, a, sport, b, dport, n))
+            h = hosts.get(a)
+            if h is None:
+                h = hosts[a] = [0, 0]
+            h[0] += n
+            h = hosts.get(b)
+            if h is None:
+                h = hosts[b] = [0, 0]
+            h[1] += n
+        if flows:
+            self._points.append((second, [(second, ip, tx, rx) for ip, (tx, rx) in hosts.items()], flows))
+
+    def take_seconds(self, now=None):
+        """Per-second points closed since the last call: [(second, host points [(second, ip, tx,
+        rx)], flow-side points [(second, proto, src, sport, dst, dport, bytes)])], text addresses,
+        what records.Activity carries. `now` (packet-time clock): the open second is closed too
+        once it has ended, so an idle link does not hold its last second back (a packet of it read
+        later is counted in a later point of the same second)."""
+        if now is not None and now >= self._second_end and self._touched:
+            self._close_second()
+            self._mark = [self._second]
+        points, self._points = self._points, []
+        return points
 
     def take_new_flows(self):
         """Flows created since the last call, as (proto, a, a_port, b, b_port, ts) with text
@@ -435,6 +523,8 @@ class FlowTable:
             h[1] += rx[0]
             h[2] += tx[1]
             h[3] += rx[1]
+        orig[8] -= orig[0]          # the open second's growth (bytes - bytes_before) outlives the reset
+        resp[8] -= resp[0]
         orig[0] = orig[1] = orig[3] = resp[0] = resp[1] = resp[3] = 0
         flow.flushed = True
         return delta
