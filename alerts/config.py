@@ -3,7 +3,7 @@
 
     [[rule]]
     name = "host-bytes-hour"
-    kind = "bytes"            # bytes | rate | new_device | drops | coverage
+    kind = "bytes"            # bytes | rate | new_device | drops | coverage | rtt | retransmits
     scope = "host"            # host | process | interface | all
     threshold = "100 MB"      # or a plain number: bytes, bit/s ("50 Mbit/s"), a share ("1%", 0.01)
     window = "1h"             # or seconds
@@ -35,6 +35,8 @@ SEVERITY_OF_KIND = {
     "drops": "warning",
     "coverage": "info",
     "storage": "critical",
+    "rtt": "warning",
+    "retransmits": "warning",
 }
 DEFAULT_RULES = (
     Rule("host-bytes-hour", "bytes", "host", threshold=100_000_000, window=3600, severity="warning"),
@@ -147,7 +149,14 @@ def _threshold(name, kind, value):
         number, unit = float(m.group(1)), m.group(2).lower()
     if not math.isfinite(number):        # JSON's 1e999 and NaN, or a string of 400 digits
         raise RuleError("threshold", f"rule {name}: threshold must be a finite number")
-    if kind in ("drops", "coverage"):
+    if kind == "rtt":                    # TCP round trip: "200 ms", "0.2 s", or a number of ms
+        if unit not in ("", "ms", "s"):
+            raise RuleError("threshold", f"rule {name}: an RTT is in ms ('200 ms') or s ('0.2 s')")
+        number *= 1000 if unit == "s" else 1
+        if number <= 0:
+            raise RuleError("threshold", f"rule {name}: threshold must be above 0")
+        return number
+    if kind in ("drops", "coverage", "retransmits"):
         if unit == "%":
             number /= 100
         elif unit:

@@ -10,17 +10,18 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-KINDS = ("bytes", "rate", "new_device", "drops", "coverage")
+KINDS = ("bytes", "rate", "new_device", "drops", "coverage", "rtt", "retransmits")
 SCOPES = ("host", "process", "interface", "all")
 DIRECTIONS = ("both", "tx", "rx")
 SEVERITIES = ("info", "warning", "critical")      # least to most urgent (e-mail's smtp_min_severity compares)
 UNITS = {"bytes": "bytes", "rate": "bit/s", "new_device": "", "drops": "share", "coverage": "share",
-         "storage": ""}
+         "storage": "", "rtt": "ms", "retransmits": "share"}
 SCOPES_OF = {"bytes": SCOPES, "rate": SCOPES, "new_device": ("host",), "drops": ("interface", "all"),
-             "coverage": ("all",)}
+             "coverage": ("all",), "rtt": ("host", "process", "all"), "retransmits": ("host", "process", "all")}
 # Shares need enough traffic to mean something: 3 drops among 5 frames is not a 60 % loss.
 MIN_FRAMES_FOR_DROPS = 1000
 MIN_BYTES_FOR_COVERAGE = 1_000_000
+MIN_SEGMENTS_FOR_RETRANSMITS = 100     # TCP health (docs/HEALTH.md): 2 retransmissions among 5 segments say little
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,12 @@ def measure(rule, values, span):
     if rule.kind == "coverage":
         attributed, total = values
         return attributed / total if total >= MIN_BYTES_FOR_COVERAGE else None
+    if rule.kind == "rtt":                 # (sum of the flows' RTTs in ms, flows with an RTT): their mean
+        total_ms, flows = values
+        return total_ms / flows if flows else None
+    if rule.kind == "retransmits":         # (retransmitted segments, data segments): the rate
+        retransmitted, segments = values
+        return retransmitted / segments if segments >= MIN_SEGMENTS_FOR_RETRANSMITS else None
     raise ValueError(f"rule kind {rule.kind!r} has no measure")
 
 

@@ -7,7 +7,7 @@ import sqlite3
 from datetime import datetime, timezone
 from urllib.request import pathname2url
 
-from storage import coverage
+from storage import coverage, health
 from storage.db import SCHEMA_VERSION, DatabaseError, immediate
 from storage.reads import source
 from storage.tiers import floor
@@ -21,6 +21,12 @@ _TRAFFIC = {
     "interface": ("iface", "iface AS s, out_bytes AS a, bytes - out_bytes AS b"),
     "all": ("iface", "'all' AS s, out_bytes AS a, bytes - out_bytes AS b"),
 }
+# rtt: a, b = the flows' RTTs summed in ms (each at its histogram bin's middle), flows with an RTT;
+# retransmits: retransmitted segments, data segments.
+_HEALTH = {"host": ("host_health", "ip AS s"), "process": ("process_health", "process_id"),
+           "all": ("app_health", "'all' AS s")}
+_RTT_MS = (" + ".join(f"{column} * {health.bin_value(k)}" for k, column in enumerate(health.HIST))
+           + " AS a, rtt_flows AS b")
 _SECONDS = {   # sub-minute rate rules read the 1-second interface points
     "interface": "SELECT second AS bucket, iface AS s, out_bytes AS a, bytes - out_bytes AS b FROM iface_seconds "
                  "WHERE second >= ? AND second < ?",
@@ -50,6 +56,13 @@ def _measure(con, kind, scope, start, end, seconds=False):
     if kind == "coverage":
         return source(con, "attribution", "minute", start, end,
                       f"'all' AS s, {coverage.ATTRIBUTED_BYTES} AS a, {coverage.OWN_BYTES} AS b")
+    if kind in ("rtt", "retransmits"):          # TCP health (storage/health.py); 'all' reads each flow once
+        family, subject = _HEALTH[scope]
+        values = _RTT_MS if kind == "rtt" else "retransmits AS a, data_segments AS b"
+        sub, args = source(con, family, "minute", start, end, f"{subject}, {values}")
+        if scope == "process":
+            sub = f"SELECT m.bucket, p.name AS s, m.a, m.b FROM ({sub}) m JOIN processes p ON p.id = m.process_id"
+        return sub, args
     raise ValueError(f"no measure source for {kind} rules")
 
 
