@@ -3,7 +3,7 @@
 This process does nothing else, so no database commit, process-table scan or web request can
 keep it from emptying the kernel's rings. Everything it counted reaches the collector as
 messages on one pipe (the message records at the end of records/__init__.py): Ready or Failed
-first, then NewFlows, Seconds, Rollups, Drops and Notice as they come, and Done last.
+first, then NewFlows, Seconds, Activity, Rollups, Drops and Notice as they come, and Done last.
 
 Flow expiry runs on packet time; the wall clock is read only here, at the loop's edge, to move
 time on while the links are idle.
@@ -15,7 +15,7 @@ import sys
 import time
 
 from capture.flows import FlowTable
-from records import Done, Drops, Failed, NewFlows, Ready, Rollups, Seconds, Notice
+from records import Activity, Done, Drops, Failed, NewFlows, Ready, Rollups, Seconds, Notice
 from capture.ring import BLOCK_TIMEOUT_MS, CaptureSetupError, interfaces_up, open_source
 
 NEW_FLOWS_EVERY = 0.05
@@ -24,6 +24,9 @@ POLL_MS = 50
 # After a stop, blocks the kernel is still filling are handed over by its block timer: wait that
 # long (three timer periods) so frames that arrived before the stop are counted too.
 FINAL_SWEEP = 3 * BLOCK_TIMEOUT_MS / 1000
+# A second's host and flow points go out once the clock is this far past its end: its last
+# frames have been handed over by the block timer (a frame later still counts, in a later point).
+SECOND_LAG = 2 * BLOCK_TIMEOUT_MS / 1000
 
 
 def open_sources(settings):
@@ -53,7 +56,7 @@ class LiveCapture:
         self.clock, self.wall = clock, wall
         self.table = FlowTable(idle_timeout=settings.idle_timeout, active_timeout=settings.active_timeout,
                                max_flows=settings.max_flows, read_payload=settings.names,
-                               tcp_health=settings.tcp_health)
+                               tcp_health=settings.tcp_health, per_second=True)
         self.frames = 0
         self.drops_total = 0
         self.last_ts = 0.0
@@ -152,10 +155,13 @@ class LiveCapture:
         if ready:
             self.send(Rollups(ready))
 
-    def _send_seconds(self):
+    def _send_seconds(self, final=False):
         points = [p for s in self.sources for p in s.take_seconds()]
         if points:
             self.send(Seconds(points))
+        closed = self.table.take_seconds(float("inf") if final else self.wall() - SECOND_LAG)
+        if closed:
+            self.send(Activity([h for _, hosts, _ in closed for h in hosts], [f for *_, flows in closed for f in flows]))
 
     def _flush(self, close_all=False):
         """Everything counted so far goes out: new flows first (attribution needs them before
@@ -165,7 +171,7 @@ class LiveCapture:
         rollup = self.table.drain(now, close_all=close_all)
         if rollup.flows or rollup.interfaces or rollup.undecodable:
             self.send(Rollups([rollup]))
-        self._send_seconds()
+        self._send_seconds(final=close_all)
         drops = {s.name: s.drops() for s in self.sources}
         if close_all:                 # frames a stop left in the rings unread
             drops = {name: n + self._unswept.get(name, 0) for name, n in drops.items()}

@@ -514,6 +514,27 @@ def test_capture_loop_stops_at_count_and_sends_flows_before_rollups():
     assert any(isinstance(m, Drops) and m == Drops(1980, {"a": 3, "b": 3}) for m in sent)
 
 
+def test_capture_loop_sends_per_second_activity_of_hosts_and_flow_sides():
+    """Issue 11: the loop hands on the flow table's per-second points as Activity; at the stop
+    the open second goes too, so every byte of a flow side is in its seconds."""
+    from capture.live import LiveCapture
+    from records import Activity
+    from settings import Settings
+    a = _FakeSource("a", [[(1000.25 + i / 2, 60, _udp_frame(1, 2), False) for i in range(5)]])
+    sent = []
+    try:
+        LiveCapture(Settings(), [a], sent.append, wall=lambda: 2000.0).run(lambda: bool(sent))
+    finally:
+        a.close()
+    activity = [m for m in sent if isinstance(m, Activity)]
+    hosts = sorted(h for m in activity for h in m.hosts)
+    assert hosts == [(1000, "10.0.0.1", 120, 0), (1000, "10.0.0.2", 0, 120), (1001, "10.0.0.1", 120, 0),
+                     (1001, "10.0.0.2", 0, 120), (1002, "10.0.0.1", 60, 0), (1002, "10.0.0.2", 0, 60)]
+    assert sorted(f for m in activity for f in m.flows) == [
+        (1000, 17, "10.0.0.1", 1, "10.0.0.2", 2, 120), (1001, 17, "10.0.0.1", 1, "10.0.0.2", 2, 120),
+        (1002, 17, "10.0.0.1", 1, "10.0.0.2", 2, 60)]
+
+
 def _blast_lo(port, count, size=1000):
     """count UDP datagrams to 127.0.0.1:port (a socket of the test receives them: no ICMP)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
