@@ -21,11 +21,12 @@ from functools import partial
 from alerts.service import AlertRunner
 from attribution.service import Attributor
 from collector.dpi import DpiWorker, without_samples
+from collector.seconds import SecondOwners
 from names.label import Labeller, names_rollup, unnamed_rollup
 from names.rdns import ReverseNames
 from runtime import children
 from capture.ring import privilege_problem
-from records import Done, Drops, Failed, NewFlows, Ready, Rollups, Seconds, Notice
+from records import Activity, Done, Drops, Failed, NewFlows, Ready, Rollups, Seconds, Notice
 from runtime.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from runtime.text import one_line, say as _say, stamp_lines
 
@@ -136,6 +137,8 @@ class Collector:
             if self.labeller is not None else None
         self.rdns = _optional("reverse dns", ReverseNames) \
             if self.labeller is not None and settings.reverse_dns else None
+        # flow sides' per-second bytes -> processes, through the owners attribution charged
+        self.owners = SecondOwners() if self.attributor is not None else None
         self.alerts = None          # opened once the writer has its connection: see run()
         from storage.writer import WriterThread
         self.writer = WriterThread(settings.db, settings, source=("live", ",".join(n for n, _ in interfaces)),
@@ -223,9 +226,15 @@ class Collector:
                 case NewFlows(flows):
                     self._guard("attribution", partial(self._observe, flows))
                 case Rollups(rollups):
-                    self.writer.submit(self._name(self._attribute(self._sampled(rollups))))
+                    attributed = self._attribute(self._sampled(rollups))
+                    self._guard("attribution", partial(self._learn_owners, attributed))
+                    self.writer.submit(self._name(attributed))
                 case Seconds(points):
                     self.writer.submit_seconds(points)
+                case Activity(hosts, flows):
+                    processes = self._guard("attribution", partial(self.owners.charge, flows)) \
+                        if self.owners is not None else None
+                    self.writer.submit_activity(hosts, processes or [])
                 case Drops(minute, by_iface):
                     self.drops += sum(by_iface.values())
                     self.writer.submit_drops(minute, by_iface)
@@ -243,6 +252,12 @@ class Collector:
     def _observe(self, flows):
         if self.attributor is not None:
             self.attributor.observe(flows)
+
+    def _learn_owners(self, rollups):
+        if self.owners is not None:
+            points = self.owners.learn(rollups)
+            if points:
+                self.writer.submit_activity([], points)
 
     def _after_write(self, rollups):
         """On the writer thread, once `rollups` are committed: alert rules see them."""

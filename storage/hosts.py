@@ -5,19 +5,23 @@ from storage.addresses import macs_of, names_of
 from storage.flows import FlowFilter, flow_search
 from storage.reads import choose_tier, dict_rows, finest, source, span
 from storage.search import host_match
-from storage.usage import PER_SUBJECT, recent_start, usage_rows
+from storage.usage import PER_SUBJECT, seconds_args, usage_rows
 
-HOST_SORTS = {"bytes": "s_tx + s_rx", "tx": "s_tx", "rx": "s_rx", "current": "recent", "peak": "peak",
+# "now" and "current" are one key: the rate of the last seconds (storage/usage.py)
+HOST_SORTS = {"bytes": "s_tx + s_rx", "tx": "s_tx", "rx": "s_rx", "now": "recent", "current": "recent",
+              "peak": "peak_rate",
               "avg": "(s_tx + s_rx) * 1.0 / (last_b - first_b + {size})", "first_seen": "first_b",
               "last_seen": "last_b", "ip": "subject"}
 
 
 def host_usage(con, since, until, now, sort="bytes", descending=True, limit=100, offset=0, ip=None, *, policy,
                q=None):
-    """{total, resolution, rows}: hosts (one page) with totals and rates in bit/s. current: over
-    the previous and the current minute; avg: over the buckets from the host's first to its last
-    active one in the range; peak: its busiest bucket (`resolution` seconds). `q`: only the
-    hosts it matches (storage/search.py host_match)."""
+    """{total, resolution, rows}: hosts (one page) with totals and rates in bit/s. current: the
+    last seconds; peak: the highest 1-second rate where seconds are kept, else the busiest
+    bucket, the row's `resolution` and `peak_at` saying which (storage/usage.py); avg: over the
+    buckets from the host's first to its last active one in the range. The answer's
+    `resolution` is the tier's bucket. `q`: only the hosts it matches (storage/search.py
+    host_match)."""
     tier, lo, hi = span(policy, "host", since, until, now)
     size = tiers.SIZE[tier]
     where, wargs = ("AND ip = ?", [ip]) if ip is not None else ("", [])
@@ -32,11 +36,11 @@ def host_usage(con, since, until, now, sort="bytes", descending=True, limit=100,
     else:                       # a pending hour comes as minute rows: sum them into its bucket first
         per = (f"SELECT bucket, ip AS subject, sum(tx_bytes) AS tx, sum(rx_bytes) AS rx, sum(tx_packets) AS txp, "
                f"sum(rx_packets) AS rxp FROM ({sub}) GROUP BY bucket, ip")
-    # GROUP BY +ip: read a range of the primary key (minute, ip), not the whole (ip, minute) index
-    lately = (f"SELECT ip AS subject, sum(tx_bytes + rx_bytes) AS recent FROM host_minutes "
-              f"WHERE minute >= ? {where} GROUP BY +ip")
-    sql = PER_SUBJECT.format(per=per, lately=lately, extra="")
-    total, rows = usage_rows(con, sql, args + [recent_start(now), *wargs], size, now, descending, HOST_SORTS[sort],
+    # a range of the primary key (second, ip): the seconds kept, a few minutes' worth
+    per_second = f"SELECT second, ip AS subject, tx_bytes + rx_bytes AS b FROM host_seconds WHERE second >= ? {where}"
+    secs, first = seconds_args(now, lo, hi)
+    sql = PER_SUBJECT.format(per=per, per_second=per_second, extra="")
+    total, rows = usage_rows(con, sql, args + secs + [first, *wargs], size, now, descending, HOST_SORTS[sort],
                              limit, offset)
     if tier != "minute" and rows:       # last seen to the minute where minutes are still kept
         ips = [r["subject"] for r in rows]

@@ -5,9 +5,11 @@ from records import ATTRIBUTED
 from storage import coverage, tiers
 from storage.reads import dict_rows, finest, source, span
 from storage.search import process_match
-from storage.usage import PER_SUBJECT, recent_start, usage_rows
+from storage.usage import PER_SUBJECT, seconds_args, usage_rows
 
-PROCESS_SORTS = {"bytes": "s_tx + s_rx", "tx": "s_tx", "rx": "s_rx", "current": "recent", "peak": "peak",
+# "now" and "current" are one key: the rate of the last seconds (storage/usage.py)
+PROCESS_SORTS = {"bytes": "s_tx + s_rx", "tx": "s_tx", "rx": "s_rx", "now": "recent", "current": "recent",
+                 "peak": "peak_rate",
                  "name": "name", "pid": "pid", "last_seen": "last_b"}
 PROCESS_GROUPS = ("instance", "name")
 
@@ -28,10 +30,11 @@ def process_usage(con, since, until, now, sort="bytes", descending=True, limit=1
     per = (f"SELECT s.bucket, {key} AS subject, p.name AS name, {'p.pid' if group == 'instance' else 'NULL'} AS pid, "
            f"sum(s.tx_bytes) AS tx, sum(s.rx_bytes) AS rx, sum(s.tx_packets) AS txp, sum(s.rx_packets) AS rxp "
            f"FROM ({sub}) s JOIN processes p ON p.id = s.process_id {found} GROUP BY s.bucket, subject")
-    lately = (f"SELECT {key} AS subject, sum(m.tx_bytes + m.rx_bytes) AS recent FROM process_minutes m "
-              f"JOIN processes p ON p.id = m.process_id WHERE m.minute >= ? GROUP BY +{key}")
-    sql = PER_SUBJECT.format(per=per, lately=lately, extra="max(name) AS name, max(pid) AS pid,")
-    total, rows = usage_rows(con, sql, args + [recent_start(now)], size, now, descending, PROCESS_SORTS[sort],
+    per_second = (f"SELECT s.second, {key} AS subject, sum(s.tx_bytes + s.rx_bytes) AS b FROM process_seconds s "
+                  f"JOIN processes p ON p.id = s.process_id WHERE s.second >= ? GROUP BY s.second, subject")
+    secs, first = seconds_args(now, lo, hi)
+    sql = PER_SUBJECT.format(per=per, per_second=per_second, extra="max(name) AS name, max(pid) AS pid,")
+    total, rows = usage_rows(con, sql, args + secs + [first], size, now, descending, PROCESS_SORTS[sort],
                              limit, offset)
     details = {}
     if group == "instance" and rows:

@@ -16,6 +16,8 @@ from storage.tiers import FAMILIES
 log = logging.getLogger("nettally.storage")
 BATCH_ROWS = 5000            # rows per delete transaction: the write lock is held a few ms
 _FAR_PAST = -2 ** 62
+# 1-second points of the live view, all kept retention_seconds (RetentionPolicy.seconds)
+_SECONDS = (("iface_seconds", ("iface",)), ("host_seconds", ("ip",)), ("process_seconds", ("process_id",)))
 
 
 def maintain(con, policy, now, budget=0.5, clock=time.monotonic):
@@ -31,8 +33,9 @@ def maintain(con, policy, now, budget=0.5, clock=time.monotonic):
             cutoff = policy.cutoff(family.name, tier, now)
             if not _prune(con, tiers.table(family, tier), tier, family.keys, cutoff, deadline, clock):
                 return False
-    if not _prune(con, "iface_seconds", "second", ("iface",), int(now - policy.seconds), deadline, clock):
-        return False
+    for name, keys in _SECONDS:
+        if not _prune(con, name, "second", keys, int(now - policy.seconds), deadline, clock):
+            return False
     flows_cutoff = min(policy.cutoff("flow", t, now) for t in tiers.TIERS)
     if not _prune_rows(con, "DELETE FROM flows WHERE id IN (SELECT id FROM flows WHERE last_seen < ? LIMIT ?)",
                        (flows_cutoff,), deadline, clock, "SELECT 1 FROM flows WHERE last_seen < ? LIMIT 1"):
@@ -44,7 +47,7 @@ def maintain(con, policy, now, budget=0.5, clock=time.monotonic):
             return False
     unused = ("DELETE FROM processes WHERE id IN (SELECT p.id FROM processes p WHERE "
               + " AND ".join(f"NOT EXISTS (SELECT 1 FROM {t} x WHERE x.process_id = p.id)"
-                             for t in FAMILIES["process"].tables) + " LIMIT ?)")
+                             for t in FAMILIES["process"].tables + ("process_seconds",)) + " LIMIT ?)")
     return _prune_rows(con, unused, (), deadline, clock)
 
 

@@ -65,6 +65,13 @@ _SECONDS = """
 INSERT INTO iface_seconds (second, iface, frames, bytes, out_frames, out_bytes) VALUES (?, ?, ?, ?, ?, ?)
 ON CONFLICT (second, iface) DO UPDATE SET frames = frames + excluded.frames, bytes = bytes + excluded.bytes,
     out_frames = out_frames + excluded.out_frames, out_bytes = out_bytes + excluded.out_bytes"""
+_HOST_SECONDS = """
+INSERT INTO host_seconds (second, ip, tx_bytes, rx_bytes) VALUES (?, ?, ?, ?)
+ON CONFLICT (second, ip) DO UPDATE SET tx_bytes = tx_bytes + excluded.tx_bytes, rx_bytes = rx_bytes + excluded.rx_bytes"""
+_PROCESS_SECONDS = """
+INSERT INTO process_seconds (second, process_id, tx_bytes, rx_bytes) VALUES (?, ?, ?, ?)
+ON CONFLICT (second, process_id) DO UPDATE SET tx_bytes = tx_bytes + excluded.tx_bytes,
+    rx_bytes = rx_bytes + excluded.rx_bytes"""
 
 def _process_apps(rollup, process_ids, minute):
     """Rows (minute, process id, app, service, class, tx, rx, tx frames, rx frames): each flow side a
@@ -207,6 +214,20 @@ class RollupStore:
         """Per-second interface points: [(second, iface, frames, bytes, out_frames, out_bytes)]."""
         with immediate(self.con):
             self.con.executemany(_SECONDS, points)
+
+    def add_activity(self, hosts, processes):
+        """Per-second points of the live view's now and peak: hosts [(second, ip, tx_bytes,
+        rx_bytes)], processes [(second, ProcessKey, tx_bytes, rx_bytes)]."""
+        con = self.con
+        with immediate(con):
+            con.executemany(_HOST_SECONDS, hosts)
+            ids, rows = {}, []
+            for second, key, tx, rx in processes:
+                process_id = ids.get(key)
+                if process_id is None:
+                    process_id = ids[key] = con.execute(_PROCESS_UPSERT, tuple(key)).fetchone()[0]
+                rows.append((second, process_id, tx, rx))
+            con.executemany(_PROCESS_SECONDS, rows)
 
     def add_drops(self, minute, drops):
         with immediate(self.con):

@@ -1,40 +1,70 @@
 """The per-subject usage list the hosts and processes pages share: totals and rates of each
-subject (an address, a process) over a range, one page of them, sorted by a whitelisted key."""
-from storage import tiers
+subject (an address, a process) over a range, one page of them, sorted by a whitelisted key.
+
+Rates (bit/s). `current_bps` ("now") is the last NOW_SECONDS whole seconds of the live capture's
+per-second points (host_seconds, process_seconds), ending NOW_LAG seconds before now: the newest
+second may still be on its way. `peak_bps` is the highest rate in the range: at 1 second where
+the range meets the seconds still kept (retention_seconds, live capture only), at the tier's
+bucket size before; whichever is higher, with `resolution` (its bucket in seconds) and `peak_at`
+(that bucket's start) saying which. An import has no seconds: its peak is its busiest bucket.
+"""
 from storage.reads import dict_rows, rate
 
+NOW_SECONDS = 5
+NOW_LAG = 1
+
+# {per}: (bucket, subject, tx, rx, txp, rxp) of the tier; {per_second}: (second, subject, b), one
+# row per subject and second, bytes both ways
 PER_SUBJECT = """
-WITH per AS ({per}),
+WITH per AS MATERIALIZED ({per}),
 agg AS (SELECT subject, {extra} sum(tx) AS s_tx, sum(rx) AS s_rx, sum(txp) AS s_txp, sum(rxp) AS s_rxp,
-               min(bucket) AS first_b, max(bucket) AS last_b, max(tx + rx) AS peak FROM per GROUP BY subject),
-lately AS MATERIALIZED ({lately})
-SELECT agg.*, coalesce(l.recent, 0) AS recent, count(*) OVER () AS total_rows
-FROM agg LEFT JOIN lately l ON l.subject = agg.subject
-ORDER BY {{order}}, agg.subject {{page}}"""
+               min(bucket) AS first_b, max(bucket) AS last_b FROM per GROUP BY subject),
+tops AS (SELECT subject, max(tx + rx) AS peak, bucket AS peak_b FROM per GROUP BY subject),
+secs AS MATERIALIZED (
+    SELECT subject, sum(CASE WHEN second >= ? AND second < ? THEN b ELSE 0 END) AS recent,
+           max(CASE WHEN second >= ? AND second < ? THEN b END) AS peak1, second AS peak1_at
+    FROM ({per_second}) GROUP BY subject)
+SELECT * FROM (
+    SELECT agg.*, t.peak, t.peak_b, coalesce(s.recent, 0) AS recent, s.peak1, s.peak1_at,
+           max(coalesce(s.peak1, 0) * 1.0, t.peak * 1.0 / {{size}}) AS peak_rate, count(*) OVER () AS total_rows
+    FROM agg JOIN tops t ON t.subject = agg.subject LEFT JOIN secs s ON s.subject = agg.subject)
+ORDER BY {{order}}, subject {{page}}"""
 
 
-def recent_start(now):
-    """Start of the window behind a 'current' rate from minute data: the previous minute and the
-    current one so far (60 to 120 s of data, never an empty current minute alone)."""
-    return tiers.floor(now, "minute") - 60
+def now_window(now):
+    """[first, end) seconds behind current_bps."""
+    end = int(now) - NOW_LAG
+    return end - NOW_SECONDS, end
+
+
+def seconds_args(now, lo, hi):
+    """Arguments of PER_SUBJECT's secs part (before those of {per_second}) and the first second
+    {per_second} must read from."""
+    first, end = now_window(now)
+    return [first, end, lo, hi], min(first, lo)
 
 
 def usage_rows(con, sql, args, size, now, descending, sort_sql, limit, offset):
     """Runs a per-subject aggregate (see hosts.host_usage) and turns it into API rows."""
     order = f"{sort_sql.format(size=size)} {'DESC' if descending else 'ASC'}"
     page = "" if limit is None else "LIMIT ? OFFSET ?"
-    rows = dict_rows(con, sql.format(order=order, page=page), args + ([] if limit is None else [limit, offset]))
+    rows = dict_rows(con, sql.format(order=order, page=page, size=size), args + ([] if limit is None else [limit, offset]))
     total = rows[0]["total_rows"] if rows else None
     if total is None:
-        total = 0 if not offset else len(dict_rows(con, sql.format(order="1", page=""), args))
-    recent_seconds = now - recent_start(now)
+        total = 0 if not offset else len(dict_rows(con, sql.format(order="1", page="", size=size), args))
     out = []
     for r in rows:
         nbytes = r["s_tx"] + r["s_rx"]
+        if r["peak1"] is not None and r["peak1"] >= r["peak"] / size:
+            peak, resolution, peak_at = rate(r["peak1"], 1), 1, r["peak1_at"]
+        else:
+            peak, resolution, peak_at = rate(r["peak"], size), size, r["peak_b"]
         out.append({"subject": r["subject"], "tx_bytes": r["s_tx"], "rx_bytes": r["s_rx"],
                     "tx_packets": r["s_txp"], "rx_packets": r["s_rxp"], "bytes": nbytes,
-                    "current_bps": rate(r["recent"], recent_seconds),
-                    "avg_bps": rate(nbytes, r["last_b"] - r["first_b"] + size), "peak_bps": rate(r["peak"], size),
+                    "current_bps": rate(r["recent"], NOW_SECONDS),
+                    "avg_bps": rate(nbytes, r["last_b"] - r["first_b"] + size), "peak_bps": peak,
+                    "peak_at": peak_at, "resolution": resolution,
                     "first_seen": r["first_b"], "last_seen": r["last_b"],
                     **{k: r[k] for k in ("pid", "name") if k in r}})
     return total, out
+

@@ -103,6 +103,10 @@ class WriterThread(threading.Thread):
         """Per-second interface points, written by this thread (see RollupStore.add_seconds)."""
         self.queue.put(("seconds", points))
 
+    def submit_activity(self, hosts, processes):
+        """Per-second host and process points (see RollupStore.add_activity)."""
+        self.queue.put(("activity", hosts, processes))
+
     def submit_drops(self, minute, drops):
         self.queue.put(("drops", minute, drops))
 
@@ -174,6 +178,8 @@ class WriterThread(threading.Thread):
             self.backlog.add_seconds(item[1])
         elif item[0] == "relabel":
             self.backlog.relabels.extend(item[1])
+        elif item[0] == "activity":
+            self.backlog.add_activity(item[1], item[2])
         else:
             self.backlog.add_drops(item[1], item[2])
 
@@ -205,6 +211,9 @@ class WriterThread(threading.Thread):
             if b.seconds:
                 self.store.add_seconds(b.seconds)
                 b.seconds = []
+            if b.host_seconds or b.process_seconds:
+                self.store.add_activity(b.host_seconds, b.process_seconds)
+                b.host_seconds, b.process_seconds = [], []
             while b.drops:
                 self.store.add_drops(*b.drops[0])
                 b.drops.pop(0)

@@ -57,3 +57,33 @@ def test_off_by_default_and_for_imports():
     table = FlowTable()
     ingest(table, [(T0 + 0.1, udp(A, B, 1, 2), 100), (T0 + 1.1, udp(A, B, 1, 2), 100)])
     assert table.take_seconds(now=T0 + 5) == []
+
+
+# ---- flow sides -> processes (collector/seconds.py) --------------------------------------------
+
+def _attributed(flows, processes):
+    from records import Rollup
+    return Rollup(int(T0), flows, {}, {}, {}, processes=processes)
+
+
+def test_flow_side_points_are_charged_to_the_processes_attribution_found():
+    from collector.seconds import SecondOwners
+    from records import FlowDelta, ProcessKey
+    client, server = ProcessKey(10, 1.0, "curl"), ProcessKey(20, 2.0, "nginx")
+    s = int(T0)
+    owners = SecondOwners()
+    # seconds before the flow's first rollup: held, then charged once the rollup names its owners
+    assert owners.charge([(s, 6, A, 5000, A, 80, 100), (s, 6, A, 80, A, 5000, 900)]) == []
+    delta = FlowDelta(6, A, 5000, A, 80, T0, T0 + 1, 100, 1, 900, 1, 0, "lo", False, 10, "curl", 20, "nginx")
+    charged = owners.learn([_attributed([delta], {client: [100, 900, 1, 1], server: [900, 100, 1, 1]})])
+    assert sorted(charged) == sorted([(s, client, 100, 900), (s, server, 900, 100)])
+    # later seconds at once, either side sending; a flow nobody owns is held, then left out
+    assert sorted(owners.charge([(s + 1, 6, A, 80, A, 5000, 7), (s + 1, 17, B, 1, C, 2, 5)])) == \
+        sorted([(s + 1, server, 7, 0), (s + 1, client, 0, 7)])
+    assert owners.learn([]) == [] and owners.left_out == 1
+    # a flow whose record ended is forgotten after one more round
+    owners.learn([_attributed([delta._replace(orig_bytes=0, orig_packets=0, resp_bytes=0, resp_packets=0,
+                                              closed=True)], {})])
+    assert sorted(owners.charge([(s + 2, 6, A, 5000, A, 80, 1)])) == sorted([(s + 2, client, 1, 0), (s + 2, server, 0, 1)])
+    owners.learn([])
+    assert owners.charge([(s + 3, 6, A, 5000, A, 80, 1)]) == [] and owners.held

@@ -250,3 +250,30 @@ def test_host_macs_keep_the_latest_announcement_and_show_in_the_hosts_api(tmp_pa
         ("10.0.0.5", "02:00:00:00:00:06", 180, 180)]
     rows = host_usage(con, 0, 240, 240, policy=RetentionPolicy.from_settings(Settings()))["rows"]
     assert [(r["ip"], r["mac"]) for r in rows] == [("10.0.0.5", "02:00:00:00:00:06")]
+
+
+def test_per_second_points_add_up_and_leave_with_retention_seconds(tmp_path):
+    """host_seconds and process_seconds (issue 11): points of the same second add up; retention
+    prunes them past retention_seconds, like iface_seconds; a process with only seconds is kept
+    while they are."""
+    from records import ProcessKey
+    from storage import retention, tiers
+    con = connect(str(tmp_path / "s.db"))
+    store = RollupStore(con)
+    curl = ProcessKey(7, 1.0, "curl")
+    store.add_activity([(100, A, 10, 20), (1000, A, 1, 2)], [(100, curl, 5, 0), (1000, curl, 1, 1)])
+    store.add_activity([(1000, A, 3, 4)], [(1000, curl, 2, 2)])
+    assert con.execute("SELECT second, ip, tx_bytes, rx_bytes FROM host_seconds ORDER BY second").fetchall() == \
+        [(100, A, 10, 20), (1000, A, 4, 6)]
+    assert con.execute("SELECT s.second, p.name, s.tx_bytes, s.rx_bytes FROM process_seconds s "
+                       "JOIN processes p ON p.id = s.process_id ORDER BY second").fetchall() == \
+        [(100, "curl", 5, 0), (1000, "curl", 3, 3)]
+    policy = tiers.RetentionPolicy(seconds=900, minute=86400, hour=86400, day=86400, flows=86400)
+    assert retention.maintain(con, policy, now=1500)
+    assert con.execute("SELECT second FROM host_seconds").fetchall() == [(1000,)]
+    assert con.execute("SELECT second FROM process_seconds").fetchall() == [(1000,)]
+    assert con.execute("SELECT name FROM processes").fetchall() == [("curl",)]
+    assert retention.maintain(con, policy, now=2000)
+    assert con.execute("SELECT count(*) FROM host_seconds").fetchone() == (0,)
+    assert con.execute("SELECT count(*) FROM processes").fetchone() == (0,)
+    con.close()

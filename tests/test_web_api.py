@@ -57,8 +57,8 @@ def test_hosts_rates_and_order(client):
     assert h["total"] == 4 and h["resolution"] == 60
     assert [r["ip"] for r in h["rows"]] == [A, B, C, "224.0.0.251"]
     assert h["rows"][0] == {"ip": A, "name": None, "mac": None, "vendor": "", "tx_bytes": 1690, "rx_bytes": 5120, "tx_packets": 15,
-                            "rx_packets": 13, "bytes": 6810, "current_bps": 71.6, "avg_bps": 302.7,
-                            "peak_bps": 800.0, "first_seen": T0, "last_seen": MINUTE}
+                            "rx_packets": 13, "bytes": 6810, "current_bps": 0.0, "avg_bps": 302.7,
+                            "peak_bps": 800.0, "peak_at": T0, "resolution": 60, "first_seen": T0, "last_seen": MINUTE}
     by_rx = get(client, "/api/hosts?sort=rx&order=asc&limit=2&offset=1")
     assert [r["ip"] for r in by_rx["rows"]] == ["224.0.0.251", B] and by_rx["total"] == 4
 
@@ -372,3 +372,40 @@ def test_span_is_exact_after_tiers_are_built_and_minutes_pruned(tmp_path):
     assert get(client, "/api/span") == {"first": int(T0 // 3600 * 3600), "last": int(MINUTE // 3600 * 3600) + 3600,
                                         "live": False}
     con.close()
+
+
+def test_now_and_peak_from_the_seconds_kept(tmp_path):
+    """Issue 11: current_bps is the last 5 whole seconds (ending 1 s before now); peak_bps the
+    highest 1-second rate where seconds are kept (resolution 1, peak_at its second), else the
+    busiest bucket; sort=now (alias current) ranks by the rate now."""
+    from records import ProcessKey
+    path = make_db(tmp_path / "now.db")
+    curl = ProcessKey(100, 1000.0, "curl", "/usr/bin/curl", "curl https://example", "alice")
+    end = int(NOW) - 1                   # the newest second may still be arriving: not in the window
+    con = connect(path)
+    RollupStore(con).add_activity(
+        [(end - 5, B, 1000, 0), (end - 4, B, 1000, 500), (end - 1, B, 0, 1000), (end, B, 99_999, 0),   # 3500 B in 5 s
+         (end - 30, A, 40_000, 10_000)],                                                               # idle now
+        [(end - 2, curl, 2000, 500), (end - 30, curl, 30_000, 0)])
+    con.close()
+    app = _app(path)
+    try:
+        client = app.test_client()
+        rows = {r["ip"]: r for r in get(client, "/api/hosts")["rows"]}
+        assert (rows[B]["current_bps"], rows[A]["current_bps"]) == (3500 * 8 / 5, 0.0)
+        assert (rows[A]["peak_bps"], rows[A]["resolution"], rows[A]["peak_at"]) == (400_000.0, 1, end - 30)
+        assert (rows[B]["peak_bps"], rows[B]["resolution"], rows[B]["peak_at"]) == (99_999 * 8.0, 1, end)
+        assert (rows[C]["peak_bps"], rows[C]["resolution"], rows[C]["peak_at"]) == (54.7, 60, MINUTE)   # no seconds: 410 B
+        for key in ("now", "current"):
+            assert [r["ip"] for r in get(client, f"/api/hosts?sort={key}")["rows"]][0] == B
+        assert [r["ip"] for r in get(client, "/api/hosts?sort=peak")["rows"]][:2] == [B, A]
+        # seconds outside the range are not its peak
+        assert get(client, f"/api/hosts?since={MINUTE + 60}&until={MINUTE + 120}")["rows"] == []
+        procs = {r["process"]: r for r in get(client, "/api/processes?sort=now")["rows"]}
+        assert (procs["curl"]["current_bps"], procs["curl"]["peak_bps"]) == (2500 * 8 / 5, 240_000.0)
+        assert (procs["curl"]["resolution"], procs["curl"]["peak_at"]) == (1, end - 30)
+        assert get(client, "/api/processes?sort=now")["rows"][0]["process"] == "curl"
+        named = {r["process"]: r for r in get(client, "/api/processes?group=name")["rows"]}
+        assert named["curl"]["peak_bps"] == 240_000.0
+    finally:
+        app.extensions["nettally.pool"].close()
