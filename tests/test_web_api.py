@@ -53,8 +53,8 @@ def test_current_usage(client):
 
 
 def test_hosts_rates_and_order(client):
-    h = get(client, "/api/hosts")
-    assert h["total"] == 4 and h["resolution"] == 60
+    h = get(client, "/api/hosts?sort=bytes")
+    assert h["total"] == 4 and h["resolution"] == 60 and (h["sort"], h["order"]) == ("bytes", "desc")
     assert [r["ip"] for r in h["rows"]] == [A, B, C, "224.0.0.251"]
     assert h["rows"][0] == {"ip": A, "name": None, "mac": None, "vendor": "", "tx_bytes": 1690, "rx_bytes": 5120, "tx_packets": 15,
                             "rx_packets": 13, "bytes": 6810, "current_bps": 0.0, "avg_bps": 302.7,
@@ -76,7 +76,7 @@ def test_one_host(client):
 
 
 def test_processes(client):
-    p = get(client, "/api/processes")
+    p = get(client, "/api/processes?sort=bytes")
     assert [(r["pid"], r["process"], r["tx_bytes"], r["rx_bytes"]) for r in p["rows"]] == [
         (100, "curl", 1600, 5000), (300, FORMULA_PROCESS, 90, 120), (200, EVIL_PROCESS, 200, 0)]
     assert p["rows"][0]["cmdline"] == "curl https://example" and p["rows"][0]["username"] == "alice"
@@ -133,7 +133,7 @@ def test_hosts_and_processes_csv(client):
     hosts = client.get("/api/hosts.csv?sort=ip&order=asc").get_data(as_text=True)
     assert hosts == ("ip,tx_bytes,rx_bytes,tx_packets,rx_packets,name,mac,vendor\n"
                      f"{A},1690,5120,15,13,,,\n{B},5000,1600,12,14,,,\n{C},320,90,3,1,,,\n224.0.0.251,0,200,0,2,,,\n")
-    procs = client.get("/api/processes.csv").get_data(as_text=True)
+    procs = client.get("/api/processes.csv?sort=bytes").get_data(as_text=True)
     assert procs == ("pid,process,tx_bytes,rx_bytes,tx_packets,rx_packets\n100,curl,1600,5000,14,12\n"
                      f"300,\"'=HYPERLINK(\"\"x\"\")\",90,120,1,1\n200,{EVIL_PROCESS},200,0,2,0\n")
 
@@ -339,6 +339,7 @@ def test_an_old_import_is_seen_by_default_ranges(db_path):
     assert get(client, "/api/span") == {"first": T0, "last": MINUTE + 60, "live": False}
     hosts = get(client, "/api/hosts")
     assert (hosts["since"], hosts["until"], hosts["total"]) == (MINUTE + 60 - 86400, MINUTE + 60, 4)
+    assert hosts["sort"] == "bytes"                  # no live capture: nothing is "now"
     assert hosts["rows"][0]["bytes"] == 6810 and hosts["rows"][0]["current_bps"] == 0.0
     assert get(client, "/api/hosts?since=1h")["total"] == 4            # a span counts back from the data's end
     assert get(client, "/api/hosts?since=90s")["total"] == 4            # the last minute: A, B, C, 224.0.0.251
@@ -391,7 +392,9 @@ def test_now_and_peak_from_the_seconds_kept(tmp_path):
     app = _app(path)
     try:
         client = app.test_client()
-        rows = {r["ip"]: r for r in get(client, "/api/hosts")["rows"]}
+        answer = get(client, "/api/hosts")
+        assert answer["sort"] == "now"                    # live data: the rate now ranks by default
+        rows = {r["ip"]: r for r in answer["rows"]}
         assert (rows[B]["current_bps"], rows[A]["current_bps"]) == (3500 * 8 / 5, 0.0)
         assert (rows[A]["peak_bps"], rows[A]["resolution"], rows[A]["peak_at"]) == (400_000.0, 1, end - 30)
         assert (rows[B]["peak_bps"], rows[B]["resolution"], rows[B]["peak_at"]) == (99_999 * 8.0, 1, end)

@@ -34,9 +34,11 @@ def _params(anchored=False):
     from the end of the data instead of now when no live capture feeds the database."""
     t = now()
     g.pop("nettally.policy", None)
+    g.pop("nettally.live", None)
     if not anchored:
         return Params(request.args, t)
     span = data_span(db(), t, live_policy().seconds)
+    g.setdefault("nettally.live", span["live"])
     if span["live"] or span["last"] is None:
         return Params(request.args, t)
     # the tiers are chosen as they were at the data's end: an hour of a capture imported from
@@ -48,6 +50,12 @@ def _params(anchored=False):
 def policy():
     """The retention policy the tiers are chosen by for this request (see _params)."""
     return g.get("nettally.policy") or live_policy()
+
+
+def _default_sort():
+    """Lists sort by the rate now while a live capture feeds the database, by bytes otherwise
+    (an import has no now). Known after _params(anchored=True)."""
+    return "now" if g.get("nettally.live") else "bytes"
 
 
 def _page(p, csv):
@@ -96,13 +104,14 @@ def historical():
 
 def _hosts(p, csv):
     since, until = p.time_range()
-    sort, descending = p.sort(HOST_SORTS, "bytes")
+    sort, descending = p.sort(HOST_SORTS, _default_sort())
     limit, offset = _page(p, csv)
     q = p.search()
     p.finish()
     usage = host_usage(db(), since, until, p.now, sort, descending, limit, offset, policy=policy(), q=q)
     add_vendors(usage["rows"], current_app.extensions["nettally.vendors"])
-    return {"since": since, "until": until, "q": q, "limit": limit, "offset": offset, **usage}
+    return {"since": since, "until": until, "q": q, "sort": sort, "order": "desc" if descending else "asc",
+            "limit": limit, "offset": offset, **usage}
 
 
 @bp.get("/hosts")
@@ -133,13 +142,14 @@ def host(ip):
 
 def _processes(p, csv):
     since, until = p.time_range()
-    sort, descending = p.sort(PROCESS_SORTS, "bytes")
+    sort, descending = p.sort(PROCESS_SORTS, _default_sort())
     group = p.choice("group", PROCESS_GROUPS, "instance")
     limit, offset = _page(p, csv)
     q = p.search()
     p.finish()
     usage = process_usage(db(), since, until, p.now, sort, descending, limit, offset, group, policy=policy(), q=q)
-    return {"since": since, "until": until, "group": group, "q": q, "limit": limit, "offset": offset, **usage}
+    return {"since": since, "until": until, "group": group, "q": q, "sort": sort,
+            "order": "desc" if descending else "asc", "limit": limit, "offset": offset, **usage}
 
 
 @bp.get("/processes")
