@@ -558,6 +558,19 @@ def test_a_custom_range_is_chosen_on_the_page(browser, gap_server):
     assert console_errors(browser) == []
 
 
+def test_top_lists_sort_by_the_rate_now_and_by_total(browser, named_server):
+    browser.get(named_server + "/hosts?since=0")
+    wait_for(lambda: shown(browser, since="0", sort="bytes"), 10, "the hosts by total (nothing live)")
+    browser.find_element("css selector", "#hosts th[data-key='now']").click()
+    wait_for(lambda: shown(browser, since="0", sort="now", order="desc"), 10, "the hosts by the rate now")
+    assert js(browser, "return document.querySelector('#hosts th[data-key=now]').getAttribute('aria-sort')") == "descending"
+    browser.find_element("css selector", "#hosts th[data-key='bytes']").click()
+    wait_for(lambda: shown(browser, since="0", sort="bytes"), 10, "the hosts by total again")
+    totals = [r["Total"] for r in table_dicts(browser, "#hosts")]
+    assert totals[0] == "6.81 KB"
+    assert console_errors(browser) == []
+
+
 def test_search_boxes_filter_as_one_types(browser, named_server):
     browser.get(named_server + "/hosts?since=0")
     wait_for(lambda: shown(browser, since="0"), 10, "the host rows")

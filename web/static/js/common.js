@@ -81,7 +81,7 @@ const NT = (() => {
     (r.resolution ? `${r.peak_at ? ", " : ""}highest ${duration(r.resolution)} rate` : "");
 
   /* The sort key of the rate now (the last seconds): live views sort by it. */
-  const NOW_SORT = "current";
+  const NOW_SORT = "now";
 
   const percent = (share) => (share === null || share === undefined ? "–" : `${(share * 100).toFixed(1)} %`);
 
