@@ -65,7 +65,7 @@ def test_pcapng_if_names_are_stored_exported_and_served_clean(tmp_path, capsys, 
     capture.close()
     assert [i.name for i in capture.interfaces] == CLEAN
     code, out, err = cli(capsys, "import", path, "--db", db)
-    assert (code, err) == (0, "") and out.count("\n") == 1
+    assert (code, err) == (0, "") and out.count("\n") == 2 and out.splitlines()[1].startswith("stored: ")
     con = connect(db, readonly=True)
     try:
         assert sorted(r["iface"] for r in interface_totals(con)) == sorted(CLEAN)
