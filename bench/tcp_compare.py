@@ -143,9 +143,9 @@ def direct_flows(path):
             tcp_health.see(h, ts, pkt.tcp_flags, seq, ack, win, seglen)
     cap.close()
     out = {}
-    for key, (first, second) in flows.items():
-        _, retx, ooo, zw, rst = tcp_health.take(first, second)
-        out[key] = {"rtt_ms": tcp_health.rtts(first, second)[0], "retransmits": retx, "out_of_order": ooo,
+    for key, (first, _) in flows.items():
+        _, retx, ooo, zw, rst = tcp_health.take(*first)
+        out[key] = {"rtt_ms": tcp_health.rtts(*first)[0], "retransmits": retx, "out_of_order": ooo,
                     "zero_windows": zw, "resets": rst}
     return out
 

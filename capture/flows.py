@@ -513,8 +513,8 @@ class FlowTable:
             source = "port" if app else ""
         delta = FlowDelta(proto, a, ap, b, bp, flow.first_seen, max(orig[2], resp[2]),
                           orig[0], orig[1], resp[0], resp[1], orig[3] | resp[3], flow.iface, closed,
-                          None, None, None, None, app, source, flow.server_name,
-                          **(tcp_fields(orig[6], resp[6]) if orig[6] is not None else {}))
+                          None, None, None, None, app, source, flow.server_name, "", "",
+                          *(tcp_fields(orig[6]) if orig[6] is not None else ()))
         for host, tx, rx in ((a, orig, resp), (b, resp, orig)):
             h = hosts.get(host)
             if h is None:

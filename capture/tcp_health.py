@@ -49,24 +49,26 @@ class Conversation:
 class Half:
     """One sending side's sequence state and counters. Counters (data_segments ... resets) are
     deltas since the last `take`; RTT sample statistics are kept for the flow's life."""
-    __slots__ = ("peer", "conv", "steady", "base", "nextseq", "nextseq_ts", "maxseq", "lastack", "lastack_ts",
+    __slots__ = ("conv", "steady", "base", "nextseq", "nextseq_ts", "maxseq", "lastack", "lastack_ts",
                  "window", "dupacks", "last", "timed", "timed_ts",
                  "samples", "sample_sum", "sample_min", "sample_max",
                  "data_segments", "retransmits", "out_of_order", "zero_windows", "resets")
 
     def __init__(self, conv):
-        self.peer = None
         self.conv = conv
-        self.samples = 0
-        self.sample_sum = 0.0
-        self.sample_min = self.sample_max = 0.0
-        self.data_segments = self.retransmits = self.out_of_order = self.zero_windows = self.resets = 0
-        _restart(self)
+        self.samples = self.data_segments = self.retransmits = self.out_of_order = self.zero_windows = self.resets = 0
+        self.sample_sum = self.sample_min = self.sample_max = 0.0
+        self.steady = False
+        self.base = None
+        self.nextseq = self.maxseq = self.lastack = self.window = self.dupacks = self.last = 0
+        self.nextseq_ts = self.lastack_ts = self.timed_ts = 0.0
+        self.timed = -1
 
 
 def _restart(h):
     """Sequence state as before the first segment (0 is 'not known yet', as in tshark)."""
-    h.steady = False            # see() may take its short ways (both bases known, no handshake RTT pending)
+    h.steady = False            # see() may take its short ways: both bases and nextseq and maxseq known, no
+                                # handshake RTT pending, no duplicate ACKs counted, no keep-alive or probe last
     h.base = None               # the side's initial sequence number (first seq - 1 without a SYN)
     h.nextseq = 0               # highest sequence number sent + 1
     h.nextseq_ts = 0.0          # when it was set
@@ -81,18 +83,18 @@ def _restart(h):
 
 
 def pair():
-    """The two halves of a new TCP flow, linked to each other: (first sender's, other side's)."""
+    """A new TCP flow's state, as each side sends: ((first sender's half, the other's), (the
+    other's, the first sender's)). Tuples, so the halves never point at each other: a flow that
+    leaves is freed at once, without waiting for the cyclic garbage collector."""
     conv = Conversation()
     a, b = Half(conv), Half(conv)
-    a.peer, b.peer = b, a
-    return a, b
+    return (a, b), (b, a)
 
 
-def _see(h, ts, flags, seq, ack, win, seglen):
-    """`see`, every case."""
+def _see(h, p, ts, flags, seq, ack, win, seglen):
+    """`see`, every case (`p`: the other side's half)."""
     if seglen < 0:                      # a TCP header longer than its IP packet: tshark does not analyse it
         return
-    p = h.peer
     if flags & 0x16 != 0x10:                      # SYN, RST, or no ACK: the rare cases
         if flags & 0x12 == 0x02:
             if h.base is not None and seq != h.base:      # a new connection on the same ports
@@ -134,6 +136,7 @@ def _see(h, ts, flags, seq, ack, win, seglen):
     if flags & 0x10:
         maxseq = p.maxseq
         if maxseq and (maxseq - ack) & M >= HALF:        # acknowledges data never seen
+            p.steady = False
             if maxseq > p.nextseq:
                 p.maxseq = p.nextseq
             else:
@@ -188,26 +191,28 @@ def _see(h, ts, flags, seq, ack, win, seglen):
     h.lastack_ts = ts
     h.last = special
     conv = h.conv
-    h.steady = p.base is not None and (conv.stream_rtt is not None or conv.syn_ts is None)
+    h.steady = p.base is not None and (conv.stream_rtt is not None or conv.syn_ts is None) and not special \
+        and not h.dupacks and h.nextseq != 0 and h.maxseq != 0
 
 
-def see(h, ts, flags, seq, ack, win, seglen):
-    """One segment sent by side `h`: TCP flags, sequence and acknowledgement numbers, window
+def see(hp, ts, flags, seq, ack, win, seglen):
+    """One segment sent by the side whose `pair()` element is `hp`: TCP flags, sequence and acknowledgement numbers, window
     field (unscaled) and payload length (from the IP length, not what was captured).
 
     The per-packet cost matters (every TCP segment of a capture): the two segments a transfer
     is made of, the next data segment and a new ACK, take a short way here that leaves the
     state exactly as `_see`, which follows tshark step by step, would (tests/test_tcp_health.py
     checks the two agree on random segment sequences)."""
-    if flags & 0x17 != 0x10 or not win or not h.steady or seq != h.nextseq or not seq:
-        _see(h, ts, flags, seq, ack, win, seglen)
+    h, p = hp
+    if flags & 0x17 != 0x10 or not win or seq != h.nextseq or not h.steady:
+        _see(h, p, ts, flags, seq, ack, win, seglen)
         return
-    p = h.peer
+    # steady: dupacks and last are 0, nextseq and maxseq known (see _restart)
     if seglen > 1:
         plast = p.lastack
         end = (seq + seglen) & M
-        if plast and (end == plast or (end - plast) & M >= HALF):
-            _see(h, ts, flags, seq, ack, win, seglen)         # spurious retransmission
+        if not end or plast and (end == plast or (end - plast) & M >= HALF):
+            _see(h, p, ts, flags, seq, ack, win, seglen)      # spurious retransmission (or nextseq 0)
             return
         h.data_segments += 1
         h.nextseq = end
@@ -215,17 +220,14 @@ def see(h, ts, flags, seq, ack, win, seglen):
         if h.timed < 0:
             h.timed = end
             h.timed_ts = ts
-        if seq == h.maxseq or not h.maxseq:
+        if seq == h.maxseq:
             h.maxseq = end
     elif seglen or (ack == h.lastack and win == h.window):     # a byte (probe, keep-alive) or a duplicate ACK
-        _see(h, ts, flags, seq, ack, win, seglen)
+        _see(h, p, ts, flags, seq, ack, win, seglen)
         return
-    elif not h.maxseq:
-        h.maxseq = seq
-    if ack != h.lastack:
-        h.dupacks = 0
     maxseq = p.maxseq
     if maxseq and (maxseq - ack) & M >= HALF:
+        p.steady = False
         if maxseq > p.nextseq:
             p.maxseq = p.nextseq
         else:
@@ -246,7 +248,6 @@ def see(h, ts, flags, seq, ack, win, seglen):
     h.window = win
     h.lastack = ack
     h.lastack_ts = ts
-    h.last = 0
 
 
 def take(a, b):
@@ -259,12 +260,13 @@ def take(a, b):
     return out
 
 
-def fields(a, b):
-    """The flow's records.FlowDelta health fields, its counters taken (reset) by this."""
-    rtt, lo, avg, hi = rtts(a, b)
-    data, retx, ooo, zw, rst = take(a, b)
-    return dict(rtt_ms=rtt, rtt_min_ms=lo, rtt_avg_ms=avg, rtt_max_ms=hi, data_segments=data, retransmits=retx,
-                out_of_order=ooo, zero_windows=zw, resets=rst)
+NOTHING = (None, None, None, None, 0, 0, 0, 0, 0)
+
+
+def fields(hp):
+    """The flow's records.FlowDelta health fields in their order (rtt_ms ... resets), its
+    counters taken (reset) by this; `hp`: a pair() element."""
+    return rtts(*hp) + take(*hp)
 
 
 def rtts(a, b):
