@@ -76,7 +76,8 @@ def host_detail(con, ip, since, until, now, step, policy):
             WHERE resp_h = :ip AND orig_h != :ip AND last_seen >= :lo AND first_seen < :hi)
         GROUP BY peer ORDER BY tx_bytes + rx_bytes DESC, peer LIMIT 20""", {"ip": ip, "lo": since, "hi": until})
     _, flows = flow_search(con, FlowFilter(since=since, until=until, host=ip), limit=20)
-    return {**usage["rows"][0], "resolution": usage["resolution"],
+    # the row's resolution: of its peak (1 where a second of the kept ones is it), as in the list
+    return {"resolution": usage["resolution"], **usage["rows"][0],
             "history": {"step": step, "buckets": [h[0] for h in history],
                         "tx": [h[1] for h in history], "rx": [h[2] for h in history]},
             "peers": _named(con, peers, "peer"), "flows": flows}

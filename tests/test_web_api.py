@@ -399,6 +399,8 @@ def test_now_and_peak_from_the_seconds_kept(tmp_path):
         assert (rows[A]["peak_bps"], rows[A]["resolution"], rows[A]["peak_at"]) == (400_000.0, 1, end - 30)
         assert (rows[B]["peak_bps"], rows[B]["resolution"], rows[B]["peak_at"]) == (99_999 * 8.0, 1, end)
         assert (rows[C]["peak_bps"], rows[C]["resolution"], rows[C]["peak_at"]) == (54.7, 60, MINUTE)   # no seconds: 410 B
+        one = get(client, f"/api/hosts/{B}")
+        assert (one["current_bps"], one["peak_bps"], one["resolution"], one["peak_at"]) == (5600.0, 799_992.0, 1, end)
         for key in ("now", "current"):
             assert [r["ip"] for r in get(client, f"/api/hosts?sort={key}")["rows"]][0] == B
         assert [r["ip"] for r in get(client, "/api/hosts?sort=peak")["rows"]][:2] == [B, A]
