@@ -80,7 +80,8 @@ class DpiWorker:
                     break
                 continue
             _, labelled, dropped = message
-            self._labelled.extend(labelled)
+            # the frames went to Wireshark and are done with: keep the flow's key, not its bytes
+            self._labelled.extend((sample._replace(frames=[]), app) for sample, app in labelled)
             for reason, n in dropped.items():
                 self._drop(reason, n)
             self._in_flight = 0

@@ -146,7 +146,7 @@ def _import_one(settings, path, admission, store, labeller, dpi, stop_asked, sco
                       max_flows=settings.max_flows, read_payload=settings.names, tcp_health=settings.tcp_health)
     begun = time.time()
     writer = ImportWriter(settings.db)       # SQLite on the other core, the file in one transaction
-    tally = _ImportTally(partial(_labelled, labeller, dpi, writer.submit), ImportScope())
+    tally = _ImportTally(partial(_labelled, labeller, dpi, writer.submit), ImportScope(), settings.max_names)
     result, finish = None, None
     try:
         try:
@@ -217,8 +217,8 @@ def _late_names(store, labeller, dpi, wait):
 class _ImportTally:
     """A rollup sink that passes rollups on and keeps the figures for the import's summary line."""
 
-    def __init__(self, sink, scope):
-        self.sink, self.scope = sink, scope
+    def __init__(self, sink, scope, max_names=100_000):
+        self.sink, self.scope, self.max_names = sink, scope, max_names
         self.ip = self.non_ip = self.undecodable = self.bytes = 0
         self.reasons = {}
         self.names = set()            # addresses named on the wire (bounded by the flow table per bucket)
@@ -233,7 +233,7 @@ class _ImportTally:
                 self.bytes += c[_BYTES]
             for (_, reason), c in rollup.undecodable.items():
                 self.reasons[reason] = self.reasons.get(reason, 0) + c[0]
-            if len(self.names) < 1_000_000:
+            if len(self.names) < self.max_names:
                 self.names.update(rollup.names)
             for reason, n in rollup.unnamed.items():
                 self.unreadable[reason] = self.unreadable.get(reason, 0) + n
@@ -245,7 +245,7 @@ class _ImportTally:
         if self.reasons:
             text += ": " + ", ".join(f"{reason} {n}" for reason, n in sorted(self.reasons.items()))
         if self.names:
-            text += f"; {len(self.names)} hosts named"
+            text += f"; {'at least ' if len(self.names) >= self.max_names else ''}{len(self.names)} hosts named"
         if self.unreadable:
             text += "; payload unreadable: " + ", ".join(f"{r} {n}" for r, n in sorted(self.unreadable.items()))
         return text
