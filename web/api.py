@@ -18,7 +18,7 @@ from storage.span import anchored_policy, data_span
 from storage.traffic_types import traffic_by_class
 from storage.volumes import PERIODS, VOLUME_BY, interface_percentiles, volumes as volumes_of
 from web.context import db, now, policy as live_policy
-from web.params import Params
+from web.params import ParamError, Params
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -89,15 +89,34 @@ def current_usage():
 
 @bp.get("/historical")
 def historical():
+    """A preset range ending now (or at the data's end), or any since/until: buckets of the
+    preset's step, or of the smallest step giving at most 300 of them."""
     p = _params(anchored=True)
-    span_name = p.choice("range", tuple(RANGES), "1h")
+    span_name = p.choice("range", tuple(RANGES), None)
     by = p.choice("by", HISTORY_BY, "interface")
     limit = p.integer("limit", 10, 1, SERIES_MAX)
+    custom = "since" in request.args or "until" in request.args
+    if span_name is not None and custom:
+        raise ParamError("range", "give either range or since/until, not both")
+    if custom:
+        since, until = p.time_range()
+    else:
+        span_name = span_name or "1h"
+        since = until = None
     p.finish()
-    span, step = RANGES[span_name]
-    # the end of the current bucket, or of the bucket holding the data's last second
-    until = (-(-int(p.anchor) // step) if p.anchored else int(p.now) // step + 1) * step
-    since = until - span
+    if span_name is not None:
+        span, step = RANGES[span_name]
+        # the end of the current bucket, or of the bucket holding the data's last second
+        until = (-(-int(p.anchor) // step) if p.anchored else int(p.now) // step + 1) * step
+        since = until - span
+    else:
+        if not since:           # since=0, everything kept: from the data's first bucket
+            first = data_span(db(), p.now, live_policy().seconds)["first"]
+            since = min(first if first is not None else until - 3600, until - 60)
+        since, until = int(since), int(-(-until // 1))
+        most = 300              # buckets; each preset has fewer
+        step = next((s for s in HOST_STEPS if (until - since) / s <= most), -(-(until - since) // (most * 86400)) * 86400)
+        since, until = since // step * step, -(-until // step) * step        # whole buckets
     history = traffic_history(db(), by, since, until, step, p.now, limit, policy=policy())
     return jsonify({"range": span_name, "by": by, "since": since, "until": until, **history})
 
