@@ -21,12 +21,12 @@ Running RTT samples (where NetTally differs from tshark's `tcp.analysis.ack_rtt`
 every acknowledged segment): each side times one segment at a time, from a segment that
 advances its sequence number to the first ACK from the other side that covers it, and drops
 the timing when a segment is sent again (Karn's rule, as TCP stacks do). Samples are kept per
-side as count, sum, min and max; `summary` reports the side whose data crosses the far part of
+side as count, sum, min and max; `rtts` reports the side whose data crosses the far part of
 the path from the capture point (the larger minimum): at an endpoint, the other side's samples
 are only this host's own ACK delay.
 
-State per flow: two `Half` objects (one per sending side) of a few numbers each, and a small
-`Conversation`; no per-segment lists. `see` is on the hot path (every TCP segment).
+State per flow: two `Half` objects (one per sending side) of a few numbers each, and the two
+tuples that pair them; no per-segment lists. `see` is on the hot path (every TCP segment).
 """
 
 M = 0xFFFFFFFF
@@ -36,26 +36,20 @@ FAST_RETRANSMIT_WINDOW = 0.02  # a fast retransmission follows the last duplicat
 _KEEPALIVE, _ZERO_WINDOW_PROBE = 1, 2
 
 
-class Conversation:
-    """What both sides share: the handshake timing."""
-    __slots__ = ("syn_ts", "stream_rtt", "rtt")
+class Half:
+    """One sending side's sequence state and counters. Counters (data_segments ... resets) are
+    deltas since the last `take`; RTT sample statistics are kept for the flow's life. The
+    handshake's times (syn_ts, stream_rtt, rtt) are the connection's: both halves hold them, and
+    whatever changes them writes both (one object less per flow)."""
+    __slots__ = ("syn_ts", "stream_rtt", "rtt", "steady", "base", "nextseq", "nextseq_ts", "maxseq", "lastack", "lastack_ts",
+                 "window", "dupacks", "last", "timed", "timed_ts",
+                 "samples", "sample_sum", "sample_min", "sample_max",
+                 "data_segments", "retransmits", "out_of_order", "zero_windows", "resets")
 
     def __init__(self):
         self.syn_ts = None          # time of the most recent bare SYN of the current connection
         self.stream_rtt = None      # initial RTT of the current connection (seconds), the out-of-order window
         self.rtt = None             # the flow's first initial RTT (seconds): what it reports
-
-
-class Half:
-    """One sending side's sequence state and counters. Counters (data_segments ... resets) are
-    deltas since the last `take`; RTT sample statistics are kept for the flow's life."""
-    __slots__ = ("conv", "steady", "base", "nextseq", "nextseq_ts", "maxseq", "lastack", "lastack_ts",
-                 "window", "dupacks", "last", "timed", "timed_ts",
-                 "samples", "sample_sum", "sample_min", "sample_max",
-                 "data_segments", "retransmits", "out_of_order", "zero_windows", "resets")
-
-    def __init__(self, conv):
-        self.conv = conv
         self.samples = self.data_segments = self.retransmits = self.out_of_order = self.zero_windows = self.resets = 0
         self.sample_sum = self.sample_min = self.sample_max = 0.0
         self.steady = False
@@ -86,8 +80,7 @@ def pair():
     """A new TCP flow's state, as each side sends: ((first sender's half, the other's), (the
     other's, the first sender's)). Tuples, so the halves never point at each other: a flow that
     leaves is freed at once, without waiting for the cyclic garbage collector."""
-    conv = Conversation()
-    a, b = Half(conv), Half(conv)
+    a, b = Half(), Half()
     return (a, b), (b, a)
 
 
@@ -100,19 +93,18 @@ def _see(h, p, ts, flags, seq, ack, win, seglen):
             if h.base is not None and seq != h.base:      # a new connection on the same ports
                 _restart(h)
                 _restart(p)
-                h.conv.stream_rtt = None
-            h.conv.syn_ts = ts
+                h.stream_rtt = p.stream_rtt = None
+            h.syn_ts = p.syn_ts = ts
             h.steady = p.steady = False
         if flags & 4:
             h.resets += 1
     if flags & 0x12 == 0x10:                      # tshark: a segment with ACK and without SYN
-        conv = h.conv
-        if conv.stream_rtt is None and conv.syn_ts is not None:
-            dt = ts - conv.syn_ts
+        if h.stream_rtt is None and h.syn_ts is not None:
+            dt = ts - h.syn_ts
             if dt > 0:
-                conv.stream_rtt = dt
-                if conv.rtt is None:
-                    conv.rtt = dt
+                h.stream_rtt = p.stream_rtt = dt
+                if h.rtt is None:
+                    h.rtt = p.rtt = dt
     if h.base is None:
         h.base = seq if flags & 2 else (seq - 1) & M
     if flags & 0x10 and p.base is None:
@@ -171,7 +163,7 @@ def _see(h, p, ts, flags, seq, ack, win, seglen):
             elif behind:
                 if p.dupacks >= 2 and plast == seq and 0 <= ts - p.lastack_ts < FAST_RETRANSMIT_WINDOW:
                     h.retransmits += 1                      # fast retransmission
-                elif 0 <= ts - h.nextseq_ts < (h.conv.stream_rtt or OOO_DEFAULT) \
+                elif 0 <= ts - h.nextseq_ts < (h.stream_rtt or OOO_DEFAULT) \
                         and nextseq != (end + (1 if syn_fin else 0)) & M:
                     h.out_of_order += 1
                 else:
@@ -190,8 +182,7 @@ def _see(h, p, ts, flags, seq, ack, win, seglen):
     h.lastack = ack
     h.lastack_ts = ts
     h.last = special
-    conv = h.conv
-    h.steady = p.base is not None and (conv.stream_rtt is not None or conv.syn_ts is None) and not special \
+    h.steady = p.base is not None and (h.stream_rtt is not None or h.syn_ts is None) and not special \
         and not h.dupacks and h.nextseq != 0 and h.maxseq != 0
 
 
@@ -260,9 +251,6 @@ def take(a, b):
     return out
 
 
-NOTHING = (None, None, None, None, 0, 0, 0, 0, 0)
-
-
 def fields(hp):
     """The flow's records.FlowDelta health fields in their order (rtt_ms ... resets), its
     counters taken (reset) by this; `hp`: a pair() element."""
@@ -272,7 +260,7 @@ def fields(hp):
 def rtts(a, b):
     """(rtt_ms, rtt_min_ms, rtt_avg_ms, rtt_max_ms) of the flow, None where nothing was measured:
     the handshake RTT, and the running samples of the side with the larger minimum."""
-    rtt = a.conv.rtt
+    rtt = a.rtt
     h = a if a.samples and (not b.samples or a.sample_min >= b.sample_min) else b
     if not h.samples:
         return (None if rtt is None else rtt * 1000.0), None, None, None
