@@ -32,14 +32,16 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import urllib.parse
 
 import pytest
 
 from common import IS_ROOT, ROOT
 from selenium.webdriver.support.ui import Select
-from web_helpers import A, B, C, EVIL_NAME, EVIL_PROCESS, FORMULA_NAME, FORMULA_PROCESS, GAP_HOST, GAP_T0, LONE_HOST, \
-    answering, chromium_missing, free_port, get_json, http_get, make_db, make_gap_db, showcase_rollups, start_chromium, stop, wait_for
+from web_helpers import A, B, C, DELIVERY_ERROR, EVIL_NAME, EVIL_PROCESS, FAST_HOST, FORMULA_NAME, FORMULA_PROCESS, \
+    GAP_HOST, GAP_T0, LONE_HOST, LOSSY_PROCESS, SLOW_HOST, add_alerts, answering, chromium_missing, free_port, get_json, \
+    health_rollups, http_get, make_db, make_gap_db, showcase_rollups, start_chromium, stop, wait_for
 
 pytestmark = [pytest.mark.system, pytest.mark.skipif(bool(chromium_missing()), reason=str(chromium_missing()))]
 TALKER_NAME = "ntwebtalker"
@@ -643,8 +645,10 @@ SCREENSHOT_PAGES = [("overview", "/"), ("hosts", "/hosts"), ("host", f"/hosts/{A
 
 def test_every_page_renders_and_is_photographed(browser, tmp_path, run_py):
     """Each page in a 1366 px window without console errors (the 404 page's own status aside),
-    over an hour of traffic; screenshots into docs/screenshots/ when NETTALLY_SCREENSHOTS=1."""
-    server, base = serve(run_py, make_db(tmp_path / "showcase.db", extra=showcase_rollups(), named=True))
+    over an hour of traffic with TCP health and alerts of every severity; screenshots into docs/screenshots/ when NETTALLY_SCREENSHOTS=1."""
+    db = make_db(tmp_path / "showcase.db", extra=showcase_rollups() + health_rollups(), named=True)
+    add_alerts(db)                  # one of each severity, and the delivery counts
+    server, base = serve(run_py, db)
     try:
         photograph_every_page(browser, tmp_path, base)
     finally:
@@ -678,3 +682,158 @@ def test_unknown_pages_are_styled_and_api_paths_stay_json(gap_server):
     assert status == 404 and headers["Content-Type"] == "application/json"
     status, headers, body = http_get(gap_server + "/favicon.ico")
     assert status == 200 and headers["Content-Type"].startswith("image/svg+xml") and body.startswith(b"<svg")
+
+
+# ---- alert severities, delivery, TCP health, custom history windows (issue 13, issue 11) ---------
+
+@pytest.fixture
+def health_server(tmp_path, run_py):
+    """`run.py serve` over make_db(named=True) plus TCP health rollups and alerts of the three
+    severities (tests/web_helpers.py add_alerts, health_rollups): (base URL, {severity: id}, db path)."""
+    db = make_db(tmp_path / "health.db", extra=health_rollups(), named=True)
+    ids = add_alerts(db)
+    server, base = serve(run_py, db)
+    try:
+        yield base, ids, db
+    finally:
+        stop(server)
+
+
+def badges(driver, selector):
+    """[(text, class)] of the severity badges in a table's rows, top to bottom."""
+    return [tuple(b) for b in js(driver, f"""return [...document.querySelectorAll("{selector} tbody tr")]
+        .map(tr => tr.querySelector('.severity')).filter(b => b).map(b => [b.textContent, b.className]);""")]
+
+
+def test_alert_severities_filter_and_delivery(browser, health_server):
+    base, ids, db = health_server
+    browser.get(base + "/alerts?since=0")
+    wait_for(lambda: shown(browser, since="0"), 10, "the alerts of the whole range")
+    assert badges(browser, "#alerts") == [("info", "severity severity-info"), ("warning", "severity severity-warning"),
+                                          ("critical", "severity severity-critical")]          # newest first
+    assert js(browser, "return getComputedStyle(document.querySelector('#alerts .severity-critical')).backgroundColor") \
+        != js(browser, "return getComputedStyle(document.querySelector('#alerts .severity-info')).backgroundColor")
+    messages = [r[2] for r in table_texts(browser, "#alerts")]
+    assert messages[0] == f"new device {EVIL_NAME} seen (rule new-device)"                     # hostile text, as text
+    assert js(browser, NO_SCRIPT_RAN) == [0, True]
+
+    Select(browser.find_element("name", "severity")).select_by_value("critical")
+    wait_for(lambda: shown(browser, since="0", severity="critical"), 10, "the critical alerts")
+    assert badges(browser, "#alerts") == [("critical", "severity severity-critical")]
+    assert "severity=critical" in browser.current_url
+    assert "severity=critical" in browser.find_element("id", "csv").get_attribute("href")
+    exported = download_csv(browser, "the alerts CSV of the critical ones")
+    assert [(r["id"], r["severity"]) for r in exported] == [(str(ids["critical"]), "critical")]
+
+    browser.get(base + "/alerts?since=0&severity=warning,critical")        # the filter from the address
+    wait_for(lambda: shown(browser, since="0", severity="warning,critical"), 10, "the warning and critical alerts")
+    assert js(browser, "return document.querySelector('select[name=severity]').value") == "warning,critical"
+    assert [b[0] for b in badges(browser, "#alerts")] == ["warning", "critical"]
+    Select(browser.find_element("name", "severity")).select_by_value("info")
+    Select(browser.find_element("name", "state")).select_by_value("closed")
+    wait_for(lambda: shown(browser, state="closed", severity="info"), 10, "no closed info alert")
+    assert browser.find_element("id", "alerts-empty").text.startswith("No info alert opened in this range")
+
+    # delivery: per channel, the last error as text
+    wait_for(lambda: js(browser, "return document.body.dataset.delivery") == "2", 10, "the delivery rows")
+    rows = table_dicts(browser, "#delivery")
+    assert [(r["Channel"], r["To"], r["Delivered"], r["Failed"], r["Retries"], r["Dropped"], r["Waiting"], r["Last error"])
+            for r in rows] == [("email", "mail.example.org:587", "12", "1", "3", "0", "2", DELIVERY_ERROR),
+                               ("webhook", "https://hooks.example.org/nettally", "7", "0", "0", "0", "0", "–")]
+    assert js(browser, NO_SCRIPT_RAN) == [0, True]
+    assert console_errors(browser) == []
+
+    # the overview: open critical alerts first, whatever their age; a new one's toast says its level
+    browser.get(base + "/")
+    wait_for(lambda: js(browser, "return document.body.dataset.alertsKnown") == str(max(ids.values())), 10,
+             "the overview to hear the alerts")
+    wait_for(lambda: badges(browser, "#recent-alerts"), 10, "the alerts panel")
+    assert [b[0] for b in badges(browser, "#recent-alerts")] == ["critical", "warning", "info"]
+    from storage import alert_log
+    from storage.db import connect
+    con = connect(db)
+    try:
+        new = alert_log.open_alert(con, "database-writable", "storage", "all", "disk", "live", time.time(), 1.0, 0.0, "",
+                                   0, f"{EVIL_NAME}: database cannot be written", "critical")
+    finally:
+        con.close()
+    toast = "document.querySelector('#toasts .toast')"
+    wait_for(lambda: js(browser, f"return {toast} && {toast}.dataset.alert") == str(new), 10, "the toast")
+    assert js(browser, f"return [{toast}.className, {toast}.querySelector('.severity').textContent]") == [
+        "toast toast-critical", "critical"]
+    assert js(browser, f"return {toast}.querySelector('.toast-message').textContent") == \
+        f"{EVIL_NAME}: database cannot be written"
+    assert js(browser, NO_SCRIPT_RAN) == [0, True]
+    assert console_errors(browser) == []
+
+
+def test_slow_or_lossy_panel_and_flow_health_columns(browser, health_server, named_server):
+    base = health_server[0]
+    browser.get(base + "/?since=0")
+    wait_for(lambda: js(browser, "return document.body.dataset.health") == "host|since=0", 10, "the slow-or-lossy panel")
+    slow = table_dicts(browser, "#health-rtt")
+    assert [r["Who"] for r in slow] == [A, SLOW_HOST, FAST_HOST]       # by RTT p95 (A's is SLOW_HOST's), then segments
+    assert slow[1]["RTT p95"].endswith(" ms") and float(slow[1]["RTT p95"].split()[0]) == pytest.approx(190, rel=0.13)
+    assert float(slow[-1]["RTT p95"].split()[0]) == pytest.approx(1.3, rel=0.13)
+    lossy = table_dicts(browser, "#health-loss")
+    assert [(r["Who"], r["Rate"], r["Retransmitted"], r["Data segments"]) for r in lossy] == [
+        (SLOW_HOST, "3.5 %", "14", "400"), (A, "2.2 %", "14", "650")]             # FAST_HOST: none retransmitted
+    Select(browser.find_element("id", "health-by")).select_by_value("process")
+    wait_for(lambda: js(browser, "return document.body.dataset.health") == "process|since=0", 10, "the processes")
+    assert [r["Who"] for r in table_dicts(browser, "#health-rtt")] == [LOSSY_PROCESS, "firefox"]
+    assert [r["Who"] for r in table_dicts(browser, "#health-loss")] == [LOSSY_PROCESS]
+    assert js(browser, NO_SCRIPT_RAN) == [0, True]
+    assert console_errors(browser) == []
+
+    # the flows page: round trip and retransmissions, sortable
+    browser.get(base + "/flows?since=0&proto=tcp")
+    wait_for(lambda: shown(browser, since="0", proto="tcp"), 10, "the TCP flows")
+    browser.find_element("css selector", "#flows th[data-key='rtt_ms']").click()
+    wait_for(lambda: shown(browser, since="0", sort="rtt_ms", order="desc"), 10, "the flows by round trip")
+    rows = table_dicts(browser, "#flows")
+    assert [(r["RTT"], r["Retrans."]) for r in rows][:2] == [("182 ms", "14"), ("1.20 ms", "0")]
+    browser.find_element("css selector", "#flows th[data-key='retransmits']").click()
+    wait_for(lambda: shown(browser, sort="retransmits"), 10, "the flows by retransmissions")
+    assert table_dicts(browser, "#flows")[0]["Retrans."] == "14"
+    assert console_errors(browser) == []
+
+    # a database whose TCP flows carry no health measures: a sentence, not empty frames
+    browser.get(named_server + "/?since=0")
+    wait_for(lambda: js(browser, "return document.body.dataset.health") == "host|since=0", 10, "the panel, empty")
+    assert browser.find_element("id", "health-empty").text.startswith("Nothing slow or lossy to show")
+    assert not browser.find_element("id", "health-tables").is_displayed()
+    assert console_errors(browser) == []
+
+
+def test_history_of_a_custom_window_asks_since_until_and_shows_others(browser, tmp_path, run_py):
+    """A window in the middle of the data (no preset ending at the data's end covers it) is asked
+    for by since/until, and the hosts beyond the top 8 are drawn as the server's "others"."""
+    rollups = showcase_rollups()
+    server, base = serve(run_py, make_db(tmp_path / "history.db", extra=rollups))
+    try:
+        since, until = rollups[10].bucket, rollups[40].bucket
+        expected = {}
+        for r in rollups[10:40]:
+            for ip, (tx, rx, *_) in r.hosts.items():
+                expected[ip] = expected.get(ip, 0) + tx + rx
+        browser.get(base + f"/history?by=host&since={since}&until={until}")
+        wait_for(lambda: shown(browser, by="host", since=since, until=until), 10, "the history of the window")
+        asked = js(browser, "return performance.getEntriesByType('resource').map(e => e.name)"
+                            ".filter(n => n.includes('/api/historical'))")
+        assert [dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(u).query)) for u in asked] == [
+            {"by": "host", "limit": "8", "since": str(since), "until": str(until)}]
+        assert int(js(browser, "return document.body.dataset.total")) == sum(expected.values())
+        names = [r["Series"] for r in table_dicts(browser, "#series")]
+        assert len(names) == 9 and names[-1] == f"others ({len(expected) - 8})"
+        labels = js(browser, "return window.nettallyCharts.history.data.datasets.map(d => d.name)")
+        assert f"others ({len(expected) - 8})" in labels
+        first, last = js(browser, "const x = window.nettallyCharts.history.options.scales.x; return [x.min, x.max]")
+        assert (first, last) == (since * 1000, until * 1000)
+
+        Select(browser.find_element("name", "by")).select_by_value("app")
+        wait_for(lambda: shown(browser, by="app"), 10, "the history by app")
+        assert {r["Series"] for r in table_dicts(browser, "#series")} == {"tls", "quic", "dns", "ssh", "http"}
+        assert {r["Sent"] for r in table_dicts(browser, "#series")} == {"–"}          # apps have no direction
+        assert console_errors(browser) == []
+    finally:
+        stop(server)

@@ -270,3 +270,57 @@ def showcase_rollups(end=MINUTE - 180, minutes=60):
                                                  "wlan0": _iface((sent + received) // 5, 200, sent // 6, 60)},
                           {}, procs, {"attributed": [sent + received, 1000]}))
     return out
+
+
+# Alert severities and TCP health (test_browser.py): alerts of the three levels with hostile text,
+# the delivery counts of both channels, and TCP flows with round trips and retransmissions.
+SLOW_HOST, FAST_HOST = "203.0.113.80", "198.51.100.7"
+LOSSY_PROCESS = EVIL_PROCESS                          # a process name written like an HTML tag
+DELIVERY_ERROR = "<img src=x onerror=window.__xss=1> 451 4.3.0 try again later"
+
+
+def add_alerts(path, opened=MINUTE - 600):
+    """Opens three alerts in the database at `path`, oldest first: critical (database-writable),
+    warning (a host's bytes), info (a new device whose subject and message are hostile); and
+    writes the delivery counts of an e-mail and a webhook channel (the e-mail's last error hostile).
+    {severity: alert id}."""
+    from storage import alert_log
+    con = connect(str(path))
+    try:
+        ids = {
+            "critical": alert_log.open_alert(con, "database-writable", "storage", "all", "all", "live", opened, 1.0,
+                                             0.0, "", 0, "database cannot be written: disk full", "critical"),
+            "warning": alert_log.open_alert(con, "host-bytes-hour", "bytes", "host", A, "live", opened + 60, 1.5e8, 1e8,
+                                            "bytes", 3600, f"host {A}: 150 MB in 1 h (limit 100 MB, rule host-bytes-hour)",
+                                            "warning"),
+            "info": alert_log.open_alert(con, "new-device", "new_device", "host", EVIL_NAME, "live", opened + 120, 1.0,
+                                         0.0, "", 3600, f"new device {EVIL_NAME} seen (rule new-device)", "info"),
+        }
+        counts = dict(delivered=12, failed=1, retries=3, dropped=0, filtered=40, waiting=2)
+        alert_log.save_delivery_status(con, "email", "mail.example.org:587", counts, DELIVERY_ERROR, opened + 200,
+                                       opened - 3600, opened + 300)
+        alert_log.save_delivery_status(con, "webhook", "https://hooks.example.org/nettally",
+                                       dict(delivered=7, failed=0, retries=0, dropped=0, filtered=0, waiting=0), None,
+                                       None, opened - 3600, opened + 300)
+    finally:
+        con.close()
+    return ids
+
+
+def health_rollups(bucket=MINUTE - 600):
+    """One minute of TCP flows with health measured: 10.0.0.1 (process LOSSY_PROCESS, pid 402) to
+    SLOW_HOST:443, handshake 182 ms (running 175/190/260 ms), 14 of 400 data segments
+    retransmitted, 2 out of order, 1 reset; 10.0.0.1 (firefox, pid 400) to FAST_HOST:22, 1.2 ms,
+    250 data segments, none retransmitted."""
+    lossy = ProcessKey(402, 4002.0, LOSSY_PROCESS, "/tmp/x", LOSSY_PROCESS, "mallory")
+    firefox = ProcessKey(400, 4000.0, "firefox", "/usr/lib/firefox/firefox", "firefox", "alice")
+    slow = flow(6, A, 41000, SLOW_HOST, 443, bucket + 1.0, bucket + 50.0, 40_000, 420, 600_000, 500,
+                orig_proc=(402, LOSSY_PROCESS))._replace(
+        rtt_ms=182.0, rtt_min_ms=175.0, rtt_avg_ms=190.0, rtt_max_ms=260.0, data_segments=400, retransmits=14,
+        out_of_order=2, resets=1)
+    fast = flow(6, A, 41001, FAST_HOST, 22, bucket + 2.0, bucket + 40.0, 30_000, 260, 90_000, 250,
+                orig_proc=(400, "firefox"))._replace(
+        rtt_ms=1.2, rtt_min_ms=1.0, rtt_avg_ms=1.3, rtt_max_ms=2.0, data_segments=250)
+    hosts = {A: [70_000, 690_000, 680, 750], SLOW_HOST: [600_000, 40_000, 500, 420], FAST_HOST: [90_000, 30_000, 250, 260]}
+    return [Rollup(bucket, [slow, fast], hosts, {"eth0": _iface(760_000, 1430, 70_000, 680)}, {},
+                   {lossy: [40_000, 600_000, 420, 500], firefox: [30_000, 90_000, 260, 250]}, {"attributed": [760_000, 1430]})]

@@ -155,84 +155,62 @@ const NTChart = (() => {
   const OTHERS_COLOR = "#94a3b8";
 
   /* Datasets and legend rows of an /api/historical answer: the `top` biggest series stacked as
-     areas, the rest summed as "others" (the answer's own `others` when it gives one: every series
-     beyond its limit), sent above the axis and received below. */
+     areas, the rest summed as "others" (with the answer's own `others`: every subject beyond its
+     limit), sent above the axis and received below. Series without a direction (apps: `bytes`)
+     are drawn above the axis as both ways; their rows have no tx / rx. */
   function historyDatasets(h, top, label) {
     const sum = (arrays, n) => Array.from({length: n}, (_, i) => arrays.reduce((a, arr) => a + (arr[i] || 0), 0));
     const n = h.buckets.length;
+    const zeros = new Array(n).fill(0);
+    const both = h.series.some((s) => s.bytes) || !!(h.others && h.others.bytes);
+    const up = (s) => s.up || s.bytes || zeros;
+    const down = (s) => s.down || zeros;
     const rows = h.series.slice(0, top).map((s, i) => ({key: s.key, name: label(s.key), color: NT.PALETTE[i % NT.PALETTE.length],
-                                                         up: s.up, down: s.down}));
+                                                         up: up(s), down: down(s)}));
     const rest = h.series.slice(top);
-    if (h.others && (h.others.up || h.others.down)) {
-      rows.push({key: null, name: "others", color: OTHERS_COLOR, others: true,
-                 up: sum([h.others.up || [], ...rest.map((s) => s.up)], n),
-                 down: sum([h.others.down || [], ...rest.map((s) => s.down)], n)});
-    } else if (rest.length) {
-      rows.push({key: null, name: `others (${rest.length})`, color: OTHERS_COLOR, others: true,
-                 up: sum(rest.map((s) => s.up), n), down: sum(rest.map((s) => s.down), n)});
+    const more = h.others && h.others.total > 0 ? [h.others] : [];
+    const count = rest.length + (more.length ? h.others.count || 0 : 0);
+    if (rest.length || more.length) {
+      rows.push({key: null, name: count ? `others (${count})` : "others", color: OTHERS_COLOR, others: true,
+                 up: sum([...more, ...rest].map(up), n), down: sum([...more, ...rest].map(down), n)});
     }
     for (const r of rows) {
-      r.tx = r.up.reduce((a, b) => a + b, 0);
-      r.rx = r.down.reduce((a, b) => a + b, 0);
-      r.total = r.tx + r.rx;
+      r.tx = both ? null : r.up.reduce((a, b) => a + b, 0);
+      r.rx = both ? null : r.down.reduce((a, b) => a + b, 0);
+      r.total = r.up.reduce((a, b) => a + b, 0) + r.down.reduce((a, b) => a + b, 0);
     }
     const grand = rows.reduce((a, r) => a + r.total, 0);
     const datasets = [];
     for (const [i, r] of rows.entries()) {
-      const fill = i === 0 ? "origin" : "-2";         // stacked: down to the same direction's area below
+      const fill = i === 0 ? "origin" : both ? "-1" : "-2";    // stacked: down to the same direction's area below
       r.share = grand ? r.total / grand : null;
       const toRate = (arr) => arr.map((b) => (b * 8) / h.step);
       const legend = `${r.name}  ${NT.bytes(r.total)} (${NT.percent(r.share)})`;
-      const up = area({name: r.name, color: r.color, sign: 1, stack: "sent", total: r.total, share: r.share, fill,
-                       points: dense(h.buckets, toRate(r.up), h.step, h.since, h.until)});
-      const down = area({name: r.name, color: r.color, sign: -1, stack: "received", total: r.total, share: r.share, fill,
-                         points: dense(h.buckets, toRate(r.down), h.step, h.since, h.until)});
-      up.label = legend;
-      down.label = legend;
-      datasets.push(up, down);
+      const sent = area({name: r.name, color: r.color, sign: 1, stack: "sent", total: r.total, share: r.share, fill,
+                         points: dense(h.buckets, toRate(r.up), h.step, h.since, h.until)});
+      sent.label = legend;
+      if (both) {
+        sent.direction = "both ways";
+        datasets.push(sent);
+        continue;
+      }
+      const received = area({name: r.name, color: r.color, sign: -1, stack: "received", total: r.total, share: r.share, fill,
+                             points: dense(h.buckets, toRate(r.down), h.step, h.since, h.until)});
+      received.label = legend;
+      datasets.push(sent, received);
     }
     return {datasets, rows, grand};
   }
 
   /* /api/historical for the page's range: a preset by name (the server anchors it on the data's
-     end when nothing is live). Any other range that a preset ending at the data's end (or now)
-     covers is read as that preset and cut to the range; the rest by since/until, and a server
-     that takes no since/until there gets the smallest preset covering the range, said so. */
-  const HISTORY_RANGES = [["1h", 3600], ["24h", 86400], ["7d", 7 * 86400], ["30d", 30 * 86400]];
+     end when nothing is live); any other range, "everything" included, by since/until (the
+     server widens it to whole buckets and says where they start and end). */
+  const HISTORY_RANGES = ["1h", "24h", "7d", "30d"];
   async function history(extra) {
     const preset = NT.rangePreset();
-    if (HISTORY_RANGES.some(([name]) => name === preset)) return NT.api("/api/historical", {range: preset, ...extra});
-    const span = NT.rangeState.span;
-    const known = span && span.first !== null && span.first !== undefined;
-    const end = NT.isLive() || !known ? Date.now() / 1000 : span.last;
-    let range = NT.rangeParams();
-    if (preset === "0") range = known ? {since: String(Math.floor(span.first)), until: String(Math.ceil(span.last))} : {since: "30d"};
-    const since = NT.epochOf(range.since) || 0;
-    const until = Math.min(NT.epochOf(range.until || "") || end, end + 60);
-    const covering = HISTORY_RANGES.find(([, seconds]) => end - seconds <= since);
-    if (covering && until >= end - 60) return cut(await NT.api("/api/historical", {range: covering[0], ...extra}), since, until);
-    try {
-      return await NT.api("/api/historical", {...range, ...extra});
-    } catch (e) {
-      if (e.status !== 400 || !/^(since|until)/.test(e.message)) throw e;
-      const [name] = HISTORY_RANGES.find(([, s]) => s >= until - since) || HISTORY_RANGES[HISTORY_RANGES.length - 1];
-      NT.status(`This server draws history for ranges ending at the data's end only: showing its last ${name}.`, true);
-      return NT.api("/api/historical", {range: name, ...extra});
-    }
-  }
-
-  /* An /api/historical answer cut to the buckets of [since, until): its series' bytes are then those of the range. */
-  function cut(h, since, until) {
-    const keep = h.buckets.map((b) => b + h.step > since && b < until);
-    const first = keep.indexOf(true);
-    if (first < 0) return {...h, series: [], buckets: [], since: Math.floor(since / h.step) * h.step, until};
-    const last = keep.lastIndexOf(true) + 1;
-    const series = h.series.map((s) => ({...s, up: s.up.slice(first, last), down: s.down.slice(first, last)}))
-      .map((s) => ({...s, total: s.up.reduce((a, b) => a + b, 0) + s.down.reduce((a, b) => a + b, 0)}))
-      .filter((s) => s.total > 0).sort((a, b) => b.total - a.total);
-    const others = h.others ? {up: (h.others.up || []).slice(first, last), down: (h.others.down || []).slice(first, last)} : h.others;
-    return {...h, series, others, buckets: h.buckets.slice(first, last), since: h.buckets[first],
-            until: h.buckets[last - 1] + h.step};
+    if (HISTORY_RANGES.includes(preset)) return NT.api("/api/historical", {range: preset, ...extra});
+    const range = NT.rangeParams();
+    return NT.api("/api/historical", {...range, since: range.since || "0", ...extra});
   }
 
   return {charts, dense, historyDatasets, history, lonePoints, area, timeChart, show, alpha, roundTicks, tickLabel};

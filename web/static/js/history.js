@@ -1,5 +1,6 @@
-/* History: traffic per bucket over the page's range, by interface, host or process: the biggest
-   series stacked as areas and the rest as "others", sent above the axis and received below; the
+/* History: traffic per bucket over the page's range, by interface, host, process or app: the
+   biggest series stacked as areas and the rest as "others" (the server sums every subject beyond
+   them), sent above the axis and received below (apps, which have no direction: above); the
    table under the chart is its legend, with bytes and shares. */
 "use strict";
 
@@ -14,8 +15,8 @@
     const chosen = form.elements.by.value;
     const shown = new URLSearchParams({...NT.rangeParams(), by: chosen});
     window.history.replaceState(null, "", `?${shown}`);
-    const h = await NTChart.history({by: chosen, limit: chosen === "interface" ? 20 : 50});
-    const label = (key) => String(key);
+    const h = await NTChart.history({by: chosen, limit: chosen === "interface" ? 20 : TOP});
+    const label = (key) => (chosen === "app" ? NT.appsKey({app: key}, "app") : String(key));
     const {datasets, rows, grand} = NTChart.historyDatasets(h, TOP, label);
     NTChart.show(chart, datasets, h.since, h.until, h.step);
     const empty = document.getElementById("history-empty");
@@ -27,7 +28,8 @@
         const swatch = NT.el("span", {className: "swatch"});
         swatch.style.backgroundColor = r.color;
         const name = r.others ? NT.el("span", {className: "muted"}, r.name)
-          : chosen === "host" ? NT.hostLink(r.key) : NT.el("span", {className: "mono"}, r.name);
+          : chosen === "host" ? NT.hostLink(r.key)
+            : chosen === "app" && !r.key ? NT.el("span", {className: "muted"}, r.name) : NT.el("span", {className: "mono"}, r.name);
         return NT.el("span", {}, swatch, name);
       }},
       {value: (r) => NT.bytes(r.tx), num: true}, {value: (r) => NT.bytes(r.rx), num: true},

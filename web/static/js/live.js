@@ -39,9 +39,20 @@
     }};
   }
 
+  /* Severities, least urgent first (docs/ALERTS.md). The badge's class comes from this list only,
+     never from the text the server sent; an alert without one (an older server) shows "–". */
+  const SEVERITIES = ["info", "warning", "critical"];
+  const severityRank = (r) => SEVERITIES.indexOf(r.severity);
+  function severityBadge(r) {
+    if (!r.severity) return null;
+    const known = SEVERITIES.includes(r.severity);
+    return el("span", {className: `severity severity-${known ? r.severity : "unknown"}`}, r.severity);
+  }
+
   const alertColumns = [
     {value: (r) => time(r.opened)},
-    {value: alertState, className: "state"},
+    // the badge shares the state's cell: the columns of the alert tables stay where they were
+    {value: (r) => el("span", {}, severityBadge(r), r.severity ? " " : null, alertState(r)), className: "state"},
     {value: (r) => r.message},
   ];
 
@@ -67,8 +78,10 @@
     const box = toastBox();
     if ([...box.children].some((t) => t.dataset.alert === String(r.id))) return;
     const close = el("button", {type: "button", className: "dismiss", title: "Dismiss"}, "Dismiss");
-    const node = el("div", {className: "toast"},
-      el("strong", {}, "Alert"), el("p", {className: "toast-message"}, r.message),
+    const known = SEVERITIES.includes(r.severity);
+    const node = el("div", {className: `toast${known ? ` toast-${r.severity}` : ""}`},
+      el("div", {className: "toast-head"}, el("strong", {}, "Alert"), severityBadge(r)),
+      el("p", {className: "toast-message"}, r.message),
       el("p", {className: "muted"}, `opened ${time(r.opened)}`),
       el("div", {className: "toast-actions"}, ackButton(r), close));
     node.dataset.alert = String(r.id);
@@ -147,5 +160,5 @@
     window.setInterval(poll, 20000);
   }
 
-  Object.assign(NT, {alertColumns, alertActionColumn, acknowledge, onAlerts, live});
+  Object.assign(NT, {alertColumns, alertActionColumn, acknowledge, onAlerts, live, SEVERITIES, severityRank, severityBadge});
 })();

@@ -1,6 +1,6 @@
 /* Overview: the live chart from /api/stream (when a live capture feeds the database), the traffic
    of the range by interface, top hosts and processes (by the rate now when live, else by bytes),
-   traffic by class and the alerts. */
+   traffic by class, the slowest and lossiest TCP hosts, processes or apps, and the alerts. */
 "use strict";
 
 (() => {
@@ -171,12 +171,14 @@
     ], `No traffic in this range (${NT.rangeText()}).`);
   }
 
-  // Open alerts first (they want acknowledging), then the latest of the last 24 hours.
+  // Open alerts first (they want acknowledging), the critical ones at the top, newest first within
+  // a severity; then the latest of the last 24 hours.
   async function loadAlerts() {
     const [open, recent] = await Promise.all([NT.api("/api/alerts", {state: "open", since: "0", limit: 20}),
                                               NT.api("/api/alerts", {since: "24h", limit: 10})]);
     const ids = new Set(open.rows.map((r) => r.id));
-    const rows = [...open.rows, ...recent.rows.filter((r) => !ids.has(r.id))].slice(0, Math.max(5, open.rows.length));
+    const urgent = [...open.rows].sort((a, b) => NT.severityRank(b) - NT.severityRank(a));   // stable: newest first kept
+    const rows = [...urgent, ...recent.rows.filter((r) => !ids.has(r.id))].slice(0, Math.max(5, open.rows.length));
     const empty = document.getElementById("alerts-empty");
     const table = document.getElementById("recent-alerts");
     empty.hidden = rows.length > 0;
@@ -185,14 +187,67 @@
     NT.fillTable(table, rows, [...NT.alertColumns, NT.alertActionColumn(open.writable)], "none");
   }
 
+  /* Slow or lossy (GET /api/health): the few hosts, processes or apps with the highest RTT p95 and
+     the highest retransmission rate in the range. A server without /api/health, or rows without a
+     field (an older version of it), show a sentence or "–" rather than fail. */
+  const WORST = 5;
+  const LOSS_MIN_SEGMENTS = 100;              // as the retransmits alert kind: 1 in 3 says little
+  const healthBy = document.getElementById("health-by");
+  const ms = (v) => (typeof v !== "number" ? "–" : `${v < 10 ? v.toFixed(2) : v < 100 ? v.toFixed(1) : v.toFixed(0)} ms`);
+  const WHO = {host: "host", process: "process", app: "app"};
+  function who(r, by) {
+    if (by === "host") return NT.hostLink(r.ip);
+    if (by === "process") return NT.el("span", {className: "mono"}, r.process);
+    const app = NT.el("span", {className: r.app ? "mono" : "muted"}, NT.appsKey(r, "app"));
+    return r.service ? NT.el("span", {}, app, " ", NT.clip(r.service, "muted")) : app;
+  }
+  async function loadHealth() {
+    const by = healthBy.value;
+    const range = NT.rangeParams();
+    const empty = document.getElementById("health-empty");
+    const tables = document.getElementById("health-tables");
+    let slow;
+    let lossy;
+    try {
+      [slow, lossy] = await Promise.all([
+        NT.api("/api/health", {...range, by, sort: "rtt_p95_ms", limit: WORST}),
+        NT.api("/api/health", {...range, by, sort: "retransmit_rate", min_segments: LOSS_MIN_SEGMENTS, limit: WORST})]);
+    } catch (e) {
+      if (e.status !== 404 && e.status !== 400) throw e;
+      empty.hidden = false;                   // a server that does not measure TCP health (yet)
+      tables.hidden = true;
+      empty.textContent = "This server does not report TCP health.";
+      return;
+    }
+    const what = NT.rangeText();
+    document.getElementById("health-range").textContent = what;
+    const rtt = (slow.rows || []).filter((r) => typeof r.rtt_p95_ms === "number");
+    const loss = (lossy.rows || []).filter((r) => r.retransmits > 0);
+    empty.hidden = rtt.length > 0 || loss.length > 0;
+    tables.hidden = !empty.hidden;
+    empty.textContent = `Nothing slow or lossy to show: no TCP ${WHO[by]} has a measured round trip or a ` +
+      `retransmission in this range (${what}).`;
+    NT.fillTable(document.getElementById("health-rtt"), rtt, [
+      {value: (r) => who(r, by)}, {value: (r) => ms(r.rtt_p50_ms), num: true}, {value: (r) => ms(r.rtt_p95_ms), num: true},
+      {value: (r) => NT.count(r.rtt_flows ?? r.tcp_flows), num: true},
+    ], `No round trip measured in this range (${what}).`);
+    NT.fillTable(document.getElementById("health-loss"), loss, [
+      {value: (r) => who(r, by)}, {value: (r) => NT.percent(r.retransmit_rate), num: true},
+      {value: (r) => NT.count(r.retransmits), num: true}, {value: (r) => NT.count(r.data_segments), num: true},
+    ], `No retransmission among ${WHO[by]}s with ${LOSS_MIN_SEGMENTS} data segments or more in this range (${what}).`);
+    document.body.dataset.health = `${by}|${NT.rangeQuery()}`;      // for tests: this panel answers these
+  }
+  healthBy.addEventListener("change", () => loadHealth().then(() => NT.status(""), (e) => NT.status(e.message, true)));
+
   NT.rangeReady.then(() => {
     liveState();
+    NT.every(NT.isLive() ? 15 : 120, loadHealth);
     NT.every(5, loadUsage);
     NT.every(NT.isLive() ? 5 : 60, loadTop);
     NT.every(NT.isLive() ? 30 : 300, loadTraffic);
     NT.every(10, loadClasses);
   });
-  NT.onRange(() => Promise.all([loadTop(), loadTraffic(), loadClasses()]).then(() => NT.status(""),
+  NT.onRange(() => Promise.all([loadTop(), loadTraffic(), loadClasses(), loadHealth()]).then(() => NT.status(""),
                                                                                (e) => NT.status(e.message, true)));
   NT.onAlerts(loadAlerts, 30);
 })();
