@@ -12,6 +12,11 @@
 - True time axes: buckets at their real times, gaps drawn as zero, a lone bucket as a point.
 - An imported capture from years ago is shown on the first open of the overview, hosts and
   history pages (ranges anchor on the data's own span when nothing is live).
+- Issue 13: severity badges, the severity filter (and its CSV) and the delivery counts on the
+  alerts page, critical alerts first on the overview and in a coloured toast; the overview's slow
+  or lossy panel and the flows' round-trip and retransmission columns over TCP health rollups.
+- A custom history window in the middle of the data is asked by since/until and draws the
+  server's "others".
 - Screenshots of every page. They are taken on every run into the test's temporary folder and
   copied into docs/ (docs/screenshots/<page>.png, docs/dashboard.png, docs/flows-names.png) only
   when NETTALLY_SCREENSHOTS=1, so an ordinary run leaves the tree as it was.
