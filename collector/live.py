@@ -21,7 +21,7 @@ from functools import partial
 from alerts.service import AlertRunner
 from attribution.service import Attributor
 from collector.dpi import DpiWorker, without_samples
-from collector.seconds import SecondOwners
+from collector.seconds import SecondApps, SecondOwners
 from names.label import Labeller, names_rollup, unnamed_rollup
 from names.rdns import ReverseNames
 from runtime import children
@@ -139,6 +139,7 @@ class Collector:
             if self.labeller is not None and settings.reverse_dns else None
         # flow sides' per-second bytes -> processes, through the owners attribution charged
         self.owners = SecondOwners() if self.attributor is not None else None
+        self.apps = SecondApps()    # ... and -> apps, by the labels the written rollups carry
         self.alerts = None          # opened once the writer has its connection: see run()
         from storage.writer import WriterThread
         self.writer = WriterThread(settings.db, settings, source=("live", ",".join(n for n, _ in interfaces)),
@@ -228,13 +229,16 @@ class Collector:
                 case Rollups(rollups):
                     attributed = self._attribute(self._sampled(rollups))
                     self._guard("attribution", partial(self._learn_owners, attributed))
-                    self.writer.submit(self._name(attributed))
+                    named = self._name(attributed)
+                    self._guard("app seconds", partial(self._learn_apps, named))
+                    self.writer.submit(named)
                 case Seconds(points):
                     self.writer.submit_seconds(points)
                 case Activity(hosts, flows):
                     processes = self._guard("attribution", partial(self.owners.charge, flows)) \
                         if self.owners is not None else None
-                    self.writer.submit_activity(hosts, processes or [])
+                    apps = self._guard("app seconds", partial(self.apps.charge, flows))
+                    self.writer.submit_activity(hosts, processes or [], apps or [])
                 case Drops(minute, by_iface):
                     self.drops += sum(by_iface.values())
                     self.writer.submit_drops(minute, by_iface)
@@ -258,6 +262,11 @@ class Collector:
             points = self.owners.learn(rollups)
             if points:
                 self.writer.submit_activity([], points)
+
+    def _learn_apps(self, rollups):
+        points = self.apps.learn(rollups)
+        if points:
+            self.writer.submit_activity([], [], points)
 
     def _after_write(self, rollups):
         """On the writer thread, once `rollups` are committed: alert rules see them."""

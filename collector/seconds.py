@@ -1,5 +1,5 @@
-"""Per-second flow-side points (records.Activity) charged to processes, for the live view's
-"now" and 1-second peak of processes.
+"""Per-second flow-side points (records.Activity) charged to processes (SecondOwners) and
+counted by app (SecondApps), for the live view's "now" and 1-second peak of processes and apps.
 
 The capture hands on each second's bytes per flow side, by 5-tuple, within about a second; the
 attribution join decides a flow's processes when its first rollup arrives (every
@@ -84,3 +84,61 @@ def _add(sums, key, tx, rx):
     else:
         have[0] += tx
         have[1] += rx
+
+
+class SecondApps:
+    """Flow-side points -> per-second bytes of apps, keyed (app, service, traffic_class) as the
+    app tier is: the labels the flow's labelled rollups carry (names.label.Labeller's output),
+    the latest one learnt. A late label from Wireshark (RollupStore.relabel) renames the flow
+    record only, as in the app tier, so a row's now and peak count what its bytes count. A point
+    of a flow no rollup has carried yet is held until the next rollups are learnt, then counted
+    or left out, as SecondOwners does. The map holds the flows of the capture's table (bounded
+    by max_flows: a flow leaving it comes with closed set) plus those closed in the last round.
+    """
+
+    def __init__(self):
+        self.apps = {}            # (proto, orig_h, orig_p, resp_h, resp_p) -> (app, service, traffic_class)
+        self._closing = set()     # flows whose record ended in the last rollups learnt
+        self.held = []            # points of flows not named yet
+        self.left_out = 0         # points held and still unnamed at the next rollups, or beyond HELD_MAX
+
+    def learn(self, rollups):
+        """Apps from labelled rollups; returns the app points of the held points this names:
+        [(second, app, service, traffic_class, bytes)]."""
+        apps = self.apps
+        for key in self._closing:       # kept one round: points of their last seconds come after them
+            apps.pop(key, None)
+        closing = self._closing = set()
+        for r in rollups:
+            for f in r.flows:
+                key = (f.proto, f.orig_h, f.orig_p, f.resp_h, f.resp_p)
+                apps[key] = (f.app, f.service, f.traffic_class)
+                if f.closed:
+                    closing.add(key)
+                else:                   # the 5-tuple came back as a new flow
+                    closing.discard(key)
+        held, self.held = self.held, []
+        out, unnamed = self._count(held)
+        self.left_out += len(unnamed)
+        return out
+
+    def charge(self, points):
+        """App points of flow-side points [(second, proto, src, sport, dst, dport, bytes)], both
+        sides of a flow adding to its app; points of flows not named yet are held for learn()."""
+        out, unnamed = self._count(points)
+        room = HELD_MAX - len(self.held)
+        self.held.extend(unnamed[:room])
+        self.left_out += max(0, len(unnamed) - room)
+        return out
+
+    def _count(self, points):
+        apps, sums, unnamed = self.apps, {}, []
+        for point in points:
+            second, proto, src, sport, dst, dport, n = point
+            app = apps.get((proto, src, sport, dst, dport)) or apps.get((proto, dst, dport, src, sport))
+            if app is None:
+                unnamed.append(point)
+                continue
+            key = (second, *app)
+            sums[key] = sums.get(key, 0) + n
+        return [(*key, n) for key, n in sums.items()], unnamed

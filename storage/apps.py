@@ -5,18 +5,32 @@ Without a filter the answer comes from the app tier, for a host from the host_ap
 process name from the process_app tier (all exact per bucket; a host's or process's bytes sent
 and received). For a host and a process at once it comes from the flow records active in the
 range that touch both: their whole-record counters, as the flows page counts.
+
+Rates as the hosts list has them (storage/usage.py): without a filter, `current_bps` is the last
+whole seconds of app_seconds (the live capture's 1-second points) and `peak_bps` the highest
+1-second rate where the range meets the seconds kept, else the busiest bucket, with `resolution`
+and `peak_at` saying which. There are no per-second points per host or process: with a filter
+`current_bps` is None and the peak is the busiest bucket (None from the flow records).
 """
 from storage import tiers
-from storage.reads import FAR_FUTURE, FAR_PAST, finest, source, span
+from storage.reads import FAR_FUTURE, FAR_PAST, finest, rate, source, span
+from storage.usage import NOW_SECONDS, seconds_args
 
 _GROUPS = {"app": ("app",), "service": ("service",), "class": ("traffic_class",),
            "all": ("app", "service", "traffic_class")}
 
 
-def app_usage(con, since, until, now, by="all", host=None, process=None, limit=100, *, policy):
-    """{resolution, total_bytes, rows: [{app, service, class, bytes, packets, share}]}, busiest
+# sort key -> the row field it ranks by ("now" and "current" are one key, as for hosts)
+APP_SORTS = {"bytes": "bytes", "now": "current_bps", "current": "current_bps", "peak": "peak_bps"}
+
+
+def app_usage(con, since, until, now, by="all", host=None, process=None, limit=100, sort="bytes", descending=True,
+              *, policy):
+    """{resolution, total_bytes, rows: [{app, service, class, bytes, packets, share, current_bps,
+    peak_bps, resolution, peak_at}], unreadable}, ranked by `sort` (APP_SORTS), ties busiest
     first; `by` groups by app, service, class or all three. `share` is of the range's total."""
     keys = _GROUPS[by]
+    lo = hi = None
     if host is not None and process is not None:
         sub, args = _flows_of(since, until, host, process)
         resolution = None
@@ -32,19 +46,49 @@ def app_usage(con, since, until, now, by="all", host=None, process=None, limit=1
             sub, args = source(con, family, tier, lo, hi, "app, service, traffic_class, tx_bytes + rx_bytes "
                                "AS bytes, tx_packets + rx_packets AS packets", where, wargs)
     cols = ", ".join(keys)
-    rows = con.execute(f"SELECT {cols}, sum(bytes) AS b, sum(packets) AS p FROM ({sub}) GROUP BY {cols} "
-                       f"ORDER BY b DESC, {cols}", args).fetchall()
-    total = sum(r[len(keys)] for r in rows) or 0
+    bucket = "NULL" if resolution is None else "bucket"
+    # per bucket first: a pending hour comes as minute rows (storage/reads.py source)
+    rows = con.execute(f"WITH per AS MATERIALIZED (SELECT {bucket} AS bucket, {cols}, sum(bytes) AS b, "
+                       f"sum(packets) AS p FROM ({sub}) GROUP BY 1, {cols}) "
+                       f"SELECT {cols}, sum(b) AS b, sum(p), max(b), bucket FROM per GROUP BY {cols} "
+                       f"ORDER BY sum(b) DESC, {cols}", args).fetchall()
+    seconds = _seconds(con, keys, now, lo, hi) if host is None and process is None else None
+    n = len(keys)
+    total = sum(r[n] for r in rows) or 0
     out = []
-    for r in rows[:limit]:
+    for r in rows:
         row = {"traffic_class" if k == "traffic_class" else k: v for k, v in zip(keys, r)}
         if "traffic_class" in row:
             row["class"] = row.pop("traffic_class")
-        nbytes, packets = r[len(keys)], r[len(keys) + 1]
+        nbytes, packets, top, top_at = r[n:]
         row.update(bytes=nbytes, packets=packets, share=round(nbytes / total, 4) if total else 0.0)
+        recent, peak1, peak1_at = seconds.get(r[:n], (0, None, None)) if seconds is not None else (None, None, None)
+        if peak1 is not None and peak1 >= top / resolution:
+            peak, size, peak_at = rate(peak1, 1), 1, peak1_at
+        elif resolution is not None:
+            peak, size, peak_at = rate(top, resolution), resolution, top_at
+        else:
+            peak = size = peak_at = None
+        row.update(current_bps=None if recent is None else rate(recent, NOW_SECONDS), peak_bps=peak,
+                   resolution=size, peak_at=peak_at)
         out.append(row)
-    return {"resolution": resolution, "total_bytes": total, "rows": out,
+    field = APP_SORTS[sort]             # a stable sort: ties stay busiest first
+    out.sort(key=lambda row: -1 if row[field] is None else row[field], reverse=descending)
+    return {"resolution": resolution, "total_bytes": total, "rows": out[:limit],
             "unreadable": unnamed_reasons(con, since, until)}
+
+
+def _seconds(con, keys, now, lo, hi):
+    """{group keys: (bytes in the now window, highest 1-second bytes in [lo, hi), its second)}
+    from app_seconds, grouped as the answer is."""
+    cols = ", ".join(keys)
+    secs, first = seconds_args(now, lo, hi)
+    sql = (f"SELECT {cols}, sum(CASE WHEN second >= ? AND second < ? THEN b ELSE 0 END), "
+           f"max(CASE WHEN second >= ? AND second < ? THEN b END), second "
+           f"FROM (SELECT second, {cols}, sum(bytes) AS b FROM app_seconds WHERE second >= ? GROUP BY second, {cols}) "
+           f"GROUP BY {cols}")
+    n = len(keys)
+    return {tuple(r[:n]): tuple(r[n:]) for r in con.execute(sql, secs + [first])}
 
 
 def _flows_of(since, until, host, process):

@@ -57,14 +57,14 @@ class Backlog:
     def __init__(self, max_rows):
         self.max_rows = max_rows
         self.rollups, self.seconds, self.drops = [], [], []
-        self.host_seconds, self.process_seconds = [], []     # records.Activity rows, bounded like seconds
+        self.host_seconds, self.process_seconds, self.app_seconds = [], [], []   # records.Activity rows, bounded like seconds
         self.relabels = []        # late app names (at most a few hundred a minute: not bounded apart)
         self.rows = 0
         self.dropped_frames = self.dropped_bytes = self.dropped_seconds = 0
 
     def __bool__(self):
         return bool(self.rollups or self.seconds or self.drops or self.relabels or self.host_seconds
-                    or self.process_seconds)
+                    or self.process_seconds or self.app_seconds)
 
     def add_rollups(self, rollups):
         self.rollups.extend(rollups)
@@ -79,8 +79,8 @@ class Backlog:
             del self.seconds[:excess]
             self.dropped_seconds += excess
 
-    def add_activity(self, hosts, processes):
-        for held, rows in ((self.host_seconds, hosts), (self.process_seconds, processes)):
+    def add_activity(self, hosts, processes, apps=()):
+        for held, rows in ((self.host_seconds, hosts), (self.process_seconds, processes), (self.app_seconds, apps)):
             held.extend(rows)
             excess = len(held) - self.max_rows
             if excess > 0:
@@ -92,7 +92,7 @@ class Backlog:
 
     def clear(self):
         self.rollups, self.seconds, self.drops = [], [], []
-        self.host_seconds, self.process_seconds = [], []
+        self.host_seconds, self.process_seconds, self.app_seconds = [], [], []
         self.rows = 0
 
     def _shrink(self):

@@ -17,7 +17,8 @@ log = logging.getLogger("nettally.storage")
 BATCH_ROWS = 5000            # rows per delete transaction: the write lock is held a few ms
 _FAR_PAST = -2 ** 62
 # 1-second points of the live view, all kept retention_seconds (RetentionPolicy.seconds)
-_SECONDS = (("iface_seconds", ("iface",)), ("host_seconds", ("ip",)), ("process_seconds", ("process_id",)))
+_SECONDS = (("iface_seconds", ("iface",)), ("host_seconds", ("ip",)), ("process_seconds", ("process_id",)),
+            ("app_seconds", ("app", "service", "traffic_class")))
 
 
 def maintain(con, policy, now, budget=0.5, clock=time.monotonic):

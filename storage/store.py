@@ -72,6 +72,9 @@ _PROCESS_SECONDS = """
 INSERT INTO process_seconds (second, process_id, tx_bytes, rx_bytes) VALUES (?, ?, ?, ?)
 ON CONFLICT (second, process_id) DO UPDATE SET tx_bytes = tx_bytes + excluded.tx_bytes,
     rx_bytes = rx_bytes + excluded.rx_bytes"""
+_APP_SECONDS = """
+INSERT INTO app_seconds (second, app, service, traffic_class, bytes) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (second, app, service, traffic_class) DO UPDATE SET bytes = bytes + excluded.bytes"""
 
 def _process_apps(rollup, process_ids, minute):
     """Rows (minute, process id, app, service, class, tx, rx, tx frames, rx frames): each flow side a
@@ -215,9 +218,10 @@ class RollupStore:
         with immediate(self.con):
             self.con.executemany(_SECONDS, points)
 
-    def add_activity(self, hosts, processes):
+    def add_activity(self, hosts, processes, apps=()):
         """Per-second points of the live view's now and peak: hosts [(second, ip, tx_bytes,
-        rx_bytes)], processes [(second, ProcessKey, tx_bytes, rx_bytes)]."""
+        rx_bytes)], processes [(second, ProcessKey, tx_bytes, rx_bytes)], apps [(second, app,
+        service, traffic_class, bytes)]."""
         con = self.con
         with immediate(con):
             con.executemany(_HOST_SECONDS, hosts)
@@ -228,6 +232,7 @@ class RollupStore:
                     process_id = ids[key] = con.execute(_PROCESS_UPSERT, tuple(key)).fetchone()[0]
                 rows.append((second, process_id, tx, rx))
             con.executemany(_PROCESS_SECONDS, rows)
+            con.executemany(_APP_SECONDS, apps)
 
     def add_drops(self, minute, drops):
         with immediate(self.con):

@@ -103,9 +103,9 @@ class WriterThread(threading.Thread):
         """Per-second interface points, written by this thread (see RollupStore.add_seconds)."""
         self.queue.put(("seconds", points))
 
-    def submit_activity(self, hosts, processes):
-        """Per-second host and process points (see RollupStore.add_activity)."""
-        self.queue.put(("activity", hosts, processes))
+    def submit_activity(self, hosts, processes, apps=()):
+        """Per-second host, process and app points (see RollupStore.add_activity)."""
+        self.queue.put(("activity", hosts, processes, apps))
 
     def submit_drops(self, minute, drops):
         self.queue.put(("drops", minute, drops))
@@ -179,7 +179,7 @@ class WriterThread(threading.Thread):
         elif item[0] == "relabel":
             self.backlog.relabels.extend(item[1])
         elif item[0] == "activity":
-            self.backlog.add_activity(item[1], item[2])
+            self.backlog.add_activity(item[1], item[2], item[3])
         else:
             self.backlog.add_drops(item[1], item[2])
 
@@ -211,9 +211,9 @@ class WriterThread(threading.Thread):
             if b.seconds:
                 self.store.add_seconds(b.seconds)
                 b.seconds = []
-            if b.host_seconds or b.process_seconds:
-                self.store.add_activity(b.host_seconds, b.process_seconds)
-                b.host_seconds, b.process_seconds = [], []
+            if b.host_seconds or b.process_seconds or b.app_seconds:
+                self.store.add_activity(b.host_seconds, b.process_seconds, b.app_seconds)
+                b.host_seconds, b.process_seconds, b.app_seconds = [], [], []
             while b.drops:
                 self.store.add_drops(*b.drops[0])
                 b.drops.pop(0)

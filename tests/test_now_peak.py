@@ -1,7 +1,7 @@
 """A real "now" and peak (issue 11): per-second host and flow-side points from the flow table,
-their way through the collector (flow sides -> processes) into host_seconds / process_seconds,
-current_bps over the last 5 s and peak_bps at 1 s while seconds are kept; and, as root, the
-paced stream of the issue's done-when on lo through `run.py -i lo`."""
+their way through the collector (flow sides -> processes, apps) into host_seconds /
+process_seconds / app_seconds, current_bps over the last 5 s and peak_bps at 1 s while seconds
+are kept; and, as root, the paced stream of the issue's done-when on lo through `run.py -i lo`."""
 from scapy.all import IP, UDP, Ether, Raw
 
 from capture.flows import FlowTable
@@ -227,6 +227,7 @@ def test_a_paced_stream_and_its_burst_read_8_s_later(tmp_path, run_py, clean_env
                      "the receiver's seconds in the database")
             answer, when = _read_hosts(web_port)
             processes = _get(web_port, "/api/processes?since=5m")
+            apps = _get(web_port, "/api/apps?since=5m")
             sender.stop()
             nettally.finish(signal.SIGTERM)
     finally:
@@ -257,6 +258,11 @@ def test_a_paced_stream_and_its_burst_read_8_s_later(tmp_path, run_py, clean_env
                          for r in processes["rows"]])
     sides = bool(ours and ours[0]["tx_bytes"]) + bool(ours and ours[0]["rx_bytes"])
     assert ours and sides and _within(ours[0]["current_bps"], sides * sent_now, 0.15), (ours, sent_now)
+    # the stream is the only flow the filter lets in: its app's now and 1-second peak are the stream's
+    stream = apps["rows"][0]
+    print("apps:", apps["rows"])
+    assert len(apps["rows"]) == 1 and _within(stream["current_bps"], sent_now, 0.15), (stream, sent_now)
+    assert _within(stream["peak_bps"], want_peak) and stream["resolution"] == 1, (stream, want_peak)
 
 
 def _get(web_port, path):

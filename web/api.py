@@ -6,7 +6,7 @@ import time
 from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
 
 from names.label import add_vendors
-from storage.apps import app_usage
+from storage.apps import APP_SORTS, app_usage
 from storage.export import render_csv_chunks
 from storage.flows import FLOW_SORTS, FlowFilter, flow_search, iter_flows
 from storage.health import HEALTH_BY, SORTS as HEALTH_SORTS, health as tcp_health
@@ -230,10 +230,12 @@ def apps():
     since, until = p.time_range(default_since="1h")
     by = p.choice("by", ("all", "app", "service", "class"), "all")
     host, process = p.ip("host"), p.text("process")
+    sort, descending = p.sort(APP_SORTS, "bytes")
     limit = p.integer("limit", 100, 1, PAGE_MAX)
     p.finish()
-    usage = app_usage(db(), since, until, p.now, by, host, process, limit, policy=policy())
-    return jsonify(since=since, until=until, by=by, host=host, process=process, **usage)
+    usage = app_usage(db(), since, until, p.now, by, host, process, limit, sort, descending, policy=policy())
+    return jsonify(since=since, until=until, by=by, host=host, process=process, sort=sort,
+                   order="desc" if descending else "asc", **usage)
 
 
 @bp.get("/health")
