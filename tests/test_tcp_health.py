@@ -112,3 +112,35 @@ def test_state_is_small():
     c, s = analyse(SCENARIOS["clean"][0])[1]
     size = sys.getsizeof(c) + sys.getsizeof(s) + 2 * sys.getsizeof((c, s))
     assert size <= 600, size
+
+
+def test_flow_table_deltas_carry_the_scenarios_numbers(tmp_path):
+    """The same scenarios through the flow table (Ethernet fast path): each TCP flow's deltas
+    carry the numbers, in records.FlowDelta's fields; with tcp_health off, none."""
+    from capture.capfile import CaptureFile
+    from capture.flows import FlowTable
+    from tests.tcp_scenarios import pcap
+
+    path = tmp_path / "s.pcap"
+    pcap(path, {name: segments for name, (segments, _) in SCENARIOS.items()})
+    for health in (True, False):
+        table, deltas = FlowTable(read_payload=False, list_new_flows=False, tcp_health=health), []
+        table.stream_to(lambda r, into=deltas: into.extend(r.flows))
+        cap = CaptureFile(str(path))
+        for _, frames in cap.batches():
+            table.ingest("x", 1, frames)
+        table.close()
+        got = {}
+        for d in deltas:
+            g = got.setdefault(d.orig_p, dict(rtt_ms=None, retransmits=0, out_of_order=0, zero_windows=0, resets=0))
+            if d.rtt_ms is not None:
+                g["rtt_ms"] = round(d.rtt_ms, 3)
+            for k in ("retransmits", "out_of_order", "zero_windows", "resets"):
+                g[k] += getattr(d, k)
+        for port, name in enumerate(sorted(SCENARIOS), start=20000):
+            expected = dict(SCENARIOS[name][1])
+            if not health:
+                expected = dict(rtt_ms=None, retransmits=0, out_of_order=0, zero_windows=0, resets=0)
+            elif expected["rtt_ms"] is not None:
+                expected["rtt_ms"] = pytest.approx(expected["rtt_ms"], abs=0.001)   # ns pcap, float times
+            assert got[port] == expected, name
