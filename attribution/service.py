@@ -167,7 +167,8 @@ class Attributor:
         """A side still open: its owner now, or this delta charged to the current reason."""
         waiting = self.pending[key][side]
         # the latest state of the flow (last_seen, closed) is what a correction must carry
-        waiting.stub = delta._replace(orig_bytes=0, orig_packets=0, resp_bytes=0, resp_packets=0, tcp_flags=0)
+        waiting.stub = delta._replace(orig_bytes=0, orig_packets=0, resp_bytes=0, resp_packets=0, tcp_flags=0,
+                                      data_segments=0, retransmits=0, out_of_order=0, zero_windows=0, resets=0)
         found = self._find(delta, side)
         if found is not None:
             self._resolve(key, side, states, found)

@@ -47,7 +47,14 @@ def _merge_flow(a, b):
                      a.orig_pid if a.orig_pid is not None else b.orig_pid, a.orig_process or b.orig_process,
                      a.resp_pid if a.resp_pid is not None else b.resp_pid, a.resp_process or b.resp_process,
                      b.app or a.app, b.app_source if b.app else a.app_source, b.server_name or a.server_name,
-                     b.service or a.service, b.traffic_class or a.traffic_class)
+                     b.service or a.service, b.traffic_class or a.traffic_class)._replace(
+        # TCP health: the RTTs are the flow's latest, the counts add
+        **{k: getattr(b, k) if getattr(b, k) is not None else getattr(a, k) for k in _HEALTH_RTTS},
+        **{k: getattr(a, k) + getattr(b, k) for k in _HEALTH_COUNTS})
+
+
+_HEALTH_RTTS = ("rtt_ms", "rtt_min_ms", "rtt_avg_ms", "rtt_max_ms")
+_HEALTH_COUNTS = ("data_segments", "retransmits", "out_of_order", "zero_windows", "resets")
 
 
 class Backlog:

@@ -98,3 +98,14 @@ def test_flows_without_health_store_as_before(tmp_path):
     con = store(tmp_path / "n.db", [Rollup(T0, [d], {}, {}, {})])
     [row] = flows_between(con)
     assert row["rtt_ms"] is None and row["retransmits"] == 0
+
+
+def test_backlog_merge_keeps_the_health_fields():
+    """Deltas merged while the database cannot be written (storage/backlog.py) add their counts
+    and keep the latest RTTs."""
+    from storage.backlog import _merge_flow
+    a = tcp(A, 1, B, 2, T0 + 1, rtt_ms=5.0, data_segments=3, retransmits=1)
+    b = tcp(A, 1, B, 2, T0 + 1, rtt_avg_ms=7.0, data_segments=2, resets=1, zero_windows=2, out_of_order=1)
+    m = _merge_flow(a, b)
+    assert (m.rtt_ms, m.rtt_min_ms, m.rtt_avg_ms, m.data_segments, m.retransmits, m.out_of_order, m.zero_windows,
+            m.resets, m.orig_bytes) == (5.0, None, 7.0, 5, 1, 1, 2, 1, 2000)
