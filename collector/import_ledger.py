@@ -86,7 +86,7 @@ class Admission:
         its batches."""
         if not self._checked and not self._hashing(start_hash) and self._sha256 is not None:
             self._checked = True
-            done = None if self.force or not self._sha256 else imports.stored(self.con, self._sha256)
+            done = None if self.force or not self._sha256 else imports.stored(self.con, self._sha256, self.id)
             if done is not None:
                 self._refusal = refusal(self.path, done)
         return self._refusal

@@ -9,10 +9,11 @@ RUNNING, STORED, INTERRUPTED, FAILED, ABANDONED, REFUSED = (
     "running", "stored", "interrupted", "failed", "abandoned", "refused")
 
 
-def stored(con, sha256):
-    """(name, finished, frames) of the latest stored import of this content, or None."""
-    return con.execute("SELECT name, finished, frames FROM imports WHERE sha256 = ? AND state = ? "
-                       "ORDER BY id DESC LIMIT 1", (sha256, STORED)).fetchone()
+def stored(con, sha256, other_than=None):
+    """(name, finished, frames) of the latest stored import of this content (other than the
+    import `other_than`, which may have just stored it), or None."""
+    return con.execute("SELECT name, finished, frames FROM imports WHERE sha256 = ? AND state = ? AND id IS NOT ? "
+                       "ORDER BY id DESC LIMIT 1", (sha256, STORED, other_than)).fetchone()
 
 
 def running(con, sha256=None):

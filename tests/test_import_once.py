@@ -327,3 +327,19 @@ def test_the_live_capture_reports_an_import_cut_off_before_it_started(tmp_path, 
     assert re.search(r"the import of /captures/gone.pcap started 2023-11-\d+ \S+ was cut off \(process 999999999 "
                      r"ended without finishing\); nothing of it was stored: import it again\n", done.stderr), done.stderr
     assert [s for _, s, _ in ledger(db)] == ["abandoned"]
+
+
+def test_a_big_file_hashed_beside_its_import_is_not_refused_by_its_own_row(tmp_path, capsys, monkeypatch):
+    """A file over HASH_AT_ONCE is hashed by a thread while it is imported; a hash known only
+    after the import committed once took the import's own row for an earlier one ('already
+    imported', exit 2, for a file imported once)."""
+    from collector import import_ledger
+    from common import cli
+    monkeypatch.setattr(import_ledger, "HASH_AT_ONCE", 0)        # this small file takes the big files' way
+    a, db = tmp_path / "a.pcap", tmp_path / "x.db"
+    nbytes, frames = small_capture(a, 4)
+    code, out, err = cli(capsys, "import", a, "--db", db)
+    assert (code, err) == (0, ""), err
+    assert totals(db) == (frames, nbytes) and [s for _, s, _ in ledger(db)] == ["stored"]
+    code, out, err = cli(capsys, "import", a, "--db", db)
+    assert code == 2 and "already imported on" in err and totals(db) == (frames, nbytes)
