@@ -21,7 +21,7 @@ import struct
 
 from capture.decode import decode
 from capture.peek import Peek, port_guess
-from capture.tcp_health import fields as tcp_fields, pair as tcp_pair, see as tcp_see
+from capture.tcp_health import fields as tcp_fields, pair as tcp_pair, see as tcp_see, take as tcp_take
 from records import IFACE_FIELDS, FlowDelta, Packet, Rollup, Sample, ip_text
 from settings import DEFAULTS
 
@@ -41,8 +41,15 @@ SAMPLE_FLOWS = 256            # flows whose first frames are kept at once (captu
 _WANT = object()              # a TCP/UDP flow whose first payload has not come yet (no Peek made)
 
 
+# direction[6] of a TCP flow whose health state is not made yet: it is made at the flow's second
+# segment (the first is kept in Flow.tcp_first and replayed), so the one-segment flows of a SYN
+# flood or a port scan cost none (about 800 bytes each otherwise)
+_TCP_LATER = True
+
+
 class Flow:
-    __slots__ = ("key", "first_seen", "orig", "resp", "iface", "flushed", "app", "server_name", "problem")
+    __slots__ = ("key", "first_seen", "orig", "resp", "iface", "flushed", "app", "server_name", "problem",
+                 "tcp_first")
 
     def __init__(self, key, ts, iface, read_payload=True, tcp_health=True):
         self.key = key              # (proto, orig addr, orig port, resp addr, resp port), raw addresses
@@ -53,7 +60,8 @@ class Flow:
         # directions), _WANT before its first payload, None once named or given up
         want = _WANT if read_payload and (key[0] == 6 or key[0] == 17) else None
         # direction[6]: the sending side's TCP health state (capture/tcp_health.py), None for other protocols
-        a, b = tcp_pair() if tcp_health and key[0] == 6 else (None, None)
+        a = b = _TCP_LATER if tcp_health and key[0] == 6 else None
+        self.tcp_first = None       # (direction, segment, reported) of a _TCP_LATER flow's first segment
         # direction[7], [8]: the mark of the last second it sent in, and its bytes before that second
         self.orig = [0, 0, ts, 0, self, want, a, None, 0]
         self.resp = [0, 0, ts, 0, self, want, b, None, 0]
@@ -179,7 +187,10 @@ class FlowTable:
                             if flags & 0x12 == _TCP_SYN_ONLY:
                                 self._syn_seen(c)
                             if c[6] is not None:
-                                tcp_see(c[6], ts, flags, seq, ack, win, total - 20 - (data[46 + off] >> 4) * 4)
+                                if c[6] is _TCP_LATER:
+                                    _tcp_later(c, ts, flags, seq, ack, win, total - 20 - (data[46 + off] >> 4) * 4)
+                                else:
+                                    tcp_see(c[6], ts, flags, seq, ack, win, total - 20 - (data[46 + off] >> 4) * 4)
                             if c[5] is not None:
                                 self._peek(c, data, 34 + off + (data[46 + off] >> 4) * 4,
                                            min(14 + off + total, len(data)), ts)
@@ -205,7 +216,10 @@ class FlowTable:
                             if flags & 0x12 == _TCP_SYN_ONLY:
                                 self._syn_seen(c)
                             if c[6] is not None:
-                                tcp_see(c[6], ts, flags, seq, ack, win, plen - (data[66 + off] >> 4) * 4)
+                                if c[6] is _TCP_LATER:
+                                    _tcp_later(c, ts, flags, seq, ack, win, plen - (data[66 + off] >> 4) * 4)
+                                else:
+                                    tcp_see(c[6], ts, flags, seq, ack, win, plen - (data[66 + off] >> 4) * 4)
                             if c[5] is not None:
                                 self._peek(c, data, 54 + off + (data[66 + off] >> 4) * 4,
                                            min(54 + off + plen, len(data)), ts)
@@ -270,7 +284,10 @@ class FlowTable:
             if flags & 0x12 == _TCP_SYN_ONLY:
                 self._syn_seen(c)
         if tcp is not None and c[6] is not None:
-            tcp_see(c[6], ts, flags, *tcp)
+            if c[6] is _TCP_LATER:
+                _tcp_later(c, ts, flags, *tcp)
+            else:
+                tcp_see(c[6], ts, flags, *tcp)
         if c[5] is not None and end > start:
             self._peek(c, data, start, end, ts)
 
@@ -514,7 +531,7 @@ class FlowTable:
         delta = FlowDelta(proto, a, ap, b, bp, flow.first_seen, max(orig[2], resp[2]),
                           orig[0], orig[1], resp[0], resp[1], orig[3] | resp[3], flow.iface, closed,
                           None, None, None, None, app, source, flow.server_name, "", "",
-                          *(tcp_fields(orig[6]) if orig[6] is not None else ()))
+                          *_tcp_fields(flow))
         for host, tx, rx in ((a, orig, resp), (b, resp, orig)):
             h = hosts.get(host)
             if h is None:
@@ -542,3 +559,40 @@ def _add(counters, frames_n, bytes_n, ip_frames, ip_bytes, out_frames, out_bytes
     counters[3] += ip_bytes
     counters[8] += out_frames
     counters[9] += out_bytes
+
+
+def _tcp_later(c, *segment):
+    """A segment of a TCP flow whose health state is not made yet (_TCP_LATER): the first is kept,
+    the second makes the state, replays the first and is seen."""
+    flow = c[4]
+    first = flow.tcp_first
+    if first is None:
+        flow.tcp_first = (c, segment, False)
+        return
+    first_c, first_segment, reported = first
+    flow.orig[6], flow.resp[6] = tcp_pair()
+    flow.tcp_first = None
+    tcp_see(first_c[6], *first_segment)
+    if reported:                      # its counters left with an earlier delta (_tcp_fields)
+        tcp_take(*flow.orig[6])
+    tcp_see(c[6], *segment)
+
+
+def _tcp_fields(flow):
+    """The flow's health fields for its delta (counters since the last delta). A flow still at one
+    segment is measured on a state made for the moment and dropped; its segment is marked
+    reported, so the state made at the second segment does not count it again."""
+    hp = flow.orig[6]
+    if hp is None:
+        return ()
+    if hp is not _TCP_LATER:
+        return tcp_fields(hp)
+    a, b = tcp_pair()
+    first = flow.tcp_first
+    if first is not None:
+        first_c, segment, reported = first
+        tcp_see(a if first_c is flow.orig else b, *segment)
+        if reported:
+            tcp_take(*a)
+        flow.tcp_first = (first_c, segment, True)
+    return tcp_fields(a)

@@ -144,3 +144,41 @@ def test_flow_table_deltas_carry_the_scenarios_numbers(tmp_path):
             elif expected["rtt_ms"] is not None:
                 expected["rtt_ms"] = pytest.approx(expected["rtt_ms"], abs=0.001)   # ns pcap, float times
             assert got[port] == expected, name
+
+
+def test_deltas_taken_after_every_segment_add_up_to_the_same_numbers(tmp_path):
+    """A TCP flow's health state is made at its second segment (a SYN flood's one-segment flows
+    hold none); a delta taken while a flow has one segment counts that segment once, and the
+    state made later does not count it again: draining after every single frame gives the
+    scenarios' numbers."""
+    from capture.capfile import CaptureFile
+    from capture.flows import _TCP_LATER, FlowTable
+    from tests.tcp_scenarios import pcap
+
+    path = tmp_path / "s.pcap"
+    pcap(path, {name: segments for name, (segments, _) in SCENARIOS.items()})
+    table, deltas = FlowTable(read_payload=False, list_new_flows=False), []
+    table.stream_to(lambda r: deltas.extend(r.flows))
+    cap = CaptureFile(str(path))
+    first = True
+    for _, frames in cap.batches():
+        for frame in frames:
+            table.ingest("x", 1, [frame])
+            if first:                     # one segment seen: no state made yet
+                (flow,) = table._flows
+                assert flow.orig[6] is flow.resp[6] is _TCP_LATER
+                first = False
+            deltas.extend(table.drain(frame[0]).flows)
+    table.close()
+    got = {}
+    for d in deltas:
+        g = got.setdefault(d.orig_p, dict(rtt_ms=None, retransmits=0, out_of_order=0, zero_windows=0, resets=0))
+        if d.rtt_ms is not None:
+            g["rtt_ms"] = round(d.rtt_ms, 3)
+        for k in ("retransmits", "out_of_order", "zero_windows", "resets"):
+            g[k] += getattr(d, k)
+    for port, name in enumerate(sorted(SCENARIOS), start=20000):
+        expected = dict(SCENARIOS[name][1])
+        if expected["rtt_ms"] is not None:
+            expected["rtt_ms"] = pytest.approx(expected["rtt_ms"], abs=0.001)
+        assert got[port] == expected, name
