@@ -45,6 +45,7 @@ _WANT = object()              # a TCP/UDP flow whose first payload has not come 
 # segment (the first is kept in Flow.tcp_first and replayed), so the one-segment flows of a SYN
 # flood or a port scan cost none (about 800 bytes each otherwise)
 _TCP_LATER = True
+_SEGMENT = struct.Struct("<dHIIHi")   # a kept first segment: ts, flags, seq, ack, window, payload length
 
 
 class Flow:
@@ -566,13 +567,13 @@ def _tcp_later(c, *segment):
     the second makes the state, replays the first and is seen."""
     flow = c[4]
     first = flow.tcp_first
-    if first is None:
-        flow.tcp_first = (c, segment, False)
+    if first is None:             # packed: 60 bytes instead of ~250 in a tuple of Python numbers
+        flow.tcp_first = (c, _SEGMENT.pack(*segment), False)
         return
     first_c, first_segment, reported = first
     flow.orig[6], flow.resp[6] = tcp_pair()
     flow.tcp_first = None
-    tcp_see(first_c[6], *first_segment)
+    tcp_see(first_c[6], *_SEGMENT.unpack(first_segment))
     if reported:                      # its counters left with an earlier delta (_tcp_fields)
         tcp_take(*flow.orig[6])
     tcp_see(c[6], *segment)
@@ -591,7 +592,7 @@ def _tcp_fields(flow):
     first = flow.tcp_first
     if first is not None:
         first_c, segment, reported = first
-        tcp_see(a if first_c is flow.orig else b, *segment)
+        tcp_see(a if first_c is flow.orig else b, *_SEGMENT.unpack(segment))
         if reported:
             tcp_take(*a)
         flow.tcp_first = (first_c, segment, True)
