@@ -159,6 +159,7 @@ class SlidingWindow:
         self.seconds, self.bin, self.width = seconds, bin_seconds, width
         self.bins = {}            # bin start -> {subject: [sums]}
         self.totals = {}          # subject -> [sums]
+        self.changed = set()      # subjects whose totals moved since the caller last cleared it
 
     def add(self, t, subject, values):
         start = int(t // self.bin * self.bin)
@@ -172,10 +173,12 @@ class SlidingWindow:
         for i, v in enumerate(values):
             have[i] += v
             total[i] += v
+        self.changed.add(subject)
 
     def advance(self, now):
         for start in [b for b in self.bins if b < now - self.seconds]:
             for subject, values in self.bins.pop(start).items():
+                self.changed.add(subject)
                 total = self.totals[subject]
                 for i, v in enumerate(values):
                     total[i] -= v

@@ -417,7 +417,7 @@ def _import_slide(con, rule, since, until, allowed=None):
     if allowed is not None:
         rows = (row for row in rows if row[1] in allowed)
     row = next(rows, None)
-    minute, end = floor(since, "minute"), int(until)
+    minute, end, last_span = floor(since, "minute"), int(until), None
     while minute < end:
         if not window.totals and not tracker.open and row is not None and row[0] > minute:
             minute = row[0]           # nothing in the window, nothing open: skip to the next traffic
@@ -427,7 +427,17 @@ def _import_slide(con, rule, since, until, allowed=None):
         now = min(minute + MINUTE, until)
         window.advance(now)
         span = window.span(now)
-        events += tracker.check(now, {s: measure(rule, v, span) for s, v in window.totals.items()})
+        # A subject's measure moves only with its totals, or with the span (rates divide by it):
+        # an unchanged subject that is not open was judged before on the same number. Measuring
+        # only the moved and the open ones keeps a day of 10,000 hosts from costing 1,440 x 10,000.
+        if span == last_span:
+            subjects = [s for s in window.changed | tracker.open.keys() if s in window.totals]
+        else:
+            subjects = window.totals
+        totals = window.totals
+        events += tracker.check(now, {s: measure(rule, totals[s], span) for s in subjects})
+        window.changed.clear()
+        last_span = span
         minute += MINUTE
         if row is None and not window.totals and not tracker.open:
             break
