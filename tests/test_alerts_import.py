@@ -173,3 +173,52 @@ def test_the_import_prints_counts_by_rule_and_severity_and_the_first_alerts_only
                    "  2023-11-15T08:02:00Z  info  new device 10.0.0.2",
                    "  ... 5 more: run.py export alerts, or the dashboard's alerts page"]
     assert import_summary([]) == []
+
+
+def test_import_rules_measure_only_what_moved_yet_judge_as_if_all(tmp_path):
+    """_import_slide measures, each minute, only subjects whose window totals moved (and the open
+    ones): on random traffic of 12 hosts over 3 hours, with a bytes and a rate rule, including an
+    end that is not on a minute, its events equal a straightforward evaluation of every subject
+    every minute (written out here as the oracle), in any order within a minute."""
+    import random
+
+    from alerts.rules import Rule, SlidingWindow, Tracker, measure
+    from alerts.service import _import_slide
+
+    con = connect(str(tmp_path / "r.db"))
+    rng = random.Random(7)
+    hosts = [f"10.0.1.{i}" for i in range(12)]
+    rows = []
+    for m in range(180):
+        for ip in rng.sample(hosts, rng.randint(0, 6)):
+            tx = rng.choice((0, 1, 3, 8)) * 1_000_000
+            rows.append((S + 60 * m, ip, tx, rng.randint(0, 2_000_000), 1, 1))
+    with con:
+        con.executemany("INSERT INTO host_minutes (minute, ip, tx_bytes, rx_bytes, tx_packets, rx_packets) "
+                        "VALUES (?, ?, ?, ?, ?, ?)", rows)
+    until = S + 180 * 60 - 17
+
+    def every_subject(rule):
+        window, tracker, events = SlidingWindow(rule.window, 60, 2), Tracker(rule), []
+        samples = list(alert_log.samples(con, rule.kind, rule.scope, S - rule.window, until))
+        for minute in range(S, until, 60):
+            for row in samples:
+                if minute <= row[0] < minute + 60:
+                    window.add(row[0], row[1], row[2:])
+            now = min(minute + 60, until)
+            window.advance(now)
+            span = window.span(now)
+            events += tracker.check(now, {s: measure(rule, v, span) for s, v in window.totals.items()})
+        return events + tracker.close_all(until)
+
+    for rule in (Rule("b", "bytes", threshold=20e6, window=900, hysteresis=0.2),
+                 Rule("r", "rate", threshold=3e5, window=600, hysteresis=0.1)):
+        expected = every_subject(rule)
+        assert sum(e.action == "opened" for e in expected) >= 3        # the traffic does cross, and clear
+        assert sum(e.action == "closed" for e in expected) >= 3
+        by_minute = sorted(expected, key=_when_who_what)
+        assert sorted(_import_slide(con, rule, S, until), key=_when_who_what) == by_minute
+
+
+def _when_who_what(event):
+    return event.time, event.subject, event.action
