@@ -2,6 +2,7 @@
 writer thread (storage/writer.py) and an import's writer process (collector/import_writer.py)
 both write through a RollupStore."""
 import time
+from sys import intern
 
 from storage import health, tiers
 from storage.db import immediate
@@ -76,6 +77,9 @@ _APP_SECONDS = """
 INSERT INTO app_seconds (second, app, service, traffic_class, bytes) VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (second, app, service, traffic_class) DO UPDATE SET bytes = bytes + excluded.bytes"""
 
+_SHARED_LABELS = 65536        # distinct label tuples shared at once (a flood of server names cannot grow it)
+
+
 def _process_apps(rollup, process_ids, minute):
     """Rows (minute, process id, app, service, class, tx, rx, tx frames, rx frames): each flow side a
     process owns credits that process, as the attribution join charged it in this rollup (a pid
@@ -123,6 +127,7 @@ class RollupStore:
         self._flow_ids = {}       # natural key -> flows.id, for flows still open
         self._labels = {}         # flows.id -> labels last written, for flows still open (a delta
                                   # carries its flow's labels every time; they are written when new)
+        self._shared_labels = {}  # labels -> the one tuple of them that _labels holds
         self.span = None          # (first bucket, end of last bucket) of the rollups applied
 
     def apply(self, rollups):
@@ -148,9 +153,14 @@ class RollupStore:
     def _apply(self, rollup, marks, undo):
         con, ids, minute = self.con, self._flow_ids, rollup.bucket
         known, minutes, names, apps, host_apps, written = [], [], [], {}, {}, self._labels
+        shared = self._shared_labels
         for f in rollup.flows:
             natural = (f.proto, f.orig_h, f.orig_p, f.resp_h, f.resp_p, f.first_seen)
             flow_id = ids.get(natural)
+            if flow_id is None and not f.closed:
+                # kept while the flow is open (up to max_flows of them): its addresses shared with
+                # every other open flow of the same hosts, not one copy per flow and message
+                natural = (f.proto, intern(f.orig_h), f.orig_p, intern(f.resp_h), f.resp_p, f.first_seen)
             if flow_id is None:
                 flow_id = con.execute(_FLOW_UPSERT, natural + (
                     f.last_seen, f.orig_bytes, f.orig_packets, f.resp_bytes, f.resp_packets,
@@ -176,7 +186,10 @@ class RollupStore:
             if (f.app or f.server_name or f.service or f.traffic_class not in ("", "other")) \
                     and written.get(flow_id) != labels:
                 names.append((flow_id, *labels))
-                written[flow_id] = labels
+                if not f.closed:      # one tuple per distinct labels, shared by the open flows that carry them
+                    if len(shared) >= _SHARED_LABELS:
+                        shared.clear()
+                    written[flow_id] = shared.setdefault(labels, labels)
             if f.closed:
                 written.pop(flow_id, None)
         con.executemany(_FLOW_ADD, known)
