@@ -42,15 +42,16 @@ _WANT = object()              # a TCP/UDP flow whose first payload has not come 
 
 
 # direction[6] of a TCP flow whose health state is not made yet: it is made at the flow's second
-# segment (the first is kept in Flow.tcp_first and replayed), so the one-segment flows of a SYN
-# flood or a port scan cost none (about 800 bytes each otherwise)
+# segment, so the one-segment flows of a SYN flood or a port scan cost none (about 800 bytes each
+# otherwise). The first segment is kept packed in its sender's direction[6] (bytes; the direction
+# moves with its side if the sides swap) and replayed.
 _TCP_LATER = True
-_SEGMENT = struct.Struct("<dHIIHi")   # a kept first segment: ts, flags, seq, ack, window, payload length
+_SEGMENT = struct.Struct("<dHIIHiB")   # a kept first segment: ts, flags, seq, ack, window, payload length,
+_PACK, _UNPACK = _SEGMENT.pack, _SEGMENT.unpack   # and 1 once it left in a delta (_tcp_fields)
 
 
 class Flow:
-    __slots__ = ("key", "first_seen", "orig", "resp", "iface", "flushed", "app", "server_name", "problem",
-                 "tcp_first")
+    __slots__ = ("key", "first_seen", "orig", "resp", "iface", "flushed", "app", "server_name", "problem")
 
     def __init__(self, key, ts, iface, read_payload=True, tcp_health=True):
         self.key = key              # (proto, orig addr, orig port, resp addr, resp port), raw addresses
@@ -60,9 +61,9 @@ class Flow:
         # direction[5]: the flow's Peek while its payload is still read (shared by both
         # directions), _WANT before its first payload, None once named or given up
         want = _WANT if read_payload and (key[0] == 6 or key[0] == 17) else None
-        # direction[6]: the sending side's TCP health state (capture/tcp_health.py), None for other protocols
+        # direction[6]: the sending side's TCP health state (capture/tcp_health.py: a tuple), None for
+        # other protocols; before the flow's second segment _TCP_LATER, or that side's first segment
         a = b = _TCP_LATER if tcp_health and key[0] == 6 else None
-        self.tcp_first = None       # (direction, segment, reported) of a _TCP_LATER flow's first segment
         # direction[7], [8]: the mark of the last second it sent in, and its bytes before that second
         self.orig = [0, 0, ts, 0, self, want, a, None, 0]
         self.resp = [0, 0, ts, 0, self, want, b, None, 0]
@@ -188,10 +189,10 @@ class FlowTable:
                             if flags & 0x12 == _TCP_SYN_ONLY:
                                 self._syn_seen(c)
                             if c[6] is not None:
-                                if c[6] is _TCP_LATER:
-                                    _tcp_later(c, ts, flags, seq, ack, win, total - 20 - (data[46 + off] >> 4) * 4)
-                                else:
+                                if c[6].__class__ is tuple:
                                     tcp_see(c[6], ts, flags, seq, ack, win, total - 20 - (data[46 + off] >> 4) * 4)
+                                else:
+                                    _tcp_later(c, ts, flags, seq, ack, win, total - 20 - (data[46 + off] >> 4) * 4)
                             if c[5] is not None:
                                 self._peek(c, data, 34 + off + (data[46 + off] >> 4) * 4,
                                            min(14 + off + total, len(data)), ts)
@@ -217,10 +218,10 @@ class FlowTable:
                             if flags & 0x12 == _TCP_SYN_ONLY:
                                 self._syn_seen(c)
                             if c[6] is not None:
-                                if c[6] is _TCP_LATER:
-                                    _tcp_later(c, ts, flags, seq, ack, win, plen - (data[66 + off] >> 4) * 4)
-                                else:
+                                if c[6].__class__ is tuple:
                                     tcp_see(c[6], ts, flags, seq, ack, win, plen - (data[66 + off] >> 4) * 4)
+                                else:
+                                    _tcp_later(c, ts, flags, seq, ack, win, plen - (data[66 + off] >> 4) * 4)
                             if c[5] is not None:
                                 self._peek(c, data, 54 + off + (data[66 + off] >> 4) * 4,
                                            min(54 + off + plen, len(data)), ts)
@@ -285,10 +286,10 @@ class FlowTable:
             if flags & 0x12 == _TCP_SYN_ONLY:
                 self._syn_seen(c)
         if tcp is not None and c[6] is not None:
-            if c[6] is _TCP_LATER:
-                _tcp_later(c, ts, flags, *tcp)
-            else:
+            if c[6].__class__ is tuple:
                 tcp_see(c[6], ts, flags, *tcp)
+            else:
+                _tcp_later(c, ts, flags, *tcp)
         if c[5] is not None and end > start:
             self._peek(c, data, start, end, ts)
 
@@ -563,17 +564,16 @@ def _add(counters, frames_n, bytes_n, ip_frames, ip_bytes, out_frames, out_bytes
 
 
 def _tcp_later(c, *segment):
-    """A segment of a TCP flow whose health state is not made yet (_TCP_LATER): the first is kept,
-    the second makes the state, replays the first and is seen."""
+    """A segment of a TCP flow whose health state is not made yet: the first is kept (packed, in
+    its sender's direction), the second makes the state, replays the first and is seen."""
     flow = c[4]
-    first = flow.tcp_first
-    if first is None:             # packed: 60 bytes instead of ~250 in a tuple of Python numbers
-        flow.tcp_first = (c, _SEGMENT.pack(*segment), False)
+    first_c = flow.orig if flow.orig[6] is not _TCP_LATER else flow.resp if flow.resp[6] is not _TCP_LATER else None
+    if first_c is None:           # packed: 64 bytes instead of ~250 in a tuple of Python numbers
+        c[6] = _PACK(*segment, 0)
         return
-    first_c, first_segment, reported = first
+    *first, reported = _UNPACK(first_c[6])
     flow.orig[6], flow.resp[6] = tcp_pair()
-    flow.tcp_first = None
-    tcp_see(first_c[6], *_SEGMENT.unpack(first_segment))
+    tcp_see(first_c[6], *first)
     if reported:                      # its counters left with an earlier delta (_tcp_fields)
         tcp_take(*flow.orig[6])
     tcp_see(c[6], *segment)
@@ -586,14 +586,14 @@ def _tcp_fields(flow):
     hp = flow.orig[6]
     if hp is None:
         return ()
-    if hp is not _TCP_LATER:
+    if hp.__class__ is tuple:
         return tcp_fields(hp)
     a, b = tcp_pair()
-    first = flow.tcp_first
-    if first is not None:
-        first_c, segment, reported = first
-        tcp_see(a if first_c is flow.orig else b, *_SEGMENT.unpack(segment))
+    first_c = flow.orig if hp is not _TCP_LATER else flow.resp if flow.resp[6] is not _TCP_LATER else None
+    if first_c is not None:
+        *first, reported = _UNPACK(first_c[6])
+        tcp_see(a if first_c is flow.orig else b, *first)
         if reported:
             tcp_take(*a)
-        flow.tcp_first = (first_c, segment, True)
+        first_c[6] = _PACK(*first, 1)
     return tcp_fields(a)
