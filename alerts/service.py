@@ -15,7 +15,6 @@ import time
 
 from alerts import messages
 from alerts.config import effective_rules, file_rules, load_rules
-from alerts.mail import MailConfig, MailSender
 from alerts.rules import SEVERITIES, Event, Rule, SlidingWindow, Tracker, measure
 from storage import alert_log
 from storage.db import DatabaseError, connect
@@ -103,6 +102,7 @@ class AlertRunner:
             webhook = WebhookSender(settings.webhook_url)
         self.webhook = webhook
         self.mail, self._mail_problem = None, None
+        from alerts.mail import MailConfig, MailSender    # here: smtplib and email cost an import 20 ms
         try:
             mail_config = MailConfig.from_settings(settings)
         except ValueError as e:       # alerts go on without e-mail; the log and /api/alerts/delivery say why

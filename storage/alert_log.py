@@ -5,7 +5,6 @@ import json
 import os
 import sqlite3
 from datetime import datetime, timezone
-from urllib.request import pathname2url
 
 from storage import coverage, health
 from storage.db import SCHEMA_VERSION, DatabaseError, immediate
@@ -283,6 +282,7 @@ def changes_connection(path, wait=5.0):
     writer to let go of the write lock, then gives up (sqlite3.OperationalError "database is
     locked"), so a request is never held long. Reads once, so its -wal and -shm are open before
     the web process gives up root."""
+    from urllib.request import pathname2url   # here: urllib.request (http, ssl, email) costs an import 20 ms
     uri = f"file:{pathname2url(os.path.abspath(path))}?mode=rw"
     try:
         con = sqlite3.connect(uri, uri=True, check_same_thread=False)
