@@ -214,19 +214,20 @@ def main(argv=None):
 
 
 
-def bench_capture(folder, packets):
+def bench_capture(folder, packets, seconds=240.0):
     """(path, stats, seconds spent generating or 0) of the benchmarks' capture of `packets`
-    frames in `folder` (default: /tmp/nettally-bench), reused while its parameters match."""
+    frames over `seconds` of capture time in `folder` (default: /tmp/nettally-bench), reused
+    while its parameters match. 86400: the same traffic spread over a day."""
     import tempfile
     import time
     from pathlib import Path
     workdir = Path(folder or Path(tempfile.gettempdir()) / "nettally-bench")
     workdir.mkdir(parents=True, exist_ok=True)
-    capture = workdir / f"offline-{packets}.pcap"
-    stats, spent = cached(str(capture), packets), 0.0
+    capture = workdir / (f"offline-{packets}.pcap" if seconds == 240.0 else f"offline-{packets}-{seconds:g}s.pcap")
+    stats, spent = cached(str(capture), packets, seconds=seconds), 0.0
     if stats is None:
         started = time.perf_counter()
-        stats = generate(str(capture), packets)
+        stats = generate(str(capture), packets, seconds=seconds)
         spent = time.perf_counter() - started
     return capture, stats, spent
 
