@@ -131,22 +131,35 @@ def tools(capture, workdir, db, names_off=True):
     return out
 
 
-def measure(label, cmd, out_path, cleanup, repeat, quiet_wait=0, env=None):
-    runs = []
+def measure(tools, repeat, quiet_wait=0, after=None):
+    """Runs every tool of `tools` (tools() rows) once per round, `repeat` rounds, alternating (so
+    a slow moment of a shared machine falls on all of them alike); `after(label)` is called after
+    each run and may return an error line. Results per tool in `tools` order, or None on a
+    failure (said on stderr)."""
+    runs = {t[0]: [] for t in tools}
     for _ in range(repeat):
-        if quiet_wait:
-            wait_quiet(quiet_wait)
-        for path in cleanup:
-            if path.exists():
-                path.unlink()
-        run = run_timed(cmd, out_path, env)
-        if run["status"] != 0:
-            tail = Path(out_path).read_text(errors="replace").strip().splitlines()[-1:]
-            print(f"  {label}: exit {run['status']}: {tail[0] if tail else ''}", file=sys.stderr)
-            return None
-        runs.append(run)
-        print(f"  {label}: {run['wall']:.2f} s wall, {run['cpu']:.2f} s CPU, {run['maxrss_mb']:.0f} MB"
-              + (f", others {run['others']:.0%}" if run["others"] is not None else ""), flush=True)
+        for label, cmd, out_path, cleanup, env in tools:
+            if quiet_wait:
+                wait_quiet(quiet_wait)
+            for path in cleanup:
+                if path.exists():
+                    path.unlink()
+            run = run_timed(cmd, out_path, env)
+            if run["status"] != 0:
+                tail = Path(out_path).read_text(errors="replace").strip().splitlines()[-1:]
+                print(f"  {label}: exit {run['status']}: {tail[0] if tail else ''}", file=sys.stderr)
+                return None
+            runs[label].append(run)
+            print(f"  {label}: {run['wall']:.2f} s wall, {run['cpu']:.2f} s CPU, {run['maxrss_mb']:.0f} MB"
+                  + (f", others {run['others']:.0%}" if run["others"] is not None else ""), flush=True)
+            error = after(label) if after else None
+            if error:
+                print(error, file=sys.stderr)
+                return None
+    return [_summary(label, cmd, runs[label]) for label, cmd, *_ in tools]
+
+
+def _summary(label, cmd, runs):
     walls = [r["wall"] for r in runs]
     best = min(runs, key=lambda r: r["wall"])
     return {"label": label, "command": cmd, "runs": runs, "best": best["wall"], "median": statistics.median(walls),
@@ -249,18 +262,19 @@ def main(argv=None):
           f"{stats['flows']:,} flows over {stats['seconds']:.0f} s; {os.cpu_count()} CPUs")
 
     db = workdir / "fresh.db"
-    results = []
-    for label, cmd, out_path, cleanup, env in tools(capture, workdir, db, not args.skip_names_off):
-        result = measure(label, cmd, out_path, cleanup, args.repeat, args.wait_quiet, env)
-        if result is None:
-            return 1
-        results.append(result)
-        if label in ("run.py import", NAMES_OFF):
-            mismatches = check_import(db, stats)
-            if mismatches:
-                print("import totals WRONG:\n  " + "\n  ".join(mismatches), file=sys.stderr)
-                return 1
-            print("  import totals match the generator (hosts tx = IP bytes, every frame and byte counted)")
+
+    def checked(label):
+        if label not in ("run.py import", NAMES_OFF):
+            return None
+        mismatches = check_import(db, stats)
+        if mismatches:
+            return "import totals WRONG:\n  " + "\n  ".join(mismatches)
+        print("  import totals match the generator (hosts tx = IP bytes, every frame and byte counted)")
+        return None
+
+    results = measure(tools(capture, workdir, db, not args.skip_names_off), args.repeat, args.wait_quiet, checked)
+    if results is None:
+        return 1
     if not _argus():
         print("argus not installed (Debian: apt-get install argus-server): no ratio", file=sys.stderr)
 
@@ -275,11 +289,11 @@ def main(argv=None):
             tshark_file = workdir / f"offline-{tshark_packets}.pcap"
             if gen_capture.cached(str(tshark_file), tshark_packets) is None:
                 gen_capture.generate(str(tshark_file), tshark_packets)
-        result = measure("tshark", ["tshark", "-q", "-z", "conv,ip", "-r", str(tshark_file)],
-                         workdir / "tshark.out", [], args.tshark_repeat, args.wait_quiet)
+        result = measure([("tshark", ["tshark", "-q", "-z", "conv,ip", "-r", str(tshark_file)],
+                           workdir / "tshark.out", [], None)], args.tshark_repeat, args.wait_quiet)
         if result is None:
             return 1
-        results.append(result)
+        results += result
 
     startup, heavy = startup_cost(workdir)
     speed = python_speed()
