@@ -134,6 +134,7 @@ class TreeSampler:
         self.peaks = {}              # pid -> (peak RSS KiB, command name)
         self.when = {}               # pid -> seconds from the start when its RSS was highest
         self.tree_peak = 0           # largest sum of RSS at one instant, KiB
+        self.series = []             # (seconds from the start, sum of RSS KiB) of every sample
         self._started = time.monotonic()
         self._rss = {}
         self._stop = threading.Event()
@@ -169,6 +170,7 @@ class TreeSampler:
             if hwm > self.peaks.get(pid, (0, ""))[0]:
                 self.peaks[pid] = (hwm, "importer" if pid == self.pid else f"child {_name_of(pid)}")
         self.tree_peak = max(self.tree_peak, total)
+        self.series.append((time.monotonic() - self._started, total))
 
     @property
     def sum_of_peaks(self):
@@ -203,9 +205,22 @@ def import_measured(root, capture, db, max_flows, out_path):
             rows = con.execute("SELECT count(*) FROM flows").fetchone()[0]
     return {"capture": str(capture), "max_flows": max_flows, "status": status, "wall": wall,
             "sum_of_peaks_mb": sampler.sum_of_peaks / 1024, "tree_peak_mb": sampler.tree_peak / 1024,
-            "largest_mb": usage.ru_maxrss / 1024, "flow_rows": rows,
+            "largest_mb": usage.ru_maxrss / 1024, "flow_rows": rows, "thirds_mb": _thirds(sampler.series),
             "processes": sorted(((name, kib / 1024, sampler.when.get(pid, 0.0) / wall)
                                  for pid, (kib, name) in sampler.peaks.items()), key=lambda p: -p[1])}
+
+
+def _thirds(series):
+    """Mean tree RSS (MB) over each third of the run: flat under churn when the last equals the
+    first (issue 12 asks the last 10 minutes of a 30-minute churn within 5% of the first 10)."""
+    if not series:
+        return []
+    end = series[-1][0]
+    out = []
+    for k in range(3):
+        part = [kib for t, kib in series if k * end / 3 <= t <= (k + 1) * end / 3 and kib]
+        out.append(sum(part) / len(part) / 1024 if part else 0.0)
+    return out
 
 
 # ---- bytes per flow, in this process ---------------------------------------------------------------
@@ -273,6 +288,10 @@ def main(argv=None):
         print(f"  {flows:>9,} flows, max_flows {max_flows:>7,}: sum of peaks {r['sum_of_peaks_mb']:.0f} MB "
               f"(tree peak {r['tree_peak_mb']:.0f} MB, largest process {r['largest_mb']:.0f} MB; {per_process}), "
               f"{r['wall']:.1f} s, {r['flow_rows']:,} flow rows", flush=True)
+        first, middle, last = r["thirds_mb"] or (0.0, 0.0, 0.0)
+        if first:
+            print(f"    tree RSS by third of the run: {first:.0f}, {middle:.0f}, {last:.0f} MB (last / first "
+                  f"x{last / first:.3f}; issue 12's churn goal: within 5%)", flush=True)
         if r["flow_rows"] != flows:
             print(f"  WRONG: {r['flow_rows']} flow rows for {flows} flows", file=sys.stderr)
             return 1
