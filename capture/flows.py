@@ -19,10 +19,12 @@ and flow-side points (take_seconds()).
 """
 import struct
 
+from capture import arp, deltas, second_points
 from capture.decode import decode
-from capture.peek import Peek, port_guess
-from capture.tcp_health import fields as tcp_fields, pair as tcp_pair, see as tcp_see, take as tcp_take
-from records import IFACE_FIELDS, FlowDelta, Packet, Rollup, Sample, ip_text
+from capture.peek import Peek
+from capture.tcp_health import see as tcp_see
+from capture.tcp_later import LATER as _TCP_LATER, segment as _tcp_later
+from records import IFACE_FIELDS, Packet, Rollup, Sample, ip_text
 from settings import DEFAULTS
 
 _ETH_IPV4 = struct.Struct("!12xHBxHHHxB2x4s4sHHIIxBH")       # 50 bytes: Ethernet, IPv4 (no options), ports,
@@ -41,15 +43,6 @@ SAMPLE_FLOWS = 256            # flows whose first frames are kept at once (captu
 _WANT = object()              # a TCP/UDP flow whose first payload has not come yet (no Peek made)
 
 
-# direction[6] of a TCP flow whose health state is not made yet: it is made at the flow's second
-# segment, so the one-segment flows of a SYN flood or a port scan cost none (about 800 bytes each
-# otherwise). The first segment is kept packed in its sender's direction[6] (bytes; the direction
-# moves with its side if the sides swap) and replayed.
-_TCP_LATER = True
-_SEGMENT = struct.Struct("<dHIIHiB")   # a kept first segment: ts, flags, seq, ack, window, payload length,
-_PACK, _UNPACK = _SEGMENT.pack, _SEGMENT.unpack   # and 1 once it left in a delta (_tcp_fields)
-
-
 class Flow:
     __slots__ = ("key", "first_seen", "orig", "resp", "iface", "flushed", "app", "server_name", "problem")
 
@@ -62,7 +55,7 @@ class Flow:
         # directions), _WANT before its first payload, None once named or given up
         want = _WANT if read_payload and (key[0] == 6 or key[0] == 17) else None
         # direction[6]: the sending side's TCP health state (capture/tcp_health.py: a tuple), None for
-        # other protocols; before the flow's second segment _TCP_LATER, or that side's first segment
+        # other protocols; before the flow's second segment, capture/tcp_later.py's
         a = b = _TCP_LATER if tcp_health and key[0] == 6 else None
         # direction[7], [8]: the mark of the last second it sent in, and its bytes before that second
         self.orig = [0, 0, ts, 0, self, want, a, None, 0]
@@ -249,17 +242,14 @@ class FlowTable:
         _add(counters, frames_n, bytes_n, ip_frames, ip_bytes, out_frames, out_bytes)
 
     def _learn_mac(self, data):
-        """IPv4 address -> MAC from an ARP frame's sender fields (Ethernet/IPv4 ARP, at most one
-        VLAN tag): the host's own announcement, unlike the source MAC of a routed IP frame."""
-        off = 16 if data[12:14] == b"\x81\x00" else 12
-        if data[off:off + 2] == b"\x08\x06" and data[off + 2:off + 8] == b"\x00\x01\x08\x00\x06\x04" \
-                and len(data) >= off + 18:
-            ip = data[off + 16:off + 20]
-            if len(ip) == 4 and ip != b"\x00\x00\x00\x00":       # 0.0.0.0: an ARP probe, no address yet
-                if len(self._macs) >= MAX_MACS and ip not in self._macs:
-                    self._problems["macs_over_bucket_limit"] = self._problems.get("macs_over_bucket_limit", 0) + 1
-                    return
-                self._macs[ip] = data[off + 10:off + 16]
+        """IPv4 address -> MAC of an ARP frame's sender (capture/arp.py), at most MAX_MACS a bucket."""
+        learnt = arp.sender(data)
+        if learnt is not None:
+            ip, mac = learnt
+            if len(self._macs) >= MAX_MACS and ip not in self._macs:
+                self._problems["macs_over_bucket_limit"] = self._problems.get("macs_over_bucket_limit", 0) + 1
+                return
+            self._macs[ip] = mac
 
     def _count_packet(self, pkt, ts, n, iface, data):
         src, dst, proto, sport, dport, flags, frag, start, end, tcp = pkt
@@ -367,11 +357,11 @@ class FlowTable:
         evicted = by_age[:max(1, len(by_age) // 10)]
         del by_age
         for first in range(0, len(evicted), ROLLUP_FLOWS):
-            hosts, deltas = {}, []
+            hosts, out = {}, []
             for flow in evicted[first:first + ROLLUP_FLOWS]:
                 self._remove(flow)
-                deltas.append(self._delta(flow, True, hosts))
-            self._out(_flows_only(self._bucket_start, deltas, hosts))
+                out.append(deltas.take(flow, True, hosts, self.read_payload))
+            self._out(deltas.flows_only(self._bucket_start, out, hosts))
         self.evicted_flows += len(evicted)
 
     def _remove(self, flow):
@@ -412,33 +402,10 @@ class FlowTable:
         self._edge = min(self._second_end, self._bucket_end)
 
     def _close_second(self):
-        touched = self._touched
-        if not touched:
-            return
-        self._touched = []
-        second, hosts, flows, text = self._second, {}, [], {}
-        for key, c in touched:
-            n = c[0] - c[8]
-            if n <= 0:
-                continue
-            proto, src, sport, dst, dport = key
-            a = text.get(src)
-            if a is None:
-                a = text[src] = ip_text(src)
-            b = text.get(dst)
-            if b is None:
-                b = text[dst] = ip_text(dst)
-            flows.append((second, proto, a, sport, b, dport, n))
-            h = hosts.get(a)
-            if h is None:
-                h = hosts[a] = [0, 0]
-            h[0] += n
-            h = hosts.get(b)
-            if h is None:
-                h = hosts[b] = [0, 0]
-            h[1] += n
-        if flows:
-            self._points.append((second, [(second, ip, tx, rx) for ip, (tx, rx) in hosts.items()], flows))
+        touched, self._touched = self._touched, []
+        point = second_points.points(self._second, touched) if touched else None
+        if point is not None:
+            self._points.append(point)
 
     def take_seconds(self, now=None):
         """Per-second points closed since the last call: [(second, host points [(second, ip, tx,
@@ -504,9 +471,9 @@ class FlowTable:
             active_cut = not idle and now - flow.first_seen > self.active_timeout
             if orig[1] or resp[1] or idle:
                 if len(flows) == piece:
-                    yield _flows_only(bucket, flows, hosts)
+                    yield deltas.flows_only(bucket, flows, hosts)
                     flows, hosts = [], {}
-                flows.append(self._delta(flow, idle or active_cut, hosts))
+                flows.append(deltas.take(flow, idle or active_cut, hosts, self.read_payload))
             if idle:
                 self._remove(flow)
             elif active_cut:
@@ -522,37 +489,6 @@ class FlowTable:
         yield Rollup(bucket, flows, hosts, ifaces, undecodable, {}, {}, macs, names, problems,   # not the shared
                      samples)                                                                    # defaults
 
-    def _delta(self, flow, closed, hosts):
-        orig, resp = flow.orig, flow.resp
-        proto, a, ap, b, bp = flow.key
-        a, b = ip_text(a), ip_text(b)
-        app, source = flow.app, "dpi"
-        if not app:
-            app = port_guess(proto, ap, bp) if self.read_payload else ""
-            source = "port" if app else ""
-        delta = FlowDelta(proto, a, ap, b, bp, flow.first_seen, max(orig[2], resp[2]),
-                          orig[0], orig[1], resp[0], resp[1], orig[3] | resp[3], flow.iface, closed,
-                          None, None, None, None, app, source, flow.server_name, "", "",
-                          *_tcp_fields(flow))
-        for host, tx, rx in ((a, orig, resp), (b, resp, orig)):
-            h = hosts.get(host)
-            if h is None:
-                h = hosts[host] = [0, 0, 0, 0]
-            h[0] += tx[0]
-            h[1] += rx[0]
-            h[2] += tx[1]
-            h[3] += rx[1]
-        orig[8] -= orig[0]          # the open second's growth (bytes - bytes_before) outlives the reset
-        resp[8] -= resp[0]
-        orig[0] = orig[1] = orig[3] = resp[0] = resp[1] = resp[3] = 0
-        flow.flushed = True
-        return delta
-
-
-def _flows_only(bucket, flows, hosts):
-    """A rollup of flow deltas and their hosts alone (its own dicts, not the shared defaults)."""
-    return Rollup(bucket, flows, hosts, {}, {}, {}, {}, {}, {}, {}, [])
-
 
 def _add(counters, frames_n, bytes_n, ip_frames, ip_bytes, out_frames, out_bytes):
     counters[0] += frames_n
@@ -562,38 +498,3 @@ def _add(counters, frames_n, bytes_n, ip_frames, ip_bytes, out_frames, out_bytes
     counters[8] += out_frames
     counters[9] += out_bytes
 
-
-def _tcp_later(c, *segment):
-    """A segment of a TCP flow whose health state is not made yet: the first is kept (packed, in
-    its sender's direction), the second makes the state, replays the first and is seen."""
-    flow = c[4]
-    first_c = flow.orig if flow.orig[6] is not _TCP_LATER else flow.resp if flow.resp[6] is not _TCP_LATER else None
-    if first_c is None:           # packed: 64 bytes instead of ~250 in a tuple of Python numbers
-        c[6] = _PACK(*segment, 0)
-        return
-    *first, reported = _UNPACK(first_c[6])
-    flow.orig[6], flow.resp[6] = tcp_pair()
-    tcp_see(first_c[6], *first)
-    if reported:                      # its counters left with an earlier delta (_tcp_fields)
-        tcp_take(*flow.orig[6])
-    tcp_see(c[6], *segment)
-
-
-def _tcp_fields(flow):
-    """The flow's health fields for its delta (counters since the last delta). A flow still at one
-    segment is measured on a state made for the moment and dropped; its segment is marked
-    reported, so the state made at the second segment does not count it again."""
-    hp = flow.orig[6]
-    if hp is None:
-        return ()
-    if hp.__class__ is tuple:
-        return tcp_fields(hp)
-    a, b = tcp_pair()
-    first_c = flow.orig if hp is not _TCP_LATER else flow.resp if flow.resp[6] is not _TCP_LATER else None
-    if first_c is not None:
-        *first, reported = _UNPACK(first_c[6])
-        tcp_see(a if first_c is flow.orig else b, *first)
-        if reported:
-            tcp_take(*a)
-        first_c[6] = _PACK(*first, 1)
-    return tcp_fields(a)

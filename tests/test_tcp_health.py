@@ -152,7 +152,8 @@ def test_deltas_taken_after_every_segment_add_up_to_the_same_numbers(tmp_path):
     state made later does not count it again: draining after every single frame gives the
     scenarios' numbers."""
     from capture.capfile import CaptureFile
-    from capture.flows import _TCP_LATER, FlowTable
+    from capture.flows import FlowTable
+    from capture.tcp_later import LATER
     from tests.tcp_scenarios import pcap
 
     path = tmp_path / "s.pcap"
@@ -166,7 +167,7 @@ def test_deltas_taken_after_every_segment_add_up_to_the_same_numbers(tmp_path):
             table.ingest("x", 1, [frame])
             if first:                     # one segment seen: no state made yet
                 (flow,) = table._flows
-                assert flow.resp[6] is _TCP_LATER and isinstance(flow.orig[6], bytes)
+                assert flow.resp[6] is LATER and isinstance(flow.orig[6], bytes)
                 first = False
             deltas.extend(table.drain(frame[0]).flows)
     table.close()
