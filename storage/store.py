@@ -155,12 +155,10 @@ class RollupStore:
         known, minutes, names, apps, host_apps, written = [], [], [], {}, {}, self._labels
         shared = self._shared_labels
         for f in rollup.flows:
-            natural = (f.proto, f.orig_h, f.orig_p, f.resp_h, f.resp_p, f.first_seen)
+            # kept in `ids` while the flow is open (up to max_flows of them): its addresses shared
+            # with every other open flow of the same hosts, not one copy per flow and message
+            natural = (f.proto, intern(f.orig_h), f.orig_p, intern(f.resp_h), f.resp_p, f.first_seen)
             flow_id = ids.get(natural)
-            if flow_id is None and not f.closed:
-                # kept while the flow is open (up to max_flows of them): its addresses shared with
-                # every other open flow of the same hosts, not one copy per flow and message
-                natural = (f.proto, intern(f.orig_h), f.orig_p, intern(f.resp_h), f.resp_p, f.first_seen)
             if flow_id is None:
                 flow_id = con.execute(_FLOW_UPSERT, natural + (
                     f.last_seen, f.orig_bytes, f.orig_packets, f.resp_bytes, f.resp_packets,

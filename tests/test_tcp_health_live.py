@@ -144,11 +144,11 @@ def test_the_retransmission_alert_fires_under_loss_and_closes_once_the_loss_stop
             capture.wait_for("capturing on")
             _transfer(link, 2_000_000)
             [opened] = wait_for(lambda: [a for a in _alerts(db) if a["state"] == "open"], 150,
-                                "the retransmission alert to open")
+                                "the retransmission alert to open", interval=0.5)
             link.set("ba", f"delay={DELAY}")
             _transfer(link, 2_000_000)
             wait_for(lambda: all(a["state"] == "closed" for a in _alerts(db)), 300,
-                     "the retransmission alert to close")
+                     "the retransmission alert to close", interval=0.5)
         finally:
             assert capture.finish(signal.SIGINT) == 0, capture.output
     [alert] = _alerts(db)
