@@ -11,14 +11,20 @@ $(VENV)/.installed: requirements.txt requirements-test.txt
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-test.txt
 	touch $@
 
-run: $(VENV)/.installed
+# The project itself, editable: builds its compiled part (setup.py: capture/_tcp_health.c) in place
+# with the system's C compiler. Optional: without one, the Python analysis does the same work.
+$(VENV)/.built: $(VENV)/.installed setup.py pyproject.toml capture/_tcp_health.c
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
+run: $(VENV)/.built
 	$(PY) run.py $(ARGS)
 
 system-deps:
 	@./tools/system-deps.sh
 
 # The layer contracts (pyproject.toml, docs/ARCHITECTURE.md) and ruff: part of every test run.
-lint: $(VENV)/.installed
+lint: $(VENV)/.built
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check .
 
@@ -29,8 +35,8 @@ test: lint system-deps
 test-unit: lint
 	$(PY) -m pytest -q -rs -m "not system and not slow" tests
 
-bench: $(VENV)/.installed system-deps
+bench: $(VENV)/.built system-deps
 	$(PY) bench/run_all.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache build *.egg-info capture/*.so

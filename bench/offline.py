@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Offline import speed: `run.py import` against argus, tcpdump and tshark on one generated file.
 
-  python bench/offline.py [-n PACKETS] [--repeat R] [--skip-tshark] [--tshark-packets N] [--dir DIR]
+  python bench/offline.py [-n PACKETS] [--repeat R] [--health] [--skip-tshark] [--tshark-packets N] [--dir DIR]
                           [--wait-quiet SECONDS] [--json FILE]
 
 Generates (or reuses, when its parameters match) a synthetic pcap (bench/gen_capture.py), then
@@ -9,6 +9,8 @@ times, in the same run and on the same file:
   - `python run.py import FILE --db fresh.db`   the whole command, storage included
   - the same with NETTALLY_NAMES=false          names off: the baseline of issue 9's names target
                                                 (names on >= 0.9x its speed; --skip-names-off)
+  - with --health: NETTALLY_TCP_HEALTH=false    TCP health off: issue 13's baseline (on >= 0.9x)
+    and NETTALLY_PURE_PYTHON=1                  its Python analysis instead of the compiled one
   - `argus -r FILE -w OUT`                      Debian argus-server: a flow meter written in C
   - `tcpdump -r FILE -w /dev/null`              reading the file, no analysis
   - `tshark -q -z conv,ip -r FILE`              full dissection (the slowest: ~17 s per million here)
@@ -40,6 +42,8 @@ from bench import gen_capture  # noqa: E402  (needs ROOT on sys.path)
 GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 HEAVY_MODULES = ("scapy", "pandas", "numpy", "psutil", "flask", "pyshark")
 NAMES_OFF = "run.py import, names off"
+HEALTH_OFF = "run.py import, TCP health off"
+HEALTH_PYTHON = "run.py import, TCP health in Python"
 
 
 def _cpu_busy_jiffies():
@@ -102,16 +106,18 @@ def _argus():
     return shutil.which("argus") or next((p for p in ("/usr/sbin/argus", "/usr/bin/argus") if os.path.exists(p)), None)
 
 
-def names_env(on):
+def names_env(on, **settings):
     """This process's environment without the caller's NETTALLY_* settings; names on (the
-    default) or off (NETTALLY_NAMES=false: the flow table reads no payload, nothing is labelled)."""
+    default) or off (NETTALLY_NAMES=false: the flow table reads no payload, nothing is labelled);
+    `settings`: more NETTALLY_* variables."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NETTALLY_")}
     if not on:
         env["NETTALLY_NAMES"] = "false"
+    env.update({f"NETTALLY_{k.upper()}": v for k, v in settings.items()})
     return env
 
 
-def tools(capture, workdir, db, names_off=True):
+def tools(capture, workdir, db, names_off=True, health=False):
     """(label, command, output file, cleanup paths, environment) of each tool that is installed."""
     py = sys.executable
     out = []
@@ -121,6 +127,11 @@ def tools(capture, workdir, db, names_off=True):
     if names_off:
         out.append((NAMES_OFF, [py, str(ROOT / "run.py"), "import", str(capture), "--db", str(db)],
                     workdir / "import-names-off.out", cleanup, names_env(False)))
+    if health:      # issue 13: TCP health on at no less than 0.9x the speed of off
+        for label, env in ((HEALTH_OFF, names_env(True, tcp_health="false")),
+                           (HEALTH_PYTHON, names_env(True, pure_python="1"))):
+            out.append((label, [py, str(ROOT / "run.py"), "import", str(capture), "--db", str(db)],
+                        workdir / "import-variant.out", cleanup, env))
     argus = _argus()
     if argus:
         argus_out = workdir / "out.argus"
@@ -243,6 +254,9 @@ def main(argv=None):
     p.add_argument("--skip-tshark", action="store_true", help="leave tshark out (the slowest tool)")
     p.add_argument("--skip-names-off", action="store_true",
                    help="leave out the import with NETTALLY_NAMES=false (the names on/off comparison)")
+    p.add_argument("--health", action="store_true",
+                   help="also the import with TCP health off (NETTALLY_TCP_HEALTH=false) and with its Python "
+                        "analysis instead of the compiled one (NETTALLY_PURE_PYTHON=1)")
     p.add_argument("--seconds", type=float, default=240.0,
                    help="capture time the packets spread over (default 240; 86400: the day-long capture)")
     p.add_argument("--tshark-packets", type=int, help="run tshark on a smaller file of this many packets")
@@ -264,7 +278,7 @@ def main(argv=None):
     db = workdir / "fresh.db"
 
     def checked(label):
-        if label not in ("run.py import", NAMES_OFF):
+        if label not in ("run.py import", NAMES_OFF, HEALTH_OFF, HEALTH_PYTHON):
             return None
         mismatches = check_import(db, stats)
         if mismatches:
@@ -272,7 +286,7 @@ def main(argv=None):
         print("  import totals match the generator (hosts tx = IP bytes, every frame and byte counted)")
         return None
 
-    results = measure(tools(capture, workdir, db, not args.skip_names_off), args.repeat, args.wait_quiet, checked)
+    results = measure(tools(capture, workdir, db, not args.skip_names_off, args.health), args.repeat, args.wait_quiet, checked)
     if results is None:
         return 1
     if not _argus():
@@ -318,6 +332,12 @@ def main(argv=None):
         print(f"names on / names off speed: {ratio:.2f} from the best runs, {off['median'] / imp['median']:.2f} "
               f"from the medians (target 0.9: {'met' if ratio >= 0.9 else 'missed'}; bench/names.py "
               "alternates the two and profiles)")
+    for label in (HEALTH_OFF, HEALTH_PYTHON):
+        other = next((r for r in results if r["label"] == label), None)
+        if other:    # issue 13: health on at no less than 0.9x the speed of health off
+            print(f"TCP health on / {label.removeprefix('run.py import, ')}: {other['median'] / imp['median']:.2f} "
+                  f"from the medians, {other['best'] / imp['best']:.2f} from the best runs"
+                  + (" (target 0.9)" if label == HEALTH_OFF else ""))
     if args.json:
         Path(args.json).write_text(json.dumps({"stats": stats, "results": results, "startup_s": startup,
                                                "heavy_modules": heavy, "cpus": os.cpu_count(),
