@@ -5,7 +5,7 @@ from storage.addresses import macs_of, names_of
 from storage.flows import FlowFilter, flow_search
 from storage.reads import choose_tier, dict_rows, finest, source, span
 from storage.search import host_match
-from storage.usage import PER_SUBJECT, seconds_args, usage_rows
+from storage.usage import PER_SUBJECT, RANKED, coarse_source, in_page, rank, seconds_args, usage_rows
 
 # "now" and "current" are one key: the rate of the last seconds (storage/usage.py)
 HOST_SORTS = {"bytes": "s_tx + s_rx", "tx": "s_tx", "rx": "s_rx", "now": "recent", "current": "recent",
@@ -29,6 +29,15 @@ def host_usage(con, since, until, now, sort="bytes", descending=True, limit=100,
     if q is not None:
         match, margs = host_match(con, q, tier, lo, hi)
         found, fargs = f"{where} AND {match}", wargs + margs
+    # a page by a key totals give: ranked cheaply first, then only its hosts read in full (usage.py)
+    per_second = f"SELECT second, ip AS subject, tx_bytes + rx_bytes AS b FROM host_seconds WHERE second >= ? {where}"
+    coarse = None if limit is None or sort not in RANKED else coarse_source(con, "host", tier, lo, hi, "ip, tx_bytes, rx_bytes", found, fargs)
+    if coarse is not None:
+        total, page = rank(con, f"SELECT ip AS subject, tx_bytes AS tx, rx_bytes AS rx FROM ({coarse[0]})",
+                           coarse[1], per_second, wargs, now, HOST_SORTS[sort], descending, limit, offset)
+        if not page:
+            return {"total": total, "resolution": size, "rows": []}
+        found, fargs, limit, offset = f"{found} AND ip IN ({','.join('?' * len(page))})", fargs + page, None, 0
     sub, args = source(con, "host", tier, lo, hi, "ip, tx_bytes, rx_bytes, tx_packets, rx_packets", found, fargs)
     if tier == "minute":        # one row per (minute, ip) already
         per = (f"SELECT bucket, ip AS subject, tx_bytes AS tx, rx_bytes AS rx, tx_packets AS txp, "
@@ -36,12 +45,15 @@ def host_usage(con, since, until, now, sort="bytes", descending=True, limit=100,
     else:                       # a pending hour comes as minute rows: sum them into its bucket first
         per = (f"SELECT bucket, ip AS subject, sum(tx_bytes) AS tx, sum(rx_bytes) AS rx, sum(tx_packets) AS txp, "
                f"sum(rx_packets) AS rxp FROM ({sub}) GROUP BY bucket, ip")
-    # a range of the primary key (second, ip): the seconds kept, a few minutes' worth
-    per_second = f"SELECT second, ip AS subject, tx_bytes + rx_bytes AS b FROM host_seconds WHERE second >= ? {where}"
+    # per_second: a range of the primary key (second, ip): the seconds kept, a few minutes' worth
     secs, first = seconds_args(now, lo, hi)
     sql = PER_SUBJECT.format(per=per, per_second=per_second, extra="")
-    total, rows = usage_rows(con, sql, args + secs + [first, *wargs], size, now, descending, HOST_SORTS[sort],
-                             limit, offset)
+    counted, rows = usage_rows(con, sql, args + secs + [first, *wargs], size, now, descending, HOST_SORTS[sort],
+                               limit, offset)
+    if coarse is None:
+        total = counted
+    else:
+        rows = in_page(rows, page)
     if tier != "minute" and rows:       # last seen to the minute where minutes are still kept
         ips = [r["subject"] for r in rows]
         latest = dict(con.execute(f"SELECT ip, max(minute) FROM host_minutes WHERE ip IN ({','.join('?' * len(ips))}) "

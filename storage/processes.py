@@ -5,7 +5,7 @@ from records import ATTRIBUTED
 from storage import coverage, tiers
 from storage.reads import dict_rows, finest, source, span
 from storage.search import process_match
-from storage.usage import PER_SUBJECT, seconds_args, usage_rows
+from storage.usage import PER_SUBJECT, RANKED, coarse_source, in_page, rank, seconds_args, usage_rows
 
 # "now" and "current" are one key: the rate of the last seconds (storage/usage.py)
 PROCESS_SORTS = {"bytes": "s_tx + s_rx", "tx": "s_tx", "rx": "s_rx", "now": "recent", "current": "recent",
@@ -22,20 +22,43 @@ def process_usage(con, since, until, now, sort="bytes", descending=True, limit=1
     tier, lo, hi = span(policy, "process", since, until, now)
     size = tiers.SIZE[tier]
     key = "p.id" if group == "instance" else "p.name"
-    sub, args = source(con, "process", tier, lo, hi, "process_id, tx_bytes, rx_bytes, tx_packets, rx_packets")
-    found = ""
+    found, fargs = "", []
     if q is not None:
-        match, margs = process_match(con, q, tier, lo, hi)
-        found, args = f"WHERE {match}", args + margs
-    per = (f"SELECT s.bucket, {key} AS subject, p.name AS name, {'p.pid' if group == 'instance' else 'NULL'} AS pid, "
-           f"sum(s.tx_bytes) AS tx, sum(s.rx_bytes) AS rx, sum(s.tx_packets) AS txp, sum(s.rx_packets) AS rxp "
-           f"FROM ({sub}) s JOIN processes p ON p.id = s.process_id {found} GROUP BY s.bucket, subject")
+        match, fargs = process_match(con, q, tier, lo, hi)
+        found = f"WHERE {match}"
     per_second = (f"SELECT s.second, {key} AS subject, sum(s.tx_bytes + s.rx_bytes) AS b FROM process_seconds s "
                   f"JOIN processes p ON p.id = s.process_id WHERE s.second >= ? GROUP BY s.second, subject")
+    extra = "max(name) AS name, max(pid) AS pid,"
+    pid = "p.pid" if group == "instance" else "NULL"
+    # a page by a key totals give: ranked cheaply first, then only its processes read in full (usage.py)
+    where, wargs = "", []
+    coarse = None if limit is None or sort not in RANKED else coarse_source(con, "process", tier, lo, hi,
+                                                                              "process_id, tx_bytes, rx_bytes")
+    if coarse is not None:
+        rows = (f"SELECT {key} AS subject, p.name AS name, {pid} AS pid, s.tx_bytes AS tx, s.rx_bytes AS rx "
+                f"FROM ({coarse[0]}) s JOIN processes p ON p.id = s.process_id {found}")
+        total, page = rank(con, rows, coarse[1] + fargs, per_second, [], now, PROCESS_SORTS[sort], descending,
+                           limit, offset, extra)
+        if not page:
+            return {"total": total, "resolution": size, "rows": []}
+        marks = ",".join("?" * len(page))
+        where = (f"AND process_id IN ({marks})" if group == "instance" else
+                 f"AND process_id IN (SELECT id FROM processes WHERE name IN ({marks}))")
+        wargs, limit, offset = page, None, 0
+    sub, args = source(con, "process", tier, lo, hi, "process_id, tx_bytes, rx_bytes, tx_packets, rx_packets",
+                       where, wargs)
+    args += fargs
+    per = (f"SELECT s.bucket, {key} AS subject, p.name AS name, {pid} AS pid, "
+           f"sum(s.tx_bytes) AS tx, sum(s.rx_bytes) AS rx, sum(s.tx_packets) AS txp, sum(s.rx_packets) AS rxp "
+           f"FROM ({sub}) s JOIN processes p ON p.id = s.process_id {found} GROUP BY s.bucket, subject")
     secs, first = seconds_args(now, lo, hi)
-    sql = PER_SUBJECT.format(per=per, per_second=per_second, extra="max(name) AS name, max(pid) AS pid,")
-    total, rows = usage_rows(con, sql, args + secs + [first], size, now, descending, PROCESS_SORTS[sort],
-                             limit, offset)
+    sql = PER_SUBJECT.format(per=per, per_second=per_second, extra=extra)
+    counted, rows = usage_rows(con, sql, args + secs + [first], size, now, descending, PROCESS_SORTS[sort],
+                               limit, offset)
+    if coarse is None:
+        total = counted
+    else:
+        rows = in_page(rows, page)
     details = {}
     if group == "instance" and rows:
         ids = [r["subject"] for r in rows]

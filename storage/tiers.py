@@ -19,7 +19,7 @@ from storage.db import immediate
 MINUTE, HOUR, DAY = 60, 3600, 86400
 TIERS = ("minute", "hour", "day")
 SIZE = {"minute": MINUTE, "hour": HOUR, "day": DAY}
-_COARSER = {"minute": "hour", "hour": "day"}
+COARSER = {"minute": "hour", "hour": "day"}
 
 
 class Family(NamedTuple):
@@ -119,14 +119,14 @@ def route(con, marks, family_name, bucket, rows):
         return None
     tier = "minute"
     while tier != "day" and bucket < marks.get((family_name, tier), -2 ** 62):
-        tier = _COARSER[tier]
+        tier = COARSER[tier]
     if tier != "minute":
         coarse = floor(bucket, tier)
         rows = [(coarse,) + tuple(r[1:]) for r in rows]
     con.executemany(_UPSERTS[(family_name, tier)], rows)
     if tier == "day":
         return None
-    up = _COARSER[tier]
+    up = COARSER[tier]
     return up, floor(bucket, up)
 
 

@@ -7,8 +7,15 @@ second may still be on its way. `peak_bps` is the highest rate in the range: at 
 the range meets the seconds still kept (retention_seconds, live capture only), at the tier's
 bucket size before; whichever is higher, with `resolution` (its bucket in seconds) and `peak_at`
 (that bucket's start) saying which. An import has no seconds: its peak is its busiest bucket.
+
+A page sorted by a key that totals alone give (bytes, tx, rx, now, a name) is found first by
+`rank`, from the next coarser tier's whole buckets inside the range and the tier's own rows at its
+edges only (a day's list: 24 hour rows a host instead of 1,440 minute rows); PER_SUBJECT then
+reads every bucket of that page's subjects alone. Keys that need every bucket (peak, avg,
+first/last seen) take PER_SUBJECT over all subjects.
 """
-from storage.reads import dict_rows, rate
+from storage import tiers
+from storage.reads import dict_rows, rate, source
 
 NOW_SECONDS = 5
 NOW_LAG = 1
@@ -29,6 +36,55 @@ SELECT * FROM (
            max(coalesce(s.peak1, 0) * 1.0, t.peak * 1.0 / {{size}}) AS peak_rate, count(*) OVER () AS total_rows
     FROM agg JOIN tops t ON t.subject = agg.subject LEFT JOIN secs s ON s.subject = agg.subject)
 ORDER BY {{order}}, subject {{page}}"""
+
+
+# the ranking: one row per subject with the sorts' inputs; {rows}: (subject, tx, rx[, name, pid])
+RANK = """
+WITH tot AS (SELECT subject, {extra} sum(tx) AS s_tx, sum(rx) AS s_rx FROM ({rows}) GROUP BY subject),
+secs AS (SELECT subject, sum(b) AS recent FROM ({per_second}) WHERE second < ? GROUP BY subject)
+SELECT tot.*, coalesce(secs.recent, 0) AS recent, count(*) OVER () AS total_rows
+FROM tot LEFT JOIN secs ON secs.subject = tot.subject ORDER BY {order}, subject LIMIT ? OFFSET ?"""
+RANKED = {"bytes", "tx", "rx", "now", "current", "ip", "name", "pid"}
+
+
+def coarse_source(con, family, tier, lo, hi, columns, where="", where_args=()):
+    """(SQL, args) of rows of `family` whose sums are exact for [lo, hi) (as reads.source's) but
+    whose buckets are not of one size: the whole buckets of the next coarser tier inside the
+    range at that tier, the edges at `tier`. For totals only. None where no whole coarser bucket
+    fits in the range."""
+    coarser = tiers.COARSER.get(tier)
+    if coarser is None:
+        return None
+    size = tiers.SIZE[coarser]
+    c_lo, c_hi = -(-lo // size) * size, hi // size * size
+    if c_lo >= c_hi:
+        return None
+    parts = [(coarser, c_lo, c_hi)] + [(tier, a, b) for a, b in ((lo, c_lo), (c_hi, hi)) if a < b]
+    sqls, args = [], []
+    for t, a, b in parts:
+        sql, more = source(con, family, t, a, b, columns, where, where_args)
+        sqls.append(sql)
+        args += more
+    return " UNION ALL ".join(sqls), args
+
+
+def rank(con, rows, args, per_second, second_args, now, sort_sql, descending, limit, offset, extra=""):
+    """(total, [subject]) of one page by a RANKED key: `rows` (SQL, from coarse_source) with
+    `args`; `per_second` (SQL of (second, subject, b)) with `second_args` after its first second."""
+    first, end = now_window(now)
+    order = f"{sort_sql} {'DESC' if descending else 'ASC'}"
+    found = dict_rows(con, RANK.format(rows=rows, per_second=per_second, extra=extra, order=order),
+                      [*args, first, *second_args, end, limit, offset])
+    total = found[0]["total_rows"] if found else None
+    if total is None:
+        total = 0 if not offset else dict_rows(con, f"SELECT count(DISTINCT subject) AS n FROM ({rows})", args)[0]["n"]
+    return total, [r["subject"] for r in found]
+
+
+def in_page(rows, page):
+    """usage_rows' rows in the order `rank` gave their subjects."""
+    order = {subject: i for i, subject in enumerate(page)}
+    return sorted(rows, key=lambda r: order[r["subject"]])
 
 
 def now_window(now):
