@@ -3,6 +3,7 @@ process names or applications, plus "others": every subject beyond those summed.
 in storage/reads.py."""
 from storage import tiers
 from storage.reads import choose_tier, source
+from storage.usage import coarse_source
 
 HISTORY_BY = ("interface", "host", "process", "app")
 
@@ -29,28 +30,17 @@ def traffic_history(con, by, since, until, step, now, limit=10, *, policy):
     tier = choose_tier(policy, family, since, now, step)
     step = max(step, tiers.SIZE[tier])
     lo = since // step * step
-    sub, args = source(con, family, tier, lo, until, columns)
-    if by == "process":
-        sub = (f"SELECT s.bucket, p.name AS key, s.up, s.down FROM ({sub}) s "
-               f"JOIN processes p ON p.id = s.process_id")
-    rest = 0
     if by == "interface":
-        sql = f"SELECT bucket / {step} * {step} AS b, key, sum(up), sum(down) FROM ({sub}) GROUP BY b, key"
+        sub, args = source(con, family, tier, lo, until, columns)
+        rows, rest = con.execute(f"SELECT bucket / {step} * {step} AS b, key, sum(up), sum(down) FROM ({sub}) "
+                                 f"GROUP BY b, key", args).fetchall(), 0
     else:
-        # a NULL key is every subject beyond the top `limit` (keys are never NULL themselves)
-        sql = (f"WITH src AS ({sub}), keys AS (SELECT key, sum(up + down) AS total FROM src GROUP BY key), "
-               f"top AS (SELECT key FROM keys ORDER BY total DESC, key LIMIT ?) "
-               f"SELECT bucket / {step} * {step} AS b, CASE WHEN key IN (SELECT key FROM top) THEN key END AS k, "
-               f"sum(up), sum(down), (SELECT count(*) FROM keys) - (SELECT count(*) FROM top) "
-               f"FROM src GROUP BY b, k")
-        args.append(limit)
+        rows, rest = _top_and_others(con, by, family, tier, lo, until, step, columns, limit)
     buckets = list(range(lo, until, step))
     index = {b: i for i, b in enumerate(buckets)}
     series = {}
     others = {"up": [0] * len(buckets), "down": [0] * len(buckets)}
-    for b, key, up, down, *count in con.execute(sql, args):
-        if count:
-            rest = count[0]
+    for b, key, up, down in rows:
         s = others if key is None else series.setdefault(key, {"key": key, "up": [0] * len(buckets),
                                                                 "down": [0] * len(buckets)})
         i = index.get(b)
@@ -65,3 +55,38 @@ def traffic_history(con, by, since, until, step, now, limit=10, *, policy):
     ordered = sorted(series.values(), key=lambda s: (-s["total"], str(s["key"])))
     return {"step": step, "resolution": tiers.SIZE[tier], "buckets": buckets, "series": ordered,
             "others": None if by == "interface" else {"count": rest, **others}}
+
+
+# where a source is cut to some keys (`{}`: their placeholders)
+_KEYS_WHERE = {"host": "AND ip IN ({})", "app": "AND app IN ({})",
+               "process": "AND process_id IN (SELECT id FROM processes WHERE name IN ({}))"}
+
+
+def _top_and_others(con, by, family, tier, lo, until, step, columns, limit):
+    """([(bucket, key, up, down)], how many keys beyond the top): the `limit` keys with the most
+    bytes, ranked from the next coarser tier's whole buckets and the edges (storage/usage.py
+    coarse_source); their buckets read alone; a NULL key for the rest, each bucket's total for
+    every key less the top keys' (a sum needs no grouping by key, the costly part)."""
+    ranked = coarse_source(con, family, tier, lo, until, columns) or source(con, family, tier, lo, until, columns)
+    found = con.execute(f"SELECT key, sum(up + down) AS total, count(*) OVER () FROM ({_keyed(ranked[0], by)}) "
+                        f"GROUP BY key ORDER BY total DESC, key LIMIT ?", [*ranked[1], limit]).fetchall()
+    if not found:
+        return [], 0
+    keys = [k for k, _, _ in found]
+    sub, args = source(con, family, tier, lo, until, columns, _KEYS_WHERE[by].format(",".join("?" * len(keys))), keys)
+    top = con.execute(f"SELECT bucket / {step} * {step} AS b, key, sum(up), sum(down) FROM ({_keyed(sub, by)}) "
+                      f"GROUP BY b, key", args).fetchall()
+    sub, args = source(con, family, tier, lo, until, columns)
+    others = {b: [up, down] for b, up, down in con.execute(
+        f"SELECT bucket / {step} * {step} AS b, sum(up), sum(down) FROM ({sub}) GROUP BY b", args)}
+    for b, _, up, down in top:
+        others[b][0] -= up
+        others[b][1] -= down
+    return top + [(b, None, up, down) for b, (up, down) in others.items() if up or down], found[0][2] - len(keys)
+
+
+def _keyed(sub, by):
+    """A source's rows with `key`: a process's is its name."""
+    if by != "process":
+        return sub
+    return f"SELECT s.bucket, p.name AS key, s.up, s.down FROM ({sub}) s JOIN processes p ON p.id = s.process_id"

@@ -1,7 +1,9 @@
 """The hosts and processes lists' ranked pages (storage/usage.py rank: the page found from the
 next coarser tier's whole buckets and the edges, then read in full) against the full list of
 the same range cut to the same page: equal rows, equal totals, for every key the ranking serves,
-both orders, pages past the first, a search, both process groupings, hours built and pending."""
+both orders, pages past the first, a search, both process groupings, hours built and pending.
+The history by host or process (top keys ranked the same way, `others` by subtraction) against
+every row of its range summed by hand."""
 import random
 
 import pytest
@@ -10,8 +12,10 @@ from records import ProcessKey, Rollup
 from settings import Settings
 from storage import tiers
 from storage.db import connect
+from storage.history import traffic_history
 from storage.hosts import host_usage
 from storage.processes import process_usage
+from storage.reads import choose_tier, source
 from storage.store import RollupStore
 from storage.tiers import RetentionPolicy
 from storage.usage import RANKED
@@ -79,3 +83,34 @@ def test_processes_page_is_the_full_lists_slice(con, since, sort, group):
         full_q = process_usage(con, since, NOW, NOW, sort, descending, None, 0, group, policy=POLICY, q="fire")
         matched = 2 if group == "instance" else 1          # firefox: pids 101 and 105
         assert q["total"] == full_q["total"] == matched and q["rows"] == full_q["rows"][1:2]
+
+
+@pytest.mark.parametrize("by", ["host", "process"])
+@pytest.mark.parametrize("since, step", [(T0 - 3600, 3600), (T0 + 120, 3600), (NOW - 86400 - 120, 600),
+                                         (NOW - 3 * 3600 - 120, 60)])
+def test_history_top_and_others_equal_every_row_summed_by_hand(con, by, since, step):
+    """traffic_history's series (the top keys found from coarser buckets) and `others` against
+    the same range's rows at its tier, summed here in Python."""
+    family, columns = {"host": ("host", "ip AS key, tx_bytes AS up, rx_bytes AS down"),
+                       "process": ("process", "process_id AS key, tx_bytes AS up, rx_bytes AS down")}[by]
+    got = traffic_history(con, by, since, NOW, step, NOW, 3, policy=POLICY)
+    step, lo = got["step"], got["buckets"][0]
+    tier = choose_tier(POLICY, family, since, NOW, step)
+    sub, args = source(con, family, tier, lo, NOW, columns)
+    names = dict(con.execute("SELECT id, name FROM processes"))
+    per, totals = {}, {}
+    for bucket, key, up, down in con.execute(sub, args):
+        key = names[key] if by == "process" else key
+        b = per.setdefault(key, {}).setdefault(bucket // step * step, [0, 0])
+        b[0] += up
+        b[1] += down
+        totals[key] = totals.get(key, 0) + up + down
+    top = sorted(totals, key=lambda k: (-totals[k], k))[:3]
+    assert [s["key"] for s in got["series"]] == top
+    for s in got["series"]:
+        assert s["up"] == [per[s["key"]].get(b, [0, 0])[0] for b in got["buckets"]]
+        assert s["down"] == [per[s["key"]].get(b, [0, 0])[1] for b in got["buckets"]]
+    rest = [k for k in totals if k not in top]
+    assert got["others"]["count"] == len(rest) > 0
+    assert got["others"]["up"] == [sum(per[k].get(b, [0, 0])[0] for k in rest) for b in got["buckets"]]
+    assert got["others"]["down"] == [sum(per[k].get(b, [0, 0])[1] for k in rest) for b in got["buckets"]]
