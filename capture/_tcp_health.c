@@ -260,35 +260,31 @@ static void see_one(Half *h, Half *p, double ts, long long flags, long long seq,
     h->lastack_ts = ts;
 }
 
-static int numbers(PyObject *const *args, double *ts, long long out[5]) {
-    *ts = PyFloat_AsDouble(args[0]);
-    if (*ts == -1.0 && PyErr_Occurred())
-        return -1;
+typedef void (*step_fn)(Half *, Half *, double, long long, long long, long long, long long, long long);
+
+/* one segment's numbers (ts, flags, seq, ack, win, seglen) from Python, through `step` */
+static PyObject *run(step_fn step, Half *h, Half *p, PyObject *const *args) {
+    double ts = PyFloat_AsDouble(args[0]);
+    if (ts == -1.0 && PyErr_Occurred())
+        return NULL;
+    long long n[5];
     for (int i = 0; i < 5; i++) {
-        out[i] = PyLong_AsLongLong(args[i + 1]);
-        if (out[i] == -1 && PyErr_Occurred())
-            return -1;
+        n[i] = PyLong_AsLongLong(args[i + 1]);
+        if (n[i] == -1 && PyErr_Occurred())
+            return NULL;
     }
-    return 0;
+    step(h, p, ts, n[0], n[1], n[2], n[3], n[4]);
+    Py_RETURN_NONE;
 }
 
 static PyObject *see(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError, "see(hp, ts, flags, seq, ack, win, seglen)");
+    PyObject *hp = nargs == 7 ? args[0] : NULL;
+    if (hp == NULL || !PyTuple_CheckExact(hp) || PyTuple_GET_SIZE(hp) != 2
+        || Py_TYPE(PyTuple_GET_ITEM(hp, 0)) != &HalfType || Py_TYPE(PyTuple_GET_ITEM(hp, 1)) != &HalfType) {
+        PyErr_SetString(PyExc_TypeError, "see(hp, ts, flags, seq, ack, win, seglen), hp a pair of compiled Halves");
         return NULL;
     }
-    PyObject *hp = args[0];
-    if (!PyTuple_CheckExact(hp) || PyTuple_GET_SIZE(hp) != 2 || Py_TYPE(PyTuple_GET_ITEM(hp, 0)) != &HalfType
-        || Py_TYPE(PyTuple_GET_ITEM(hp, 1)) != &HalfType) {
-        PyErr_SetString(PyExc_TypeError, "see: hp must be a pair of compiled Halves");
-        return NULL;
-    }
-    double ts;
-    long long n[5];
-    if (numbers(args + 1, &ts, n) < 0)
-        return NULL;
-    see_one((Half *)PyTuple_GET_ITEM(hp, 0), (Half *)PyTuple_GET_ITEM(hp, 1), ts, n[0], n[1], n[2], n[3], n[4]);
-    Py_RETURN_NONE;
+    return run(see_one, (Half *)PyTuple_GET_ITEM(hp, 0), (Half *)PyTuple_GET_ITEM(hp, 1), args + 1);
 }
 
 static PyObject *see_every_step(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
@@ -296,12 +292,7 @@ static PyObject *see_every_step(PyObject *module, PyObject *const *args, Py_ssiz
         PyErr_SetString(PyExc_TypeError, "_see(h, p, ts, flags, seq, ack, win, seglen) with compiled Halves");
         return NULL;
     }
-    double ts;
-    long long n[5];
-    if (numbers(args + 2, &ts, n) < 0)
-        return NULL;
-    see_all((Half *)args[0], (Half *)args[1], ts, n[0], n[1], n[2], n[3], n[4]);
-    Py_RETURN_NONE;
+    return run(see_all, (Half *)args[0], (Half *)args[1], args + 2);
 }
 
 /* the fields Python reads as None where unknown */
