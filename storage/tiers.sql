@@ -7,7 +7,7 @@ CREATE TABLE IF NOT EXISTS host_hours (
     tx_bytes INTEGER NOT NULL, rx_bytes INTEGER NOT NULL, tx_packets INTEGER NOT NULL, rx_packets INTEGER NOT NULL,
     PRIMARY KEY (hour, ip)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS host_hours_ip ON host_hours (ip, hour);
+CREATE INDEX IF NOT EXISTS host_hours_ip_sums ON host_hours (ip, hour, tx_bytes, rx_bytes, tx_packets, rx_packets);
 CREATE TABLE IF NOT EXISTS host_days (
     day INTEGER NOT NULL, ip TEXT NOT NULL,
     tx_bytes INTEGER NOT NULL, rx_bytes INTEGER NOT NULL, tx_packets INTEGER NOT NULL, rx_packets INTEGER NOT NULL,
@@ -50,14 +50,15 @@ CREATE TABLE IF NOT EXISTS process_hours (
     tx_bytes INTEGER NOT NULL, rx_bytes INTEGER NOT NULL, tx_packets INTEGER NOT NULL, rx_packets INTEGER NOT NULL,
     PRIMARY KEY (hour, process_id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS process_hours_process ON process_hours (process_id, hour);
+CREATE INDEX IF NOT EXISTS process_hours_sums ON process_hours (process_id, hour, tx_bytes, rx_bytes, tx_packets, rx_packets);
 CREATE TABLE IF NOT EXISTS process_days (
     day INTEGER NOT NULL, process_id INTEGER NOT NULL REFERENCES processes (id),
     tx_bytes INTEGER NOT NULL, rx_bytes INTEGER NOT NULL, tx_packets INTEGER NOT NULL, rx_packets INTEGER NOT NULL,
     PRIMARY KEY (day, process_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS process_days_process ON process_days (process_id, day);
-CREATE INDEX IF NOT EXISTS process_minutes_process ON process_minutes (process_id, minute);
+CREATE INDEX IF NOT EXISTS process_minutes_sums ON process_minutes (process_id, minute, tx_bytes, rx_bytes, tx_packets,
+                                                         rx_packets);
 
 CREATE TABLE IF NOT EXISTS attribution_hours (
     hour INTEGER NOT NULL, reason TEXT NOT NULL, bytes INTEGER NOT NULL, packets INTEGER NOT NULL,

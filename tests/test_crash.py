@@ -96,7 +96,7 @@ def _damage_a_table_page(path):
     RollupStore(con).apply([Rollup(T + 60 * k, [], {f"10.0.{k}.{i}": [1, 1, 1, 1] for i in range(200)}, {}, {})
                             for k in range(20)])
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    root = con.execute("SELECT rootpage FROM sqlite_master WHERE name = 'host_minutes_ip'").fetchone()[0]
+    root = con.execute("SELECT rootpage FROM sqlite_master WHERE name = 'host_minutes_ip_sums'").fetchone()[0]
     page = con.execute("PRAGMA page_size").fetchone()[0]
     con.close()
     with open(path, "r+b") as f:        # scribble over the index's root page, past its header

@@ -114,3 +114,31 @@ def test_history_top_and_others_equal_every_row_summed_by_hand(con, by, since, s
     assert got["others"]["count"] == len(rest) > 0
     assert got["others"]["up"] == [sum(per[k].get(b, [0, 0])[0] for k in rest) for b in got["buckets"]]
     assert got["others"]["down"] == [sum(per[k].get(b, [0, 0])[1] for k in rest) for b in got["buckets"]]
+
+
+def test_a_version_9_database_gets_the_counting_indexes_and_keeps_its_rows(tmp_path):
+    """Schema 10 replaces the per-subject indexes of hosts and processes by ones that carry the
+    counters: a database of version 9 is given them, its old ones dropped, nothing else touched."""
+    import storage.db
+    path = tmp_path / "v9.db"
+    con = connect(path)
+    RollupStore(con).apply([Rollup(T0, [], {"10.0.0.1": [5, 6, 1, 1]}, {}, {}, {PROCESSES[0]: [5, 0, 1, 0]})])
+    con.executescript("""
+        DROP INDEX host_minutes_ip_sums; DROP INDEX host_hours_ip_sums;
+        DROP INDEX process_minutes_sums; DROP INDEX process_hours_sums;
+        CREATE INDEX host_minutes_ip ON host_minutes (ip, minute); CREATE INDEX host_hours_ip ON host_hours (ip, hour);
+        CREATE INDEX process_minutes_process ON process_minutes (process_id, minute);
+        CREATE INDEX process_hours_process ON process_hours (process_id, hour);
+        PRAGMA user_version = 9;""")
+    con.close()
+    storage.db._CHECKED.clear()
+    con = connect(path)
+    names = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"host_minutes_ip_sums", "host_hours_ip_sums", "process_minutes_sums", "process_hours_sums"} <= names
+    assert not names & {"host_minutes_ip", "host_hours_ip", "process_minutes_process", "process_hours_process"}
+    assert con.execute("PRAGMA user_version").fetchone()[0] == 10
+    assert con.execute("SELECT minute, ip, tx_bytes, rx_bytes FROM host_minutes").fetchall() == [(T0, "10.0.0.1", 5, 6)]
+    plan = con.execute("EXPLAIN QUERY PLAN SELECT minute, tx_bytes FROM host_minutes WHERE ip = ? AND minute >= ?",
+                       ("10.0.0.1", T0)).fetchall()
+    assert "COVERING INDEX host_minutes_ip_sums" in plan[0][3]
+    con.close()
