@@ -67,7 +67,7 @@ def _top_and_others(con, by, family, tier, lo, until, step, columns, limit):
     bytes, ranked from the next coarser tier's whole buckets and the edges (storage/usage.py
     coarse_source); their buckets read alone; a NULL key for the rest, each bucket's total for
     every key less the top keys' (a sum needs no grouping by key, the costly part)."""
-    ranked = coarse_source(con, family, tier, lo, until, columns) or source(con, family, tier, lo, until, columns)
+    ranked = coarse_source(con, family, tier, lo, until, columns)
     found = con.execute(f"SELECT key, sum(up + down) AS total, count(*) OVER () FROM ({_keyed(ranked[0], by)}) "
                         f"GROUP BY key ORDER BY total DESC, key LIMIT ?", [*ranked[1], limit]).fetchall()
     if not found:

@@ -32,8 +32,9 @@ def process_usage(con, since, until, now, sort="bytes", descending=True, limit=1
     pid = "p.pid" if group == "instance" else "NULL"
     # a page by a key totals give: ranked cheaply first, then only its processes read in full (usage.py)
     where, wargs = "", []
-    coarse = None if limit is None or sort not in RANKED else coarse_source(con, "process", tier, lo, hi,
-                                                                              "process_id, tx_bytes, rx_bytes")
+    coarse = None
+    if limit is not None and sort in RANKED:
+        coarse = coarse_source(con, "process", tier, lo, hi, "process_id, tx_bytes, rx_bytes")
     if coarse is not None:
         rows = (f"SELECT {key} AS subject, p.name AS name, {pid} AS pid, s.tx_bytes AS tx, s.rx_bytes AS rx "
                 f"FROM ({coarse[0]}) s JOIN processes p ON p.id = s.process_id {found}")

@@ -9,9 +9,10 @@ bucket size before; whichever is higher, with `resolution` (its bucket in second
 (that bucket's start) saying which. An import has no seconds: its peak is its busiest bucket.
 
 A page sorted by a key that totals alone give (bytes, tx, rx, now, a name) is found first by
-`rank`, from the next coarser tier's whole buckets inside the range and the tier's own rows at its
-edges only (a day's list: 24 hour rows a host instead of 1,440 minute rows); PER_SUBJECT then
-reads every bucket of that page's subjects alone. Keys that need every bucket (peak, avg,
+`rank`: one sum per subject, from the next coarser tier's whole buckets inside the range and the
+tier's own rows at its edges only (a day's list: 24 hour rows a host instead of 1,440 minute
+rows); PER_SUBJECT then reads every bucket of that page's subjects alone, from the indexes that
+carry the counters (schema 10). Keys that need every bucket (peak, avg,
 first/last seen) take PER_SUBJECT over all subjects.
 """
 from storage import tiers
@@ -50,15 +51,13 @@ RANKED = {"bytes", "tx", "rx", "now", "current", "ip", "name", "pid"}
 def coarse_source(con, family, tier, lo, hi, columns, where="", where_args=()):
     """(SQL, args) of rows of `family` whose sums are exact for [lo, hi) (as reads.source's) but
     whose buckets are not of one size: the whole buckets of the next coarser tier inside the
-    range at that tier, the edges at `tier`. For totals only. None where no whole coarser bucket
-    fits in the range."""
+    range at that tier, the edges at `tier`. For totals only. reads.source's rows where no whole
+    coarser bucket fits in the range (or `tier` is the coarsest)."""
     coarser = tiers.COARSER.get(tier)
-    if coarser is None:
-        return None
-    size = tiers.SIZE[coarser]
-    c_lo, c_hi = -(-lo // size) * size, hi // size * size
+    size = tiers.SIZE[coarser] if coarser else 0
+    c_lo, c_hi = (-(-lo // size) * size, hi // size * size) if size else (0, 0)
     if c_lo >= c_hi:
-        return None
+        return source(con, family, tier, lo, hi, columns, where, where_args)
     parts = [(coarser, c_lo, c_hi)] + [(tier, a, b) for a, b in ((lo, c_lo), (c_hi, hi)) if a < b]
     sqls, args = [], []
     for t, a, b in parts:

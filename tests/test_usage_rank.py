@@ -53,7 +53,7 @@ def con(tmp_path_factory):
     con.close()
 
 
-@pytest.mark.parametrize("since", [T0 - 3600, T0 + 150, NOW - 86400 - 90, NOW - 3 * 3600 - 30])   # hours, minutes
+@pytest.mark.parametrize("since", [T0 - 20 * 86400, T0 - 3600, T0 + 150, NOW - 86400 - 90, NOW - 3 * 3600 - 30])
 @pytest.mark.parametrize("sort", sorted(RANKED - {"name", "pid"}))
 @pytest.mark.parametrize("descending", [True, False])
 def test_hosts_page_is_the_full_lists_slice(con, since, sort, descending):
