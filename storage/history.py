@@ -2,7 +2,7 @@
 process names or applications, plus "others": every subject beyond those summed. Conventions as
 in storage/reads.py."""
 from storage import tiers
-from storage.reads import choose_tier, source
+from storage.reads import choose_tier, source, source_parts
 from storage.usage import coarse_source
 
 HISTORY_BY = ("interface", "host", "process", "app")
@@ -76,9 +76,12 @@ def _top_and_others(con, by, family, tier, lo, until, step, columns, limit):
     sub, args = source(con, family, tier, lo, until, columns, _KEYS_WHERE[by].format(",".join("?" * len(keys))), keys)
     top = con.execute(f"SELECT bucket / {step} * {step} AS b, key, sum(up), sum(down) FROM ({_keyed(sub, by)}) "
                       f"GROUP BY b, key", args).fetchall()
-    sub, args = source(con, family, tier, lo, until, columns)
-    others = {b: [up, down] for b, up, down in con.execute(
-        f"SELECT bucket / {step} * {step} AS b, sum(up), sum(down) FROM ({sub}) GROUP BY b", args)}
+    others = {}
+    for sub, args in source_parts(con, family, tier, lo, until, columns):     # one table each: no sorting
+        for bucket, up, down in con.execute(f"SELECT bucket, sum(up), sum(down) FROM ({sub}) GROUP BY bucket", args):
+            b = others.setdefault(bucket // step * step, [0, 0])
+            b[0] += up
+            b[1] += down
     for b, _, up, down in top:
         others[b][0] -= up
         others[b][1] -= down

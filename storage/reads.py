@@ -108,12 +108,16 @@ def _part(family, tier, size, columns, where=""):
 def source(con, family, tier, lo, hi, columns, where="", where_args=()):
     """(SQL, args) of a row source with `bucket` (at `tier` size) and `columns` of `family` for
     [lo, hi), exact (see the module doc). `where` filters every part (it should use an index)."""
+    parts = source_parts(con, family, tier, lo, hi, columns, where, where_args)
+    return " UNION ALL ".join(sql for sql, _ in parts), [a for _, args in parts for a in args]
+
+
+def source_parts(con, family, tier, lo, hi, columns, where="", where_args=()):
+    """`source` as its parts, [(SQL, args)], each of one table: a query of its own over one part
+    can follow that table's primary key (a GROUP BY bucket then needs no sorting)."""
     fam, size = tiers.FAMILIES[family], tiers.SIZE[tier]
-    parts, args = [], []
-    for src, a, b in _pieces(tier, lo, hi, _dirty(con, family) if tier != "minute" else None):
-        parts.append(_part(fam, src, size, columns, where))
-        args += [a, b, *where_args]
-    return " UNION ALL ".join(parts), args
+    return [(_part(fam, src, size, columns, where), [a, b, *where_args])
+            for src, a, b in _pieces(tier, lo, hi, _dirty(con, family) if tier != "minute" else None)]
 
 
 def _range(since, until):
