@@ -6,8 +6,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-SCHEMA_VERSION = 10         # 1: schema.sql; 2: + tiers.sql, alerts.sql; 3: + macs.sql; 4: + names.sql; 5: + imports.sql; 6: + alerts_severity.sql; 7: + health.sql; 8: + seconds.sql; 9: + app_seconds.sql; 10: covering.sql
-SCHEMA_FILES = ("schema.sql", "tiers.sql", "alerts.sql", "macs.sql", "names.sql", "imports.sql", "alerts_severity.sql", "health.sql", "seconds.sql", "app_seconds.sql", "covering.sql")   # each step adds tables, columns or indexes (10 also drops the ones it replaced)
+SCHEMA_VERSION = 11         # 1: schema.sql; 2: + tiers.sql, alerts.sql; 3: + macs.sql; 4: + names.sql; 5: + imports.sql; 6: + alerts_severity.sql; 7: + health.sql; 8: + seconds.sql; 9: + app_seconds.sql; 10: covering.sql; 11: + status.sql
+SCHEMA_FILES = ("schema.sql", "tiers.sql", "alerts.sql", "macs.sql", "names.sql", "imports.sql", "alerts_severity.sql", "health.sql", "seconds.sql", "app_seconds.sql", "covering.sql", "status.sql")   # each step adds tables, columns or indexes (10 also drops the ones it replaced)
 WAL_LIMIT_BYTES = 64 * 1024 * 1024     # WAL file truncated back to this after a checkpoint
 _SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
 _CHECKED = set()                  # databases this process has checked and opened

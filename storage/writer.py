@@ -14,11 +14,12 @@ them when it can again, and runs housekeeping (tiers, retention, WAL checkpoints
 import logging
 import os
 import queue
+import socket
 import sqlite3
 import threading
 import time
 
-from storage import retention, tiers
+from storage import retention, status, tiers
 from storage.backlog import Backlog, rows_of
 from storage.db import DatabaseError, connect, connect_checked
 from storage.store import RollupStore
@@ -95,6 +96,8 @@ class WriterThread(threading.Thread):
         self._reconnect = False
         self._retry_at = 0.0
         self._next_maintenance = 0.0      # time.monotonic() of the next housekeeping round
+        # noted after every write for /health and /metrics (storage/status.py)
+        self.agent, self._status_since, self._writes = socket.gethostname() or "local", clock(), 0
 
     def submit(self, rollups):
         self.queue.put(("rollups", rollups))
@@ -191,6 +194,7 @@ class WriterThread(threading.Thread):
         if stalled and not force and time.monotonic() < self._retry_at:
             self.health.backlog_rows = b.rows
             return
+        began = time.monotonic()
         try:
             if self._reconnect or self.store is None:
                 if self.store is not None and self.store.con is not None:
@@ -230,6 +234,12 @@ class WriterThread(threading.Thread):
         b.rows = 0
         if self.health.stalled_since is not None:
             self._resume()
+        self._writes += 1
+        try:
+            status.note_write(self.store.con, self.agent, self._status_since, self.clock(),
+                              (time.monotonic() - began) * 1000.0, self._writes, b.rows, self.health.dropped_bytes)
+        except Exception as e:       # counts are written: a status that could not be is told, not fatal
+            log.warning("storage: could not note the writer's status: %s", e)
 
     def _tell(self, rollups):
         if self.after_write is None:

@@ -11,7 +11,7 @@ import pytest
 from records import ProcessKey, Rollup
 from settings import Settings
 from storage import tiers
-from storage.db import connect
+from storage.db import SCHEMA_VERSION, connect
 from storage.history import traffic_history
 from storage.hosts import host_usage
 from storage.processes import process_usage
@@ -136,7 +136,7 @@ def test_a_version_9_database_gets_the_counting_indexes_and_keeps_its_rows(tmp_p
     names = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"host_minutes_ip_sums", "host_hours_ip_sums", "process_minutes_sums", "process_hours_sums"} <= names
     assert not names & {"host_minutes_ip", "host_hours_ip", "process_minutes_process", "process_hours_process"}
-    assert con.execute("PRAGMA user_version").fetchone()[0] == 10
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert con.execute("SELECT minute, ip, tx_bytes, rx_bytes FROM host_minutes").fetchall() == [(T0, "10.0.0.1", 5, 6)]
     plan = con.execute("EXPLAIN QUERY PLAN SELECT minute, tx_bytes FROM host_minutes WHERE ip = ? AND minute >= ?",
                        ("10.0.0.1", T0)).fetchall()

@@ -14,6 +14,7 @@ from web import auth
 from web.alerts_api import bp as alerts_bp
 from web.api import bp as api_bp
 from web.context import release_connection
+from web.metrics import bp as metrics_bp
 from web.pages import StaticFiles, bp as pages_bp, not_found_page
 from web.changes import AlertChanges, ChangeRefused
 from web.params import ParamError
@@ -61,6 +62,7 @@ def create_app(settings=None, test_config=None):
     app.register_blueprint(alerts_bp)
     app.register_blueprint(stream_bp)
     app.register_blueprint(pages_bp)
+    app.register_blueprint(metrics_bp)
     _install_errors(app)
     app.after_request(_security_headers)
     app.teardown_appcontext(release_connection)

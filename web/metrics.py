@@ -1,0 +1,85 @@
+"""/metrics (Prometheus, through prometheus_client) and /health: what monitoring systems ask a
+NetTally for, served from the database alone like every other route, under the same access rules
+(web/auth.py: the token off loopback).
+
+Labels are bounded: interface, direction, reason, severity, agent. Never an address, a flow or a
+process: their number has no bound, and a Prometheus series per host would grow without one
+(docs/API.md, "Metrics"). Counters are all-time totals; `rate()` in PromQL makes them rates.
+"""
+from flask import Blueprint, Response, jsonify
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from storage.db import SCHEMA_VERSION
+from storage.status import counters, writer_status
+from web.context import db, now
+
+bp = Blueprint("metrics", __name__)
+
+
+class _FromDatabase:
+    """A prometheus_client collector that reads the database once per scrape."""
+
+    def __init__(self, con):
+        self.con = con
+
+    def collect(self):
+        c = counters(self.con)
+        nbytes = CounterMetricFamily("nettally_interface_bytes", "Bytes of every frame on the interface, by direction "
+                                     "(out: sent by this host)", labels=["interface", "direction"])
+        frames = CounterMetricFamily("nettally_interface_frames", "Frames on the interface, by direction",
+                                     labels=["interface", "direction"])
+        for r in c["interfaces"]:
+            for metric, total, out in ((nbytes, r["bytes"], r["out_bytes"]), (frames, r["frames"], r["out_frames"])):
+                metric.add_metric([r["iface"], "in"], total - out)
+                metric.add_metric([r["iface"], "out"], out)
+        drops = CounterMetricFamily("nettally_capture_drops", "Frames the kernel dropped before NetTally read them",
+                                    labels=["interface"])
+        for iface, n in sorted(c["drops"].items()):
+            drops.add_metric([iface], n)
+        undecodable = CounterMetricFamily("nettally_undecodable_frames", "Frames with broken headers, by reason",
+                                          labels=["interface", "reason"])
+        for r in c["undecodable"]:
+            undecodable.add_metric([r["iface"], r["reason"]], r["frames"])
+        attribution = CounterMetricFamily("nettally_attribution_bytes", "Bytes of this host's traffic charged to a "
+                                          "process (reason attributed) or not, by reason", labels=["reason"])
+        for reason, (n, _) in sorted(c["attribution"].items()):
+            attribution.add_metric([reason], n)
+        alerts = GaugeMetricFamily("nettally_open_alerts", "Alerts open now, by severity", labels=["severity"])
+        for severity in ("info", "warning", "critical"):
+            alerts.add_metric([severity], c["open_alerts"].get(severity, 0))
+        yield from (nbytes, frames, drops, undecodable, attribution, alerts, *_writer_metrics(c["writers"]))
+
+
+def _writer_metrics(writers):
+    backlog = GaugeMetricFamily("nettally_writer_backlog_rows", "Rows counted but not written yet (a stall)",
+                                labels=["agent"])
+    took = GaugeMetricFamily("nettally_writer_last_write_seconds", "How long the writer's last write took",
+                             labels=["agent"])
+    last = GaugeMetricFamily("nettally_writer_last_write_timestamp_seconds", "When the writer last wrote",
+                             labels=["agent"])
+    dropped = CounterMetricFamily("nettally_writer_dropped_bytes", "Bytes given up at the backlog bound",
+                                  labels=["agent"])
+    for w in writers:
+        backlog.add_metric([w["agent"]], w["backlog_rows"])
+        took.add_metric([w["agent"]], w["write_ms"] / 1000.0)
+        last.add_metric([w["agent"]], w["written"])
+        dropped.add_metric([w["agent"]], w["dropped_bytes"])
+    return backlog, took, last, dropped
+
+
+@bp.get("/metrics")
+def metrics():
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_FromDatabase(db()))
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+@bp.get("/health")
+def health():
+    """Liveness (this answer), the database's schema, and each writer's last write and its age:
+    a collector that stopped writing shows here as a growing age."""
+    t = now()
+    writers = [{"agent": w["agent"], "last_write": w["written"], "last_write_age_s": round(max(0.0, t - w["written"]), 3),
+                "backlog_rows": w["backlog_rows"], "writes": w["writes"]} for w in writer_status(db())]
+    return jsonify({"status": "ok", "schema": SCHEMA_VERSION, "writers": writers})
