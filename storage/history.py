@@ -35,7 +35,7 @@ def traffic_history(con, by, since, until, step, now, limit=10, *, policy):
         rows, rest = con.execute(f"SELECT bucket / {step} * {step} AS b, key, sum(up), sum(down) FROM ({sub}) "
                                  f"GROUP BY b, key", args).fetchall(), 0
     else:
-        rows, rest = _top_and_others(con, by, family, tier, lo, until, step, columns, limit)
+        rows, rest = _top_and_others(con, by, family, tier, lo, until, step, columns, limit, policy, now)
     buckets = list(range(lo, until, step))
     index = {b: i for i, b in enumerate(buckets)}
     series = {}
@@ -62,12 +62,12 @@ _KEYS_WHERE = {"host": "AND ip IN ({})", "app": "AND app IN ({})",
                "process": "AND process_id IN (SELECT id FROM processes WHERE name IN ({}))"}
 
 
-def _top_and_others(con, by, family, tier, lo, until, step, columns, limit):
+def _top_and_others(con, by, family, tier, lo, until, step, columns, limit, policy, now):
     """([(bucket, key, up, down)], how many keys beyond the top): the `limit` keys with the most
     bytes, ranked from the next coarser tier's whole buckets and the edges (storage/usage.py
     coarse_source); their buckets read alone; a NULL key for the rest, each bucket's total for
     every key less the top keys' (a sum needs no grouping by key, the costly part)."""
-    ranked = coarse_source(con, family, tier, lo, until, columns)
+    ranked = coarse_source(con, family, tier, lo, until, columns, policy=policy, now=now)
     found = con.execute(f"SELECT key, sum(up + down) AS total, count(*) OVER () FROM ({_keyed(ranked[0], by)}) "
                         f"GROUP BY key ORDER BY total DESC, key LIMIT ?", [*ranked[1], limit]).fetchall()
     if not found:

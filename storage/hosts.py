@@ -33,7 +33,7 @@ def host_usage(con, since, until, now, sort="bytes", descending=True, limit=100,
     per_second = f"SELECT second, ip AS subject, tx_bytes + rx_bytes AS b FROM host_seconds WHERE second >= ? {where}"
     coarse = None
     if limit is not None and sort in RANKED:
-        coarse = coarse_source(con, "host", tier, lo, hi, "ip, tx_bytes, rx_bytes", found, fargs)
+        coarse = coarse_source(con, "host", tier, lo, hi, "ip, tx_bytes, rx_bytes", found, fargs, policy=policy, now=now)
     if coarse is not None:
         total, page = rank(con, f"SELECT ip AS subject, tx_bytes AS tx, rx_bytes AS rx FROM ({coarse[0]})",
                            coarse[1], per_second, wargs, now, HOST_SORTS[sort], descending, limit, offset)

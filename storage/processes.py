@@ -34,7 +34,7 @@ def process_usage(con, since, until, now, sort="bytes", descending=True, limit=1
     where, wargs = "", []
     coarse = None
     if limit is not None and sort in RANKED:
-        coarse = coarse_source(con, "process", tier, lo, hi, "process_id, tx_bytes, rx_bytes")
+        coarse = coarse_source(con, "process", tier, lo, hi, "process_id, tx_bytes, rx_bytes", policy=policy, now=now)
     if coarse is not None:
         rows = (f"SELECT {key} AS subject, p.name AS name, {pid} AS pid, s.tx_bytes AS tx, s.rx_bytes AS rx "
                 f"FROM ({coarse[0]}) s JOIN processes p ON p.id = s.process_id {found}")

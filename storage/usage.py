@@ -48,14 +48,19 @@ FROM tot LEFT JOIN secs ON secs.subject = tot.subject ORDER BY {order}, subject 
 RANKED = {"bytes", "tx", "rx", "now", "current", "ip", "name", "pid"}
 
 
-def coarse_source(con, family, tier, lo, hi, columns, where="", where_args=()):
+def coarse_source(con, family, tier, lo, hi, columns, where="", where_args=(), *, policy, now):
     """(SQL, args) of rows of `family` whose sums are exact for [lo, hi) (as reads.source's) but
     whose buckets are not of one size: the whole buckets of the next coarser tier inside the
-    range at that tier, the edges at `tier`. For totals only. reads.source's rows where no whole
+    range, and still kept by it (`policy` may keep a coarser tier for less time than a finer
+    one), at that tier; the rest at `tier`. For totals only. reads.source's rows where no whole
     coarser bucket fits in the range (or `tier` is the coarsest)."""
     coarser = tiers.COARSER.get(tier)
     size = tiers.SIZE[coarser] if coarser else 0
-    c_lo, c_hi = (-(-lo // size) * size, hi // size * size) if size else (0, 0)
+    if size:
+        kept = max(lo, policy.cutoff(family, coarser, now))
+        c_lo, c_hi = -(-kept // size) * size, hi // size * size
+    else:
+        c_lo = c_hi = 0
     if c_lo >= c_hi:
         return source(con, family, tier, lo, hi, columns, where, where_args)
     parts = [(coarser, c_lo, c_hi)] + [(tier, a, b) for a, b in ((lo, c_lo), (c_hi, hi)) if a < b]

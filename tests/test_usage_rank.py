@@ -142,3 +142,29 @@ def test_a_version_9_database_gets_the_counting_indexes_and_keeps_its_rows(tmp_p
                        ("10.0.0.1", T0)).fetchall()
     assert "COVERING INDEX host_minutes_ip_sums" in plan[0][3]
     con.close()
+
+
+def test_a_coarser_tier_kept_for_less_time_is_not_ranked_from(tmp_path):
+    """Days kept 30 days, hours 90 (retention_days under retention_hours): a 6-day list 40 days
+    back is at the hour tier, whose days are pruned; the ranking reads its hours, not the
+    missing days (a reviewer's case: ranked from the edges alone, the order came out reversed)."""
+    from storage import retention
+    now = T0 + 40 * 86400
+    con = connect(tmp_path / "short-days.db")
+    store = RollupStore(con)
+    hosts = [f"10.0.0.{i}" for i in range(4)]
+    for t in range(T0, now, 7200):          # days 1-4 favour the last host, the edges the first
+        busy = 1 <= (t - T0) // 86400 <= 4
+        store.apply([Rollup(t, [], {h: [1000 * (i + 1) if busy else 10 * (4 - i), 0, 1, 1]
+                                    for i, h in enumerate(hosts)}, {}, {})])
+    policy = RetentionPolicy.from_settings(Settings(retention_days=30.0))
+    while not retention.maintain(con, policy, now, budget=5):
+        pass
+    since, until = T0 + 3600, T0 + 6 * 86400
+    whole = host_usage(con, since, until, now, "bytes", True, None, 0, policy=policy)
+    page = host_usage(con, since, until, now, "bytes", True, 2, 0, policy=policy)
+    assert whole["resolution"] == 3600 and [r["ip"] for r in whole["rows"]][:2] == ["10.0.0.3", "10.0.0.2"]
+    assert page["rows"] == whole["rows"][:2]
+    history = traffic_history(con, "host", since, until, 3600, now, 2, policy=policy)
+    assert [s["key"] for s in history["series"]] == ["10.0.0.3", "10.0.0.2"]
+    con.close()
