@@ -49,17 +49,21 @@ static void restart(Half *h) {
     h->timed_ts = 0.0;
 }
 
-static int half_init(Half *self, PyObject *args, PyObject *kwds) {
+/* a new Half is as Python's __init__ leaves one, however it is made (Half.__new__ included) */
+static PyObject *half_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     if (PyTuple_GET_SIZE(args) || (kwds && PyDict_GET_SIZE(kwds))) {
         PyErr_SetString(PyExc_TypeError, "Half() takes no arguments");
-        return -1;
+        return NULL;
     }
+    Half *self = (Half *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
     self->syn_ts = self->stream_rtt = self->rtt = NAN;
     self->samples = self->data_segments = self->retransmits = self->out_of_order = 0;
     self->zero_windows = self->resets = 0;
     self->sample_sum = self->sample_min = self->sample_max = 0.0;
     restart(self);
-    return 0;
+    return (PyObject *)self;
 }
 
 static void sample(Half *p, double s) {
@@ -377,8 +381,7 @@ static PyTypeObject HalfType = {
     .tp_doc = "One sending side's sequence state and counters (capture/tcp_health.py Half).",
     .tp_basicsize = sizeof(Half),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)half_init,
+    .tp_new = half_new,
     .tp_members = half_members,
     .tp_getset = half_getset,
 };

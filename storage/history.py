@@ -2,7 +2,7 @@
 process names or applications, plus "others": every subject beyond those summed. Conventions as
 in storage/reads.py."""
 from storage import tiers
-from storage.reads import choose_tier, source, source_parts
+from storage.reads import choose_tier, consistent, source, source_parts
 from storage.usage import coarse_source
 
 HISTORY_BY = ("interface", "host", "process", "app")
@@ -19,6 +19,7 @@ _HISTORY = {
 UNDIRECTED = ("app",)
 
 
+@consistent
 def traffic_history(con, by, since, until, step, now, limit=10, *, policy):
     """Bytes per `step`-second bucket in [since, until) (since aligned to step): one series per
     interface, or for the `limit` hosts / process names / apps with the most bytes in the range,

@@ -3,7 +3,7 @@ Conventions as in storage/reads.py."""
 from storage import tiers
 from storage.addresses import macs_of, names_of
 from storage.flows import FlowFilter, flow_search
-from storage.reads import choose_tier, dict_rows, finest, source, span
+from storage.reads import choose_tier, consistent, dict_rows, finest, source, span
 from storage.search import host_match
 from storage.usage import PER_SUBJECT, RANKED, coarse_source, in_page, rank, seconds_args, usage_rows
 
@@ -14,6 +14,7 @@ HOST_SORTS = {"bytes": "s_tx + s_rx", "tx": "s_tx", "rx": "s_rx", "now": "recent
               "last_seen": "last_b", "ip": "subject"}
 
 
+@consistent
 def host_usage(con, since, until, now, sort="bytes", descending=True, limit=100, offset=0, ip=None, *, policy,
                q=None):
     """{total, resolution, rows}: hosts (one page) with totals and rates in bit/s. current: the

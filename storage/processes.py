@@ -3,7 +3,7 @@ the cross-checks of attribution (per-process totals from the flows, coverage fig
 Conventions as in storage/reads.py."""
 from records import ATTRIBUTED
 from storage import coverage, tiers
-from storage.reads import dict_rows, finest, source, span
+from storage.reads import consistent, dict_rows, finest, source, span
 from storage.search import process_match
 from storage.usage import PER_SUBJECT, RANKED, coarse_source, in_page, rank, seconds_args, usage_rows
 
@@ -14,6 +14,7 @@ PROCESS_SORTS = {"bytes": "s_tx + s_rx", "tx": "s_tx", "rx": "s_rx", "now": "rec
 PROCESS_GROUPS = ("instance", "name")
 
 
+@consistent
 def process_usage(con, since, until, now, sort="bytes", descending=True, limit=100, offset=0, group="instance", *,
                   policy, q=None):
     """{total, resolution, rows} as hosts.host_usage, for processes: one row per process (pid +

@@ -16,12 +16,29 @@ Conventions: times are epoch seconds; ranges are [since, until) and select whole
 bucket counts when its start lies in the range); rates are bits per second. Sort keys and
 directions arrive checked against the modules' whitelists: no caller text ever becomes SQL.
 """
+import functools
 import math
 
 from storage import tiers
 
 FAR_PAST, FAR_FUTURE = -(2 ** 62), 2 ** 62
 _FINER = {"hour": "minute", "day": "hour"}
+
+
+def consistent(read):
+    """`read(con, ...)` sees one state of the database through all its statements (one read
+    transaction; in WAL mode it costs nothing and holds no writer back). Re-entrant: inside
+    another such read it joins that one."""
+    @functools.wraps(read)
+    def in_one_snapshot(con, *args, **kwargs):
+        if con.in_transaction:
+            return read(con, *args, **kwargs)
+        con.execute("BEGIN")
+        try:
+            return read(con, *args, **kwargs)
+        finally:
+            con.execute("COMMIT")
+    return in_one_snapshot
 
 
 def dict_rows(con, sql, params=()):

@@ -1,34 +1,50 @@
 """The collector's own state, for /health and /metrics: its writer notes each write here
 (status.sql), and the web process, which has only the database, reads it back."""
+import sqlite3
+
 from storage import coverage
 from storage.db import immediate
 from storage.interfaces import interface_totals, undecodable_reasons
-from storage.reads import dict_rows, finest
+from storage.reads import consistent, dict_rows, finest
 
 
-def note_write(con, agent, started, written, write_ms, writes, backlog_rows, dropped_bytes):
-    """One write done: the agent's row, replaced (its own small transaction)."""
+FORGET_AFTER = 7 * 86400       # a writer silent this long is gone (a container's host name changes
+                               # with every new container: its old rows would stay forever)
+
+
+def note_write(con, agent, started, written, write_ms, writes, rows, dropped_bytes):
+    """One write done: the agent's row, replaced (its own small transaction); `rows`: the rows
+    it took from memory (after a stall, the backlog)."""
     with immediate(con):
-        con.execute("INSERT OR REPLACE INTO writer_status (agent, started, written, write_ms, writes, backlog_rows, "
+        con.execute("INSERT OR REPLACE INTO writer_status (agent, started, written, write_ms, writes, rows, "
                     "dropped_bytes) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (agent, started, written, write_ms, writes, backlog_rows, dropped_bytes))
+                    (agent, started, written, write_ms, writes, rows, dropped_bytes))
+        con.execute("DELETE FROM writer_status WHERE written < ?", (written - FORGET_AFTER,))
 
 
 def writer_status(con):
-    """[{agent, started, written, write_ms, writes, backlog_rows, dropped_bytes}] by agent."""
-    return dict_rows(con, "SELECT * FROM writer_status ORDER BY agent")
+    """[{agent, started, written, write_ms, writes, rows, dropped_bytes}] by agent; [] from a
+    database older than schema 11 (read-only, the web process cannot update it)."""
+    try:
+        return dict_rows(con, "SELECT * FROM writer_status ORDER BY agent")
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):
+            return []
+        raise
 
 
-def counters(con):
-    """Everything /metrics exposes from the database, all time (each bucket from the finest tier
-    still holding it), keyed by bounded labels only: interfaces, reasons, severities; never an
-    address, a flow or a process (their number has no bound)."""
-    drops, params = finest(con, "drops", None, None)
+@consistent
+def counters(con, since):
+    """Everything /metrics exposes from the database, counted from `since` on (each bucket from
+    the finest tier still holding it: retention, which prunes old buckets, never makes a count
+    go down), keyed by bounded labels only: interfaces, reasons, severities; never an address,
+    a flow or a process (their number has no bound)."""
+    drops, params = finest(con, "drops", since, None)
     return {
-        "interfaces": interface_totals(con),
+        "interfaces": interface_totals(con, since),
         "drops": dict(con.execute(f"SELECT iface, sum(frames) FROM ({drops}) GROUP BY iface", params).fetchall()),
-        "undecodable": undecodable_reasons(con),
-        "attribution": coverage.read(con, *finest(con, "attribution", None, None)).reasons,
+        "undecodable": undecodable_reasons(con, since),
+        "attribution": coverage.read(con, *finest(con, "attribution", since, None)).reasons,
         "open_alerts": dict(con.execute("SELECT coalesce(severity, 'warning'), count(*) FROM alerts "
                                         "WHERE state = 'open' GROUP BY 1").fetchall()),
         "writers": writer_status(con),

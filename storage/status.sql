@@ -7,6 +7,6 @@ CREATE TABLE IF NOT EXISTS writer_status (
     written       REAL    NOT NULL,      -- clock time of its last write
     write_ms      REAL    NOT NULL,      -- how long that write took, commits included
     writes        INTEGER NOT NULL,      -- writes since it started
-    backlog_rows  INTEGER NOT NULL,      -- rows held in memory after that write (a stall: storage/backlog.py)
+    rows          INTEGER NOT NULL,      -- rows that write took from memory (after a stall: the backlog)
     dropped_bytes INTEGER NOT NULL       -- counts given up at the backlog bound since it started
 );

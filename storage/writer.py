@@ -194,7 +194,7 @@ class WriterThread(threading.Thread):
         if stalled and not force and time.monotonic() < self._retry_at:
             self.health.backlog_rows = b.rows
             return
-        began = time.monotonic()
+        began, held = time.monotonic(), b.rows
         try:
             if self._reconnect or self.store is None:
                 if self.store is not None and self.store.con is not None:
@@ -237,7 +237,7 @@ class WriterThread(threading.Thread):
         self._writes += 1
         try:
             status.note_write(self.store.con, self.agent, self._status_since, self.clock(),
-                              (time.monotonic() - began) * 1000.0, self._writes, b.rows, self.health.dropped_bytes)
+                              (time.monotonic() - began) * 1000.0, self._writes, held, self.health.dropped_bytes)
         except Exception as e:       # counts are written: a status that could not be is told, not fatal
             log.warning("storage: could not note the writer's status: %s", e)
 

@@ -45,7 +45,8 @@ def _written(path):
 
 
 def _app(path, **config):
-    return create_app(test_config={"DB": str(path), "CLOCK": lambda: NOW, "TOKEN": None, "POOL_SIZE": 2, **config})
+    return create_app(test_config={"DB": str(path), "CLOCK": lambda: NOW, "TOKEN": None, "POOL_SIZE": 2,
+                                   "METRICS_SINCE": T0, **config})
 
 
 def _samples(text):
@@ -70,7 +71,7 @@ def test_metrics_read_by_prometheus_client_with_exact_numbers(tmp_path):
     assert got[("nettally_attribution_bytes_total", (("reason", "socket_closed_before_lookup"),))] == 750
     assert got[("nettally_open_alerts", (("severity", "critical"),))] == 1
     assert got[("nettally_open_alerts", (("severity", "warning"),))] == 0
-    assert got[("nettally_writer_backlog_rows", (("agent", agent),))] == 0
+    assert got[("nettally_writer_last_write_rows", (("agent", agent),))] > 0
     assert got[("nettally_writer_last_write_timestamp_seconds", (("agent", agent),))] == NOW - 5
     assert got[("nettally_writer_last_write_seconds", (("agent", agent),))] >= 0
     # bounded labels only: no address, flow or process appears anywhere
@@ -85,7 +86,7 @@ def test_health_gives_the_age_of_the_last_write(tmp_path):
     assert body["status"] == "ok" and body["schema"] == SCHEMA_VERSION
     (writer,) = body["writers"]
     assert writer["agent"] == socket.gethostname() and writer["last_write_age_s"] == 5.0
-    assert writer["backlog_rows"] == 0 and writer["writes"] >= 1
+    assert writer["last_write_rows"] > 0 and writer["writes"] >= 1
 
 
 def test_an_imported_database_has_no_writer_and_empty_metrics(tmp_path):
@@ -118,3 +119,35 @@ def test_the_grafana_dashboard_asks_only_for_metrics_that_exist(tmp_path):
     asked = {name for panel in dashboard["panels"] for target in panel["targets"]
              for name in re.findall(r"\bnettally_[a-z_]+", target["expr"])}
     assert len(dashboard["panels"]) == 9 and asked and asked <= served, asked - served
+
+
+def test_counters_start_with_the_web_process_and_never_go_down(tmp_path):
+    """Counted from the minute the app started (METRICS_SINCE): an app started after the first
+    hour counts the two later ones; retention pruning everything of those days afterwards
+    leaves the counts as they were (they are read from the finest tier still holding a bucket)."""
+    from storage import retention
+    from storage.tiers import RetentionPolicy
+    path = tmp_path / "c.db"
+    _written(path)
+    client = _app(path, METRICS_SINCE=T0 + 3600).test_client()
+    key = ("nettally_attribution_bytes_total", (("reason", "attributed"),))
+    assert _samples(client.get("/metrics").get_data(as_text=True))[key] == 2000
+    con = connect(path)
+    policy = RetentionPolicy.from_settings(Settings(retention_minutes=1.0))
+    while not retention.maintain(con, policy, NOW + 86400, budget=5):
+        pass
+    assert con.execute("SELECT count(*) FROM attribution_minutes").fetchone()[0] == 0
+    con.close()
+    assert _samples(client.get("/metrics").get_data(as_text=True))[key] == 2000
+
+
+def test_a_database_older_than_the_status_table_still_answers(tmp_path):
+    """Served read-only before the collector updates it (schema 10, no writer_status): /health
+    says so, /metrics answers without writer metrics."""
+    path = tmp_path / "old.db"
+    con = connect(path)
+    con.executescript("DROP TABLE writer_status; PRAGMA user_version = 10;")
+    con.close()
+    client = _app(path).test_client()
+    assert client.get("/health").get_json() == {"status": "ok", "schema": 10, "writers": []}
+    assert client.get("/metrics").status_code == 200

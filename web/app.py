@@ -41,6 +41,8 @@ def create_app(settings=None, test_config=None):
                       STREAM_LIFETIME=600.0, STREAM_HEARTBEAT=HEARTBEAT, MAX_STREAMS=settings.web_sse_slots,
                       TOKEN=_UNSET, MAX_CONTENT_LENGTH=MAX_BODY, CHANGE_WAIT=5.0, READ_ONLY=settings.read_only)
     app.config.update(test_config or {})
+    # /metrics counts from here on (web/metrics.py): the start of the minute this app was made
+    app.config.setdefault("METRICS_SINCE", int(app.config["CLOCK"]() // 60 * 60))
     app.json.sort_keys = False
 
     token = app.config["TOKEN"]

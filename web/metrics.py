@@ -4,13 +4,14 @@ NetTally for, served from the database alone like every other route, under the s
 
 Labels are bounded: interface, direction, reason, severity, agent. Never an address, a flow or a
 process: their number has no bound, and a Prometheus series per host would grow without one
-(docs/API.md, "Metrics"). Counters are all-time totals; `rate()` in PromQL makes them rates.
+(docs/API.md, "Metrics and health"). Counters count from the web process's start (config
+METRICS_SINCE): retention pruning old buckets never makes one go down, and a restart is a
+counter reset, which `rate()` in PromQL expects.
 """
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from storage.db import SCHEMA_VERSION
 from storage.status import counters, writer_status
 from web.context import db, now
 
@@ -20,11 +21,11 @@ bp = Blueprint("metrics", __name__)
 class _FromDatabase:
     """A prometheus_client collector that reads the database once per scrape."""
 
-    def __init__(self, con):
-        self.con = con
+    def __init__(self, con, since):
+        self.con, self.since = con, since
 
     def collect(self):
-        c = counters(self.con)
+        c = counters(self.con, self.since)
         nbytes = CounterMetricFamily("nettally_interface_bytes", "Bytes of every frame on the interface, by direction "
                                      "(out: sent by this host)", labels=["interface", "direction"])
         frames = CounterMetricFamily("nettally_interface_frames", "Frames on the interface, by direction",
@@ -52,8 +53,8 @@ class _FromDatabase:
 
 
 def _writer_metrics(writers):
-    backlog = GaugeMetricFamily("nettally_writer_backlog_rows", "Rows counted but not written yet (a stall)",
-                                labels=["agent"])
+    rows = GaugeMetricFamily("nettally_writer_last_write_rows", "Rows the writer's last write took from memory "
+                             "(after a stall: the backlog it held)", labels=["agent"])
     took = GaugeMetricFamily("nettally_writer_last_write_seconds", "How long the writer's last write took",
                              labels=["agent"])
     last = GaugeMetricFamily("nettally_writer_last_write_timestamp_seconds", "When the writer last wrote",
@@ -61,25 +62,25 @@ def _writer_metrics(writers):
     dropped = CounterMetricFamily("nettally_writer_dropped_bytes", "Bytes given up at the backlog bound",
                                   labels=["agent"])
     for w in writers:
-        backlog.add_metric([w["agent"]], w["backlog_rows"])
+        rows.add_metric([w["agent"]], w["rows"])
         took.add_metric([w["agent"]], w["write_ms"] / 1000.0)
         last.add_metric([w["agent"]], w["written"])
         dropped.add_metric([w["agent"]], w["dropped_bytes"])
-    return backlog, took, last, dropped
+    return rows, took, last, dropped
 
 
 @bp.get("/metrics")
 def metrics():
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_FromDatabase(db()))
+    registry.register(_FromDatabase(db(), current_app.config["METRICS_SINCE"]))
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 
 @bp.get("/health")
 def health():
-    """Liveness (this answer), the database's schema, and each writer's last write and its age:
-    a collector that stopped writing shows here as a growing age."""
-    t = now()
+    """Liveness (this answer), the database's schema version, and each writer's last write and
+    its age: a collector that stopped writing (a stall, a crash) shows as a growing age."""
+    t, con = now(), db()
     writers = [{"agent": w["agent"], "last_write": w["written"], "last_write_age_s": round(max(0.0, t - w["written"]), 3),
-                "backlog_rows": w["backlog_rows"], "writes": w["writes"]} for w in writer_status(db())]
-    return jsonify({"status": "ok", "schema": SCHEMA_VERSION, "writers": writers})
+                "last_write_rows": w["rows"], "writes": w["writes"]} for w in writer_status(con)]
+    return jsonify({"status": "ok", "schema": con.execute("PRAGMA user_version").fetchone()[0], "writers": writers})
