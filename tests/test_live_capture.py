@@ -235,6 +235,16 @@ def test_lo_counts_equal_tcpdump_and_sigterm_flushes(tmp_path):
         assert tcp["resp_p"] == str(tcp_port) and "S" in tcp["tcp_flags"] and "F" in tcp["tcp_flags"]
     assert lo["out_frames"] == 0           # lo keeps the incoming copy of each packet
     assert f"stopped: {lo['frames']} frames counted, 0 dropped" in capture.output
+    # what monitoring reads of the same database: the frames tcpdump saw, and the writer's last write
+    from prometheus_client.parser import text_string_to_metric_families
+    from web.app import create_app
+    client = create_app(test_config={"DB": str(db), "TOKEN": None, "POOL_SIZE": 2, "METRICS_SINCE": 0}).test_client()
+    frames = {tuple(sorted(m.labels.items())): m.value for family in text_string_to_metric_families(
+        client.get("/metrics").get_data(as_text=True)) for m in family.samples if m.name == "nettally_interface_frames_total"}
+    assert frames == {(("direction", "in"), ("interface", "lo")): lo["frames"],
+                      (("direction", "out"), ("interface", "lo")): 0}
+    [writer] = client.get("/health").get_json()["writers"]
+    assert writer["writes"] >= 1 and 0 <= writer["last_write_age_s"] < 600
 
 
 @pytest.mark.system
