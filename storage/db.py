@@ -32,6 +32,7 @@ def connect(path, readonly=False):
             con = sqlite3.connect(path, check_same_thread=False)
         con.execute("PRAGMA busy_timeout = 10000")
         if not readonly:
+            _check_version(con, path)      # before anything changes the file: a newer one is left as it is
             _wal(con)
             con.execute("PRAGMA synchronous = NORMAL")
             con.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")

@@ -151,3 +151,29 @@ def test_a_database_older_than_the_status_table_still_answers(tmp_path):
     client = _app(path).test_client()
     assert client.get("/health").get_json() == {"status": "ok", "schema": 10, "writers": []}
     assert client.get("/metrics").status_code == 200
+
+
+def test_a_database_newer_than_the_program_is_refused_in_one_line(tmp_path, capsys, clean_env, run_py):
+    """import, export and serve all refuse a schema version above this program's: one line, exit 2,
+    the file untouched (serve in its own process: were it not refused, it would serve)."""
+    import sqlite3
+    import subprocess
+
+    from common import cli
+    path = tmp_path / "newer.db"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE future (x)")
+    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    con.commit()
+    con.close()
+    before = path.read_bytes()
+    capture = tmp_path / "empty.pcap"
+    capture.write_bytes(bytes.fromhex("d4c3b2a1020004000000000000000000ffff000001000000"))
+    refusal = f"{path}: schema version {SCHEMA_VERSION + 1} is newer than this NetTally ({SCHEMA_VERSION})\n"
+    for argv in (("import", capture, "--db", path), ("export", "hosts", "--db", path)):
+        code, out, err = cli(capsys, *argv)
+        assert (code, out, err) == (2, "", f"run.py {argv[0]}: {refusal}")
+    done = subprocess.run(run_py + ["serve", "--db", str(path), "--port", "18321"], capture_output=True, text=True,
+                          timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", f"run.py serve: {refusal}")
+    assert path.read_bytes() == before
