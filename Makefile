@@ -14,7 +14,7 @@ $(VENV)/.installed: requirements.txt requirements-test.txt
 # The project itself, editable: builds its compiled part (setup.py: capture/_tcp_health.c) in place
 # with the system's C compiler. Optional: without one, the Python analysis does the same work.
 $(VENV)/.built: $(VENV)/.installed setup.py pyproject.toml capture/_tcp_health.c
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
 run: $(VENV)/.built
