@@ -28,6 +28,7 @@ from runtime import children
 from capture.ring import privilege_problem
 from records import Activity, Done, Drops, Failed, NewFlows, Ready, Rollups, Seconds, Notice
 from runtime.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from runtime.version import VERSION
 from runtime.text import one_line, say as _say, stamp_lines
 
 READY_TIMEOUT = 60.0
@@ -143,7 +144,7 @@ class Collector:
         self.alerts = None          # opened once the writer has its connection: see run()
         from storage.writer import WriterThread
         self.writer = WriterThread(settings.db, settings, source=("live", ",".join(n for n, _ in interfaces)),
-                                   after_write=self._after_write)
+                                   after_write=self._after_write, version=VERSION)
         self._failed = set()
 
     def _stop(self, signum, frame):

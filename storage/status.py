@@ -12,18 +12,19 @@ FORGET_AFTER = 7 * 86400       # a writer silent this long is gone (a container'
                                # with every new container: its old rows would stay forever)
 
 
-def note_write(con, agent, started, written, write_ms, writes, rows, dropped_bytes):
+def note_write(con, agent, started, written, write_ms, writes, rows, dropped_bytes, version, interfaces):
     """One write done: the agent's row, replaced (its own small transaction); `rows`: the rows
     it took from memory (after a stall, the backlog)."""
     with immediate(con):
         con.execute("INSERT OR REPLACE INTO writer_status (agent, started, written, write_ms, writes, rows, "
-                    "dropped_bytes) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (agent, started, written, write_ms, writes, rows, dropped_bytes))
+                    "dropped_bytes, version, interfaces) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (agent, started, written, write_ms, writes, rows, dropped_bytes, version, interfaces))
         con.execute("DELETE FROM writer_status WHERE written < ?", (written - FORGET_AFTER,))
 
 
 def writer_status(con):
-    """[{agent, started, written, write_ms, writes, rows, dropped_bytes}] by agent; [] from a
+    """[{agent, started, written, write_ms, writes, rows, dropped_bytes, version, interfaces}] by
+    agent; [] from a
     database older than schema 11 (read-only, the web process cannot update it)."""
     try:
         return dict_rows(con, "SELECT * FROM writer_status ORDER BY agent")

@@ -8,5 +8,7 @@ CREATE TABLE IF NOT EXISTS writer_status (
     write_ms      REAL    NOT NULL,      -- how long that write took, commits included
     writes        INTEGER NOT NULL,      -- writes since it started
     rows          INTEGER NOT NULL,      -- rows that write took from memory (after a stall: the backlog)
-    dropped_bytes INTEGER NOT NULL       -- counts given up at the backlog bound since it started
+    dropped_bytes INTEGER NOT NULL,      -- counts given up at the backlog bound since it started
+    version       TEXT    NOT NULL,      -- NetTally's version (runtime/version.py)
+    interfaces    TEXT    NOT NULL       -- what it captures on, comma-separated ('' for an import)
 );

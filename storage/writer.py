@@ -75,10 +75,12 @@ class WriterThread(threading.Thread):
     up since the last commit in a single transaction; between batches it builds tiers, prunes and
     checkpoints (settings.maintenance_interval). `clock` (epoch seconds) is injectable for tests."""
 
-    def __init__(self, path, settings, clock=time.time, retry_interval=5.0, source=None, after_write=None):
+    def __init__(self, path, settings, clock=time.time, retry_interval=5.0, source=None, after_write=None,
+                 version=""):
         """settings: a settings.Settings (retention_*, maintenance_interval, writer_backlog_rows);
         source: (kind, name) of a `sources` row to open at start and finish in close(frames);
-        after_write: called with each list of rollups once committed (alerts.service.AlertRunner)."""
+        after_write: called with each list of rollups once committed (alerts.service.AlertRunner);
+        version: the program's, noted with each write (storage/status.py)."""
         super().__init__(name="storage-writer", daemon=True)
         self.source, self.after_write = source, after_write
         self._source_id = self._frames = None
@@ -98,6 +100,7 @@ class WriterThread(threading.Thread):
         self._next_maintenance = 0.0      # time.monotonic() of the next housekeeping round
         # noted after every write for /health and /metrics (storage/status.py)
         self.agent, self._status_since, self._writes = socket.gethostname() or "local", clock(), 0
+        self.version = version
 
     def submit(self, rollups):
         self.queue.put(("rollups", rollups))
@@ -237,7 +240,8 @@ class WriterThread(threading.Thread):
         self._writes += 1
         try:
             status.note_write(self.store.con, self.agent, self._status_since, self.clock(),
-                              (time.monotonic() - began) * 1000.0, self._writes, held, self.health.dropped_bytes)
+                              (time.monotonic() - began) * 1000.0, self._writes, held, self.health.dropped_bytes,
+                              self.version, self.source[1] if self.source and self.source[0] == "live" else "")
         except Exception as e:       # counts are written: a status that could not be is told, not fatal
             log.warning("storage: could not note the writer's status: %s", e)
 

@@ -26,7 +26,7 @@ def _iface(frames, nbytes, out_frames, out_bytes):
 def _written(path):
     """Three hours of minutes through the writer thread, hours built; drops, undecodable frames,
     attribution and an open alert beside them."""
-    writer = WriterThread(str(path), Settings(), clock=lambda: NOW - 5)
+    writer = WriterThread(str(path), Settings(), clock=lambda: NOW - 5, source=("live", "eth0,lo"), version="9.9")
     writer.start()
     assert writer.ready.wait(30) and writer.error is None
     for k, minute in enumerate((T0, T0 + 3600, T0 + 2 * 3600 + 60)):
@@ -89,6 +89,16 @@ def test_health_gives_the_age_of_the_last_write(tmp_path):
     assert writer["last_write_rows"] > 0 and writer["writes"] >= 1
 
 
+def test_agents_say_what_each_collector_is_and_when_it_last_wrote(tmp_path):
+    path = tmp_path / "a.db"
+    _written(path)
+    (agent,) = _app(path).test_client().get("/api/agents").get_json()["agents"]
+    assert agent["agent"] == socket.gethostname() and agent["version"] == "9.9"
+    assert agent["interfaces"] == ["eth0", "lo"] and agent["started"] == NOW - 5
+    assert agent["last_write_age_s"] == 5.0 and agent["writes"] >= 1 and agent["dropped_bytes"] == 0
+    assert agent["last_write_ms"] >= 0 and agent["last_write_rows"] > 0
+
+
 def test_an_imported_database_has_no_writer_and_empty_metrics(tmp_path):
     path = tmp_path / "e.db"
     connect(path).close()
@@ -102,7 +112,7 @@ def test_off_loopback_both_need_the_token(tmp_path):
     path = tmp_path / "t.db"
     connect(path).close()
     client = _app(path, TOKEN=TOKEN, BIND_HOST="0.0.0.0").test_client()
-    for url in ("/metrics", "/health"):
+    for url in ("/metrics", "/health", "/api/agents"):
         assert client.get(url).status_code == 401
         assert client.get(url, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
 

@@ -1,10 +1,10 @@
-"""/metrics (Prometheus, through prometheus_client) and /health: what monitoring systems ask a
-NetTally for, served from the database alone like every other route, under the same access rules
-(web/auth.py: the token off loopback).
+"""/metrics (Prometheus, through prometheus_client), /health and /api/agents: what monitoring
+systems and administrators ask of the collectors themselves, served from the database alone like
+every other route, under the same access rules (web/auth.py: the token off loopback).
 
 Labels are bounded: interface, direction, reason, severity, agent. Never an address, a flow or a
 process: their number has no bound, and a Prometheus series per host would grow without one
-(docs/API.md, "Metrics and health"). Counters count from the web process's start (config
+(docs/API.md, "Metrics, health and agents"). Counters count from the web process's start (config
 METRICS_SINCE): retention pruning old buckets never makes one go down, and a restart is a
 counter reset, which `rate()` in PromQL expects.
 """
@@ -76,11 +76,26 @@ def metrics():
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 
+def _writers(t, con):
+    return [{"agent": w["agent"], "version": w["version"], "interfaces": [i for i in w["interfaces"].split(",") if i],
+             "started": w["started"], "last_write": w["written"],
+             "last_write_age_s": round(max(0.0, t - w["written"]), 3), "last_write_ms": round(w["write_ms"], 3),
+             "last_write_rows": w["rows"], "writes": w["writes"], "dropped_bytes": w["dropped_bytes"]}
+            for w in writer_status(con)]
+
+
+@bp.get("/api/agents")
+def agents():
+    """Every collector writing into this database: its version, what it captures on, when it
+    started, and its last write (time, age, duration, rows) and counts given up."""
+    return jsonify({"agents": _writers(now(), db())})
+
+
 @bp.get("/health")
 def health():
     """Liveness (this answer), the database's schema version, and each writer's last write and
     its age: a collector that stopped writing (a stall, a crash) shows as a growing age."""
-    t, con = now(), db()
-    writers = [{"agent": w["agent"], "last_write": w["written"], "last_write_age_s": round(max(0.0, t - w["written"]), 3),
-                "last_write_rows": w["rows"], "writes": w["writes"]} for w in writer_status(con)]
+    con = db()
+    writers = [{k: w[k] for k in ("agent", "last_write", "last_write_age_s", "last_write_rows", "writes")}
+               for w in _writers(now(), con)]
     return jsonify({"status": "ok", "schema": con.execute("PRAGMA user_version").fetchone()[0], "writers": writers})
