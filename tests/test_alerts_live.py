@@ -304,7 +304,10 @@ def test_a_stuck_webhook_never_holds_up_evaluation(tmp_path, db, hook):
 
 def test_webhook_queue_is_bounded():
     sender = WebhookSender("http://127.0.0.1:9/", retries=0, max_waiting=3)
-    sender._stopping = True                   # nothing is sent: only the queue is looked at
-    for i in range(5):
-        sender.send(f"e{i}", {})
-    assert [e for e, _ in sender.waiting][-3:] == ["e2", "e3", "e4"] and sender.given_up >= 2
+    with sender._wake:          # its thread cannot take an event while the queue is looked at (re-entrant lock)
+        for i in range(5):
+            sender.send(f"e{i}", {})
+        assert [e for e, _ in sender.waiting] == ["e2", "e3", "e4"] and sender.given_up == 2
+    # the refused deliveries end here: a sender left running would log into a later test's records
+    sender.close()
+    assert not sender._thread.is_alive() and sender.failed == 3
