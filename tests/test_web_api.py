@@ -247,7 +247,7 @@ def test_alerts_list(client):
 
 # Every endpoint, with parameters it must refuse: (url, the parameter the 400 must name).
 BAD = [
-    ("/api/current_usage?x=1", "x"),
+    ("/api/current_usage?x=1", "x"), ("/api/agents?x=1", "x"),
     ("/api/historical?range=2h", "range"), ("/api/historical?by=port", "by"), ("/api/historical?limit=51", "limit"),
     ("/api/historical?range=1h&range=7d", "range"),
     ("/api/hosts?since=yesterday", "since"), ("/api/hosts?sort=ip;drop", "sort"), ("/api/hosts?order=up", "order"),

@@ -8,12 +8,13 @@ process: their number has no bound, and a Prometheus series per host would grow 
 METRICS_SINCE): retention pruning old buckets never makes one go down, and a restart is a
 counter reset, which `rate()` in PromQL expects.
 """
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from storage.status import counters, writer_status
 from web.context import db, now
+from web.params import Params
 
 bp = Blueprint("metrics", __name__)
 
@@ -87,7 +88,9 @@ def _writers(t, con):
 @bp.get("/api/agents")
 def agents():
     """Every collector writing into this database: its version, what it captures on, when it
-    started, and its last write (time, age, duration, rows) and counts given up."""
+    started, and its last write (time, age, duration, rows) and counts given up. It takes no
+    parameter: any is refused (400), as on every /api route."""
+    Params(request.args, now()).finish()
     return jsonify({"agents": _writers(now(), db())})
 
 
