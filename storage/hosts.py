@@ -5,7 +5,7 @@ from storage.addresses import macs_of, names_of
 from storage.flows import FlowFilter, flow_search
 from storage.reads import choose_tier, consistent, dict_rows, finest, source, span
 from storage.search import host_match
-from storage.usage import PER_SUBJECT, RANKED, coarse_source, in_page, rank, seconds_args, usage_rows
+from storage.usage import PER_SUBJECT, RANKED, coarse_source, rank, seconds_args, usage_rows
 
 # "now" and "current" are one key: the rate of the last seconds (storage/usage.py)
 HOST_SORTS = {"bytes": "s_tx + s_rx", "tx": "s_tx", "rx": "s_rx", "now": "recent", "current": "recent",
@@ -53,10 +53,8 @@ def host_usage(con, since, until, now, sort="bytes", descending=True, limit=100,
     sql = PER_SUBJECT.format(per=per, per_second=per_second, extra="")
     counted, rows = usage_rows(con, sql, args + secs + [first, *wargs], size, now, descending, HOST_SORTS[sort],
                                limit, offset)
-    if coarse is None:
+    if coarse is None:      # else the ranking's total, and the page's rows in its order already
         total = counted
-    else:
-        rows = in_page(rows, page)
     if tier != "minute" and rows:       # last seen to the minute where minutes are still kept
         ips = [r["subject"] for r in rows]
         latest = dict(con.execute(f"SELECT ip, max(minute) FROM host_minutes WHERE ip IN ({','.join('?' * len(ips))}) "

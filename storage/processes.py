@@ -5,7 +5,7 @@ from records import ATTRIBUTED
 from storage import coverage, tiers
 from storage.reads import consistent, dict_rows, finest, source, span
 from storage.search import process_match
-from storage.usage import PER_SUBJECT, RANKED, coarse_source, in_page, rank, seconds_args, usage_rows
+from storage.usage import PER_SUBJECT, RANKED, coarse_source, rank, seconds_args, usage_rows
 
 # "now" and "current" are one key: the rate of the last seconds (storage/usage.py)
 PROCESS_SORTS = {"bytes": "s_tx + s_rx", "tx": "s_tx", "rx": "s_rx", "now": "recent", "current": "recent",
@@ -57,10 +57,8 @@ def process_usage(con, since, until, now, sort="bytes", descending=True, limit=1
     sql = PER_SUBJECT.format(per=per, per_second=per_second, extra=extra)
     counted, rows = usage_rows(con, sql, args + secs + [first], size, now, descending, PROCESS_SORTS[sort],
                                limit, offset)
-    if coarse is None:
+    if coarse is None:      # else the ranking's total, and the page's rows in its order already
         total = counted
-    else:
-        rows = in_page(rows, page)
     details = {}
     if group == "instance" and rows:
         ids = [r["subject"] for r in rows]

@@ -125,7 +125,11 @@ def _part(family, tier, size, columns, where=""):
 def source(con, family, tier, lo, hi, columns, where="", where_args=()):
     """(SQL, args) of a row source with `bucket` (at `tier` size) and `columns` of `family` for
     [lo, hi), exact (see the module doc). `where` filters every part (it should use an index)."""
-    parts = source_parts(con, family, tier, lo, hi, columns, where, where_args)
+    return joined(source_parts(con, family, tier, lo, hi, columns, where, where_args))
+
+
+def joined(parts):
+    """(SQL, args) of source parts [(SQL, args)] read as one source."""
     return " UNION ALL ".join(sql for sql, _ in parts), [a for _, args in parts for a in args]
 
 

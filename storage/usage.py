@@ -12,11 +12,11 @@ A page sorted by a key that totals alone give (bytes, tx, rx, now, a name) is fo
 `rank`: one sum per subject, from the next coarser tier's whole buckets inside the range and the
 tier's own rows at its edges only (a day's list: 24 hour rows a host instead of 1,440 minute
 rows); PER_SUBJECT then reads every bucket of that page's subjects alone, from the indexes that
-carry the counters (schema 10). Keys that need every bucket (peak, avg,
+carry the counters (schema 10), and orders them by the same key. Keys that need every bucket (peak, avg,
 first/last seen) take PER_SUBJECT over all subjects.
 """
 from storage import tiers
-from storage.reads import dict_rows, rate, source
+from storage.reads import dict_rows, joined, rate, source, source_parts
 
 NOW_SECONDS = 5
 NOW_LAG = 1
@@ -63,13 +63,9 @@ def coarse_source(con, family, tier, lo, hi, columns, where="", where_args=(), *
         c_lo = c_hi = 0
     if c_lo >= c_hi:
         return source(con, family, tier, lo, hi, columns, where, where_args)
-    parts = [(coarser, c_lo, c_hi)] + [(tier, a, b) for a, b in ((lo, c_lo), (c_hi, hi)) if a < b]
-    sqls, args = [], []
-    for t, a, b in parts:
-        sql, more = source(con, family, t, a, b, columns, where, where_args)
-        sqls.append(sql)
-        args += more
-    return " UNION ALL ".join(sqls), args
+    pieces = [(coarser, c_lo, c_hi)] + [(tier, a, b) for a, b in ((lo, c_lo), (c_hi, hi)) if a < b]
+    return joined([part for t, a, b in pieces for part in source_parts(con, family, t, a, b, columns, where,
+                                                                        where_args)])
 
 
 def rank(con, rows, args, per_second, second_args, now, sort_sql, descending, limit, offset, extra=""):
@@ -83,12 +79,6 @@ def rank(con, rows, args, per_second, second_args, now, sort_sql, descending, li
     if total is None:
         total = 0 if not offset else dict_rows(con, f"SELECT count(DISTINCT subject) AS n FROM ({rows})", args)[0]["n"]
     return total, [r["subject"] for r in found]
-
-
-def in_page(rows, page):
-    """usage_rows' rows in the order `rank` gave their subjects."""
-    order = {subject: i for i, subject in enumerate(page)}
-    return sorted(rows, key=lambda r: order[r["subject"]])
 
 
 def now_window(now):
