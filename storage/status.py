@@ -24,8 +24,7 @@ def note_write(con, agent, started, written, write_ms, writes, rows, dropped_byt
 
 def writer_status(con):
     """[{agent, started, written, write_ms, writes, rows, dropped_bytes, version, interfaces}] by
-    agent; [] from a
-    database older than schema 11 (read-only, the web process cannot update it)."""
+    agent; [] from a database older than schema 11 (read-only, the web process cannot update it)."""
     try:
         return dict_rows(con, "SELECT * FROM writer_status ORDER BY agent")
     except sqlite3.OperationalError as e:

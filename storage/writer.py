@@ -101,6 +101,7 @@ class WriterThread(threading.Thread):
         # noted after every write for /health and /metrics (storage/status.py)
         self.agent, self._status_since, self._writes = socket.gethostname() or "local", clock(), 0
         self.version = version
+        self.interfaces = source[1] if source and source[0] == "live" else ""
 
     def submit(self, rollups):
         self.queue.put(("rollups", rollups))
@@ -241,7 +242,7 @@ class WriterThread(threading.Thread):
         try:
             status.note_write(self.store.con, self.agent, self._status_since, self.clock(),
                               (time.monotonic() - began) * 1000.0, self._writes, held, self.health.dropped_bytes,
-                              self.version, self.source[1] if self.source and self.source[0] == "live" else "")
+                              self.version, self.interfaces)
         except Exception as e:       # counts are written: a status that could not be is told, not fatal
             log.warning("storage: could not note the writer's status: %s", e)
 
