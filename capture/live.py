@@ -10,11 +10,11 @@ time on while the links are idle.
 """
 import os
 import select
-import signal
 import sys
 import time
 
 from capture.flows import FlowTable
+from runtime import signals
 from records import Activity, Done, Drops, Failed, NewFlows, Ready, Rollups, Seconds, Notice
 from capture.ring import BLOCK_TIMEOUT_MS, CaptureSetupError, interfaces_up, open_source
 
@@ -198,16 +198,16 @@ class _SelectPoller:
         return [(fd, 1) for fd in readable]
 
 
-def run_capture(settings, conn):
-    """Main of the capture process. `conn` is the sending end of a pipe to the collector."""
+def run_capture(settings, conn, stop_asked=None):
+    """Main of the capture process. `conn` is the sending end of a pipe to the collector;
+    `stop_asked` (a multiprocessing Event) is how the collector asks for the stop, on every
+    platform (Windows delivers no SIGTERM between processes); SIGINT and SIGTERM also stop it."""
     stopping = []
 
     def stop(signum, frame):
         stopping.append(signum)
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    signals.on_stop(stop)
     parent = os.getppid()
     try:
         try:
@@ -219,7 +219,8 @@ def run_capture(settings, conn):
             conn.send(Ready([(s.name, s.linktype) for s in sources]))
             capture = LiveCapture(settings, sources, conn.send)
             # a collector that died without telling us: stop rather than count for nobody
-            capture.run(lambda: bool(stopping) or os.getppid() != parent)
+            capture.run(lambda: bool(stopping) or os.getppid() != parent
+                        or (stop_asked is not None and stop_asked.is_set()))
         finally:
             for s in sources:
                 s.close()

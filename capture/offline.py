@@ -9,14 +9,13 @@ pcapng and gzip'd files (whose frame bytes are not a plain range of the file), s
 one-core machines are read in this process, as before.
 """
 import os
-import signal
 import stat
 from array import array
 from dataclasses import dataclass, field
 from itertools import accumulate, repeat
 from operator import itemgetter, sub
 
-from runtime import children
+from runtime import children, signals
 from capture.capfile import PCAP_MAGIC, CaptureError, CaptureFile
 from capture.flows import FlowTable
 
@@ -173,8 +172,7 @@ def _reader_main(path, conn, importer_end):
     header and the captured bytes, so a frame's place in the file follows from the lengths:
     per batch it sends the first record's offset and each frame's time, wire length and the start
     and end of its bytes from that offset (a batch spans far less than the 4 GiB 'I' can say)."""
-    for signum in (signal.SIGINT, signal.SIGTERM):     # the importing process decides when to stop
-        signal.signal(signum, signal.SIG_IGN)
+    signals.ignore_stop()             # the importing process decides when to stop
     importer_end.close()              # else a forked copy keeps the pipe open after the importer quits
     capture = None
     try:

@@ -23,6 +23,7 @@ import sys
 from dataclasses import dataclass
 
 from records import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_RAW, interface_name
+from runtime.privileges import is_admin
 from runtime.text import one_line
 
 # The decoder reads headers; the first payloads of a flow are read for names (capture/peek.py):
@@ -93,7 +94,7 @@ def privilege_problem():
         except OSError as e:
             return f"cannot open a packet socket: {e.strerror}"
         return None
-    return None if os.geteuid() == 0 else PRIVILEGE_MESSAGE
+    return None if is_admin() else PRIVILEGE_MESSAGE
 
 
 def interfaces_up():

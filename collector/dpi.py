@@ -6,11 +6,11 @@ is busy wait in a bounded queue, and past that bound they are dropped and counte
 (`tshark_busy`), as are all of them when tshark is missing (`tshark_missing`).
 """
 import os
-import signal
 
 from records import Sample
-from runtime import children
-from runtime.privileges import PrivilegeError, drop_root, home_of_current_user
+from runtime import children, signals
+from runtime.paths import home_of_current_user
+from runtime.privileges import PrivilegeError, current_user, drop_root, is_admin
 
 QUEUED = 1000             # samples waiting for the worker; beyond, dropped and counted
 BATCH = 200               # samples per tshark run: ~0.2-0.4 s here (names/tshark.py measures it)
@@ -143,19 +143,17 @@ def without_samples(rollups):
 
 
 def _serve(requests, answers, user):
-    for signum in (signal.SIGINT, signal.SIGTERM):     # the collector decides when to stop
-        signal.signal(signum, signal.SIG_IGN)
-    os.nice(19)          # the counting (capture, import, writer) keeps the cores; tshark gets the rest
+    signals.ignore_stop()             # the collector decides when to stop
+    children.lower_priority()         # the counting (capture, import, writer) keeps the cores; tshark gets the rest
     from names.tshark import TsharkLabeller
     labeller = TsharkLabeller(timeout=BATCH_TIMEOUT)
-    if labeller.available and os.geteuid() == 0:
+    if labeller.available and is_admin():
         # one run on a frame of our own while the interpreter's files are still readable: every
         # module a run needs is loaded before root goes (a pyenv under /root is not nobody's)
         labeller.label([Sample((17, "127.0.0.1", 5353, "127.0.0.1", 53), 0.0, 1, [(0.0, _WARM_UP_FRAME)])])
-    was = os.geteuid()
+    was = current_user()
     try:
-        drop_root(user)
-        if os.geteuid() != was:
+        if drop_root(user) != was:
             # tshark reads its configuration from $HOME: root's is not readable any more, and a
             # profile there would change what it names. The new user's home, or none.
             os.environ["HOME"] = home_of_current_user()

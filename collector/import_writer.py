@@ -11,9 +11,8 @@ Exactly once: everything a file adds is written in ONE transaction, which also w
 rest. Readers (the dashboard) are not held up (WAL); another writer (a live capture into the same
 file) waits, keeping its counts in memory (storage/writer.py), until the import commits.
 """
-import signal
 
-from runtime import children
+from runtime import children, signals
 from storage import imports
 from storage.db import DatabaseError, connect
 from storage.store import RollupStore
@@ -57,8 +56,7 @@ class ImportWriter:
 
 
 def _serve(path, inbox, reply, importer_end):
-    for signum in (signal.SIGINT, signal.SIGTERM):     # the importing process decides when to stop
-        signal.signal(signum, signal.SIG_IGN)
+    signals.ignore_stop()             # the importing process decides when to stop
     importer_end.close()
     store, error, finish, last_flow = None, None, None, 0
     try:

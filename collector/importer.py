@@ -6,7 +6,6 @@ on the capture's own timeline and the hour and day tiers of what was imported.
       -> ImportWriter (collector/import_writer.py, the other core)
 """
 import shlex
-import signal
 import sqlite3
 import sys
 import time
@@ -25,6 +24,7 @@ from collector.dpi import DpiWorker
 from names.label import Labeller, unnamed_rollup
 from records import IFACE_FIELDS
 from runtime.exits import EXIT_DAMAGED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
+from runtime import signals
 from runtime.text import one_line
 from storage import imports
 from storage.db import DatabaseError, connect
@@ -51,8 +51,7 @@ def run_import(settings, files, force=False):
     except (DatabaseError, ValueError) as e:
         raise UsageError(str(e)) from None
     stop_asked = []                 # Ctrl-C or SIGTERM: the import ends after the batch at hand
-    before = {signum: signal.signal(signum, lambda signum, frame: stop_asked.append(signum))
-              for signum in (signal.SIGINT, signal.SIGTERM)}
+    before = signals.on_stop(lambda signum, frame: stop_asked.append(signum))
     dpi = DpiWorker(settings.web_user) if labeller is not None else None
     started = time.monotonic()
     try:
@@ -60,8 +59,7 @@ def run_import(settings, files, force=False):
         if dpi is not None:
             _late_names(store, labeller, dpi, wait=0.0 if stop_asked else _late_wait(time.monotonic() - started))
     finally:
-        for signum, handler in before.items():
-            signal.signal(signum, handler)
+        signals.restore(before)
         if dpi is not None:
             dpi.close()
     return status

@@ -11,9 +11,7 @@ The collector never blocks the capture: a thread drains the pipe as fast as the 
 it, and the SQLite commits happen on their own thread. On SIGINT/SIGTERM the capture stops,
 sends everything it counted, and the collector writes it all before exiting 0.
 """
-import os
 import queue
-import signal
 import threading
 import time
 from functools import partial
@@ -24,7 +22,7 @@ from collector.dpi import DpiWorker, without_samples
 from collector.seconds import SecondApps, SecondOwners
 from names.label import Labeller, names_rollup, unnamed_rollup
 from names.rdns import ReverseNames
-from runtime import children
+from runtime import children, signals
 from capture.ring import privilege_problem
 from records import Activity, Done, Drops, Failed, NewFlows, Ready, Rollups, Seconds, Notice
 from runtime.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
@@ -67,7 +65,7 @@ def run_service(settings, web=True):
         capture.kill()
     if not isinstance(first, Ready):
         capture.join(5)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+        signals.let_through()
         _say(first.line if first else "the capture process stopped before it was ready", err=True)
         return EXIT_USAGE if first else EXIT_FAILED
     return Collector(settings, capture, inbox, first.interfaces, web).run()
@@ -98,12 +96,14 @@ def _start_capture(settings):
     receive, send = ctx.Pipe(duplex=False)
     children.widen(send)              # room for bursts while the reader thread waits for the GIL
     # signals stay blocked until each process has its handler (the child unblocks its own)
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    signals.hold_back()
+    stop_asked = ctx.Event()          # how the collector asks it to stop: a signal on no platform
     try:
-        capture = ctx.Process(target=run_capture, args=(settings, send), name="nettally-capture")
+        capture = ctx.Process(target=run_capture, args=(settings, send, stop_asked), name="nettally-capture")
         capture.start()
     finally:
         send.close()
+    capture.stop_asked = stop_asked
     inbox = queue.Queue()
     threading.Thread(target=_pump, args=(receive, inbox), name="capture-pipe", daemon=True).start()
     return capture, inbox
@@ -150,16 +150,11 @@ class Collector:
     def _stop(self, signum, frame):
         if not self.stopping:
             self.stopping = True
-            try:
-                os.kill(self.capture.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            self.capture.stop_asked.set()     # seen within one poll period (capture/live.py POLL_MS)
 
     def run(self):
         stamp_lines()                 # from here on the output is the service's log
-        signal.signal(signal.SIGINT, self._stop)
-        signal.signal(signal.SIGTERM, self._stop)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+        signals.on_stop(self._stop)
         self.writer.start()
         # The writer's first open checks the file with a plain open()/close(), and closing any
         # descriptor of a file drops every POSIX lock this process holds on it, including those

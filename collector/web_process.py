@@ -12,7 +12,6 @@ Order matters, and is the same for both:
 3. serve until SIGTERM / SIGINT.
 """
 import multiprocessing
-import signal
 import sys
 import time
 
@@ -21,6 +20,7 @@ from web.auth import TokenError
 from web.server import make_server
 from runtime.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from runtime.privileges import PrivilegeError, die_with_parent, drop_root
+from runtime import signals
 from runtime.text import say
 
 READY_WAIT = 15.0        # seconds spawn() waits for the server to listen
@@ -106,9 +106,7 @@ def serve(settings, in_child=False, ready=None):
 
     def stop(signum, frame):
         raise SystemExit(EXIT_OK)
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    signals.on_stop(stop)
     try:
         server.run()
     except SystemExit:

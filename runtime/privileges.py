@@ -1,8 +1,12 @@
-"""Giving up root in the web process (it needs no privilege: see web/pool.py for how it still
-reads a database root made)."""
+"""Privileges, the platform seam: whether this process is the administrator (root on POSIX, an
+elevated token on Windows), and giving up root in the web process and the tshark worker, which
+need none (see web/pool.py for how the web process still reads a database root made).
+
+Windows has no user to drop to (no setuid): there the dashboard stays on loopback unless the
+token is set up, and says which user it runs as."""
 import ctypes
+import getpass
 import os
-import pwd
 import signal
 
 FALLBACK_USER = "nobody"
@@ -14,11 +18,40 @@ class PrivilegeError(Exception):
     pass
 
 
+def is_admin():
+    """Root (POSIX) or an elevated administrator (Windows)."""
+    if hasattr(os, "geteuid"):
+        return os.geteuid() == 0
+    try:
+        return bool(ctypes.windll.shell32.IsUserAnAdmin())
+    except (AttributeError, OSError):
+        return False
+
+
+def can_switch_user():
+    return hasattr(os, "setuid") and hasattr(os, "geteuid") and _pwd() is not None
+
+
+def current_user():
+    """The name this process runs as (its uid where no name is known)."""
+    pwd = _pwd()
+    if pwd is None or not hasattr(os, "geteuid"):
+        try:
+            return getpass.getuser()
+        except (OSError, KeyError, ImportError):
+            return "unknown"
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
 def drop_root(user):
     """As root: become `user` (or nobody when empty, unknown or root itself) for good, with no
-    supplementary groups and no way back. Not root: nothing to do. Returns the user name in use."""
-    if os.geteuid() != 0:
-        return pwd.getpwuid(os.geteuid()).pw_name if _known(os.geteuid()) else str(os.geteuid())
+    supplementary groups and no way back. Not root, or a platform without users to switch to
+    (Windows): nothing to do. Returns the user name in use."""
+    if not can_switch_user() or os.geteuid() != 0:
+        return current_user()
     entry = _entry(user) or _entry(FALLBACK_USER)
     if entry is None:
         raise PrivilegeError(f"no user {user or FALLBACK_USER!r} to run the web server as")
@@ -38,37 +71,29 @@ def drop_root(user):
 def die_with_parent():
     """Ask the kernel to end this process when its parent (the collector) dies. Set after the
     uid change: changing credentials clears it."""
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    _prctl(_PR_SET_PDEATHSIG, getattr(signal, "SIGTERM", 15))
+
+
+def _pwd():
+    try:
+        import pwd
+        return pwd
+    except ImportError:             # Windows
+        return None
 
 
 def _entry(user):
     if not user:
         return None
     try:
-        entry = pwd.getpwnam(user)
+        entry = _pwd().getpwnam(user)
     except KeyError:
         return None
     return None if entry.pw_uid == 0 else entry
 
 
-def _known(uid):
-    try:
-        pwd.getpwuid(uid)
-        return True
-    except KeyError:
-        return False
-
-
 def _prctl(option, value):
     try:
         ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
-    except (OSError, AttributeError):      # not Linux: the drop itself still happened
+    except (OSError, AttributeError, TypeError):    # not Linux: the drop itself still happened
         pass
-
-
-def home_of_current_user():
-    """The home folder of the user this process runs as, or /nonexistent (as nobody's is)."""
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_dir or "/nonexistent"
-    except KeyError:
-        return "/nonexistent"

@@ -11,6 +11,10 @@ SCHEMA_FILES = ("schema.sql", "tiers.sql", "alerts.sql", "macs.sql", "names.sql"
 WAL_LIMIT_BYTES = 64 * 1024 * 1024     # WAL file truncated back to this after a checkpoint
 _SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
 _CHECKED = set()                  # databases this process has checked and opened
+# File owners and groups as POSIX has them. Windows has neither (a file there gets its folder's
+# access list, which only the owner and administrators can read under %ProgramData%): the mode
+# handling below is then skipped, and db_group refused.
+_POSIX_OWNERS = hasattr(os, "geteuid") and hasattr(os, "getegid")
 
 log = logging.getLogger("nettally.storage")
 
@@ -59,7 +63,7 @@ def private(path):
     permissions, and group ones too unless the file belongs to a group other than this process's
     own: one the db_group setting gave it (share_with_group), which keeps read. Nothing of another
     owner is touched."""
-    if _not_a_file(path):
+    if _not_a_file(path) or not _POSIX_OWNERS:
         return
     path = str(path)
     try:
@@ -84,8 +88,10 @@ def share_with_group(path, group):
     database and its side files 0600; a group name (or number) makes them 0640 and that group's
     (created first if missing). DatabaseError in one line for an unknown group, the group this
     process runs as (private() could not tell it from an accident), or one it may not give."""
-    if _not_a_file(path):
+    if _not_a_file(path) or (not group and not _POSIX_OWNERS):
         return
+    if not _POSIX_OWNERS:
+        raise DatabaseError(f"db_group {group!r}: this platform has no POSIX file groups")
     path = str(path)
     if not group:
         private(path)
@@ -119,7 +125,7 @@ def _side_files_follow(path):
     """-wal and -shm get the database's group and its owner and group-read bits (SQLite gives
     them the group only when it runs as root): a db_group reader needs them. Where the group
     cannot be given they are made 0600."""
-    if _not_a_file(path):
+    if _not_a_file(path) or not _POSIX_OWNERS:
         return
     path = str(path)
     try:

@@ -27,7 +27,6 @@ once a request reaches the app. Here:
 import collections
 import ipaddress
 import logging
-import resource
 import socket
 import time
 
@@ -41,16 +40,22 @@ from web.auth import carries_token
 
 KEEPALIVE = 60.0            # seconds an idle connection that showed the token is kept
 HEADER_MAX = 16 * 1024      # request header bytes (a browser with the token cookie sends ~1 KiB)
+WINDOWS_SELECT_LIMIT = 512   # sockets waitress's select() loop handles on Windows (FD_SETSIZE)
 FD_RESERVE = 64             # open files kept for the database, the listener, logs
 ACCEPT_BATCH = 64           # connections taken from the kernel per loop turn
 GRACE = 0.5                 # seconds a new connection has to send its request before it may be closed for room
 STREAM_PATH = "/api/stream"
-PEEK = int(socket.MSG_PEEK | socket.MSG_DONTWAIT)
+PEEK = int(socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0))     # Windows: the sockets are non-blocking anyway
 LANE_TOKEN, LANE_STREAM, LANE_OTHER = 0, 1, 2
 
 
 def raise_open_files_limit():
-    """Raises this process's soft limit of open files to its hard limit; returns the soft limit."""
+    """Raises this process's soft limit of open files to its hard limit; returns the soft limit.
+    Windows has no such limit (the resource module is POSIX): waitress's select() takes 512."""
+    try:
+        import resource
+    except ImportError:
+        return WINDOWS_SELECT_LIMIT
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or soft < hard:
         try:
