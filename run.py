@@ -75,6 +75,8 @@ def parser_for(command):
     p.add_argument("--no-web", action="store_true", help="capture only, no dashboard")
     p.add_argument("--flush-interval", type=float, dest="flush_interval", help=settings_mod.help_of("flush_interval"))
     p.add_argument("--max-flows", type=int, dest="max_flows", help=settings_mod.help_of("max_flows"))
+    p.add_argument("--capture-backend", dest="capture_backend", choices=("auto", "ring", "pcap"),
+                   help=settings_mod.help_of("capture_backend"))
     _common(p, with_web=True)
     return p
 

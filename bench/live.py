@@ -11,7 +11,7 @@ with what was sent. Also reports the capture process's CPU time per packet (from
 says how far above the achieved rate it could go on a free core. With two or more CPUs the sender
 is pinned to the first and run.py to the others (--no-pin to share them).
 
-    sudo .venv/bin/python bench/live.py [--rates 100000,200000,300000,400000,1000000] [--seconds 5]
+    sudo .venv/bin/python bench/live.py [--rates 100000,200000,300000,400000,1000000] [--seconds 5] [--capture-backend pcap]
                                         [--senders N] [--inject] [--no-pin] [--names on|off|both]
 
 --names: run.py with names on (the default: the flow table reads each flow's first payloads),
@@ -84,11 +84,12 @@ def names_env(names):
 
 
 def one_run(sender, rate, count, workdir, senders=1, sender_cpus=None, capture_cpus=None, inject=False,
-            names="on"):
+            names="on", backend="ring"):
     """One capture run with `senders` sender processes sharing `rate` and `count`."""
     db = os.path.join(workdir, f"live-{rate}-{senders}-{names}.db")
     proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "--no-web", "-i", "lo",
-                             "-f", f"udp portrange {PORT}-{PORT + senders - 1}", "--db", db],
+                             "-f", f"udp portrange {PORT}-{PORT + senders - 1}", "--db", db,
+                             "--capture-backend", backend],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
                             preexec_fn=_pin(capture_cpus), env=names_env(names))
     try:
@@ -133,6 +134,8 @@ def main(argv=None):
                     help="do not pin the sender to CPU 0 and run.py to the other CPUs")
     ap.add_argument("--names", choices=("on", "off", "both"), default="on",
                     help="run.py with names on (default), off (NETTALLY_NAMES=false), or both at each rate")
+    ap.add_argument("--capture-backend", choices=("ring", "pcap"), default="ring",
+                    help="run.py's capture backend: the kernel ring (default) or libpcap (issue 15)")
     args = ap.parse_args(argv)
     cpus = sorted(os.sched_getaffinity(0))
     # The sender's CPU also runs the kernel's whole loopback path (transmit, receive, the copy
@@ -149,7 +152,7 @@ def main(argv=None):
                 for names in (("off", "on") if args.names == "both" else (args.names,))]
         for rate, names in runs:
             row = one_run(sender, rate, int(rate * args.seconds) // args.senders * args.senders, workdir,
-                          args.senders, sender_cpus, capture_cpus, args.inject, names)
+                          args.senders, sender_cpus, capture_cpus, args.inject, names, args.capture_backend)
             rows.append(row)
             print(f"names {names:>3}, rate {row['rate']:>8}/s: sent {row['sent']} at {row['achieved']:,.0f}/s, counted "
                   f"{row['counted']} (exit line {row['frames']}), kernel drops {row['drops']}, capture "
@@ -164,7 +167,8 @@ def main(argv=None):
         lossless = [r for r in rows if r["names"] == names and r["counted"] == r["sent"] and r["drops"] == 0]
         if lossless:
             best = max(lossless, key=lambda r: r["achieved"])
-            print(f"\nnames {names}: highest lossless achieved rate: {best['achieved']:,.0f} packets/s")
+            print(f"\n{args.capture_backend}, names {names}: highest lossless achieved rate: "
+                  f"{best['achieved']:,.0f} packets/s")
     return 0
 
 

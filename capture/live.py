@@ -37,7 +37,7 @@ def open_sources(settings):
     sources = []
     try:
         for name in names:
-            sources.append(open_source(name, settings.bpf, settings.ring_mb))
+            sources.append(open_source(name, settings.bpf, settings.ring_mb, settings.capture_backend))
     except CaptureSetupError:
         for s in sources:
             s.close()
@@ -67,8 +67,12 @@ class LiveCapture:
 
     def run(self, should_stop):
         """Counts until -c frames, --duration seconds or should_stop(); then sends everything."""
-        by_fd = {s.fileno(): s for s in self.sources}
-        poller = select.poll() if self._pollable() else _SelectPoller()
+        if all(getattr(s, "selectable", True) for s in self.sources):
+            by_fd = {s.fileno(): s for s in self.sources}
+            poller = select.poll() if self._pollable() else _SelectPoller()
+        else:                         # libpcap on Windows: no descriptor to wait on
+            by_fd = dict(enumerate(self.sources))
+            poller = _EveryTurn()
         for fd in by_fd:
             poller.register(fd, getattr(select, "POLLIN", 1))
         start = self.clock()
@@ -134,7 +138,7 @@ class LiveCapture:
             for fd, _ in poller.poll(int(left * 1000) + 1):
                 self._read(by_fd[fd])
         for source in self.sources:
-            for _ in range(getattr(source, "blocks", 16) // 16 + 1):    # read() takes 16 blocks at a time
+            for _ in range(getattr(source, "sweep_reads", 1)):
                 before = self.frames
                 if self._remaining == 0:
                     return                    # -c reached: what follows is not ours to count
@@ -198,6 +202,23 @@ class _SelectPoller:
         return [(fd, 1) for fd in readable]
 
 
+class _EveryTurn:
+    """For sources without a descriptor to wait on (libpcap on Windows): every source is read
+    every TURN_MS, or sooner when the loop's deadline is nearer."""
+
+    TURN_MS = 10
+
+    def __init__(self):
+        self.keys = []
+
+    def register(self, key, events):
+        self.keys.append(key)
+
+    def poll(self, timeout_ms):
+        time.sleep(min(timeout_ms, self.TURN_MS) / 1000)
+        return [(key, 1) for key in self.keys]
+
+
 def run_capture(settings, conn, stop_asked=None):
     """Main of the capture process. `conn` is the sending end of a pipe to the collector;
     `stop_asked` (a multiprocessing Event) is how the collector asks for the stop, on every
@@ -216,7 +237,7 @@ def run_capture(settings, conn, stop_asked=None):
             conn.send(Failed(str(e)))
             return
         try:
-            conn.send(Ready([(s.name, s.linktype) for s in sources]))
+            conn.send(Ready([(s.name, s.linktype) for s in sources], sources[0].backend))
             capture = LiveCapture(settings, sources, conn.send)
             # a collector that died without telling us: stop rather than count for nobody
             capture.run(lambda: bool(stopping) or os.getppid() != parent

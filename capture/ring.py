@@ -6,7 +6,8 @@ is full or its timer retires it; we walk the block's frames, copy out the bytes 
 and hand the block back. One poll wake-up and one status flip per block, not per frame, is what
 lets pure Python keep up with hundreds of thousands of frames a second.
 
-Elsewhere, frames come from scapy's L2 listen socket (libpcap / BPF), one recv per frame.
+Elsewhere, and on Linux when asked (--capture-backend pcap), frames come through libpcap
+(capture/pcap.py).
 
 scapy is used only at the edge: it resolves interfaces, maps ARPHRD types to link types and
 compiles BPF filters through libpcap. Frames are never dissected with scapy layers.
@@ -16,7 +17,6 @@ A source yields batches of (ts, wire_len, data, outbound) tuples, what FlowTable
 import ctypes
 import mmap
 import os
-import select
 import socket
 import struct
 import sys
@@ -171,14 +171,23 @@ def _drop_outgoing(insns):
             (_BPF_RET_K, 0, 0, 0)] + insns
 
 
-def open_source(name, bpf="", ring_mb=64):
+BACKENDS = ("auto", "ring", "pcap")
+
+
+def open_source(name, bpf="", ring_mb=64, backend="auto"):
+    """The source for interface `name`: the ring (Linux) or libpcap (capture/pcap.py); `auto`
+    takes the ring on Linux and libpcap elsewhere."""
     iface = resolve(name)
-    if sys.platform.startswith("linux"):
+    linux = sys.platform.startswith("linux")
+    if backend == "ring" and not linux:
+        raise CaptureSetupError("the ring capture backend is Linux's (AF_PACKET): use --capture-backend pcap or auto")
+    if backend == "ring" or (backend == "auto" and linux):
         return RingSource(iface, bpf, ring_mb)
-    return ListenSource(iface, bpf)
+    from capture.pcap import PcapSource
+    return PcapSource(iface, bpf, ring_mb)
 
 
-class _Seconds:
+class Seconds:
     """Per-second interface points for the live view: {second: [frames, bytes, out_frames, out_bytes]}."""
 
     def __init__(self):
@@ -194,6 +203,25 @@ class _Seconds:
             p[2] += out_frames
             p[3] += out_bytes
 
+    def add_frames(self, frames):
+        """Adds a batch of (ts, wire_len, data, outbound) frames, one call per second they span."""
+        second = -1
+        s_frames = s_bytes = s_out_frames = s_out_bytes = 0
+        for ts, wire, _, outbound in frames:
+            sec = int(ts)
+            if sec != second:
+                if s_frames:
+                    self.add(second, s_frames, s_bytes, s_out_frames, s_out_bytes)
+                second = sec
+                s_frames = s_bytes = s_out_frames = s_out_bytes = 0
+            s_frames += 1
+            s_bytes += wire
+            if outbound:
+                s_out_frames += 1
+                s_out_bytes += wire
+        if s_frames:
+            self.add(second, s_frames, s_bytes, s_out_frames, s_out_bytes)
+
     def take(self, iface):
         points, self.points = self.points, {}
         return [(sec, iface, *p) for sec, p in sorted(points.items())]
@@ -202,12 +230,14 @@ class _Seconds:
 class RingSource:
     """One interface through an AF_PACKET TPACKET_V3 ring (Linux)."""
 
+    backend = "ring"
+
     def __init__(self, iface, bpf="", ring_mb=64, block_timeout_ms=BLOCK_TIMEOUT_MS):
         if ring_mb < 1:
             raise CaptureSetupError(f"ring size must be at least 1 MiB, not {ring_mb}")
         self.iface = iface
         self.name, self.linktype = shown_name(iface), iface.linktype
-        self.seconds = _Seconds()
+        self.seconds = Seconds()
         self._vlan_offset = 14 if iface.cooked else 12 if iface.linktype == LINKTYPE_ETHERNET else None
         insns = compile_bpf(bpf, iface)
         kind = socket.SOCK_DGRAM if iface.cooked else socket.SOCK_RAW
@@ -334,6 +364,11 @@ class RingSource:
     def blocks(self):
         return self._block_nr
 
+    @property
+    def sweep_reads(self):
+        """read() calls that take a whole ring (16 blocks each), what a stop reads at most."""
+        return self._block_nr // 16 + 1
+
     def take_error(self):
         """The socket's pending error as text, cleared (the kernel reports an interface going
         down once; capture resumes by itself when it comes back up)."""
@@ -351,48 +386,3 @@ class RingSource:
             self._mm = None
         self._sock.close()
 
-
-class ListenSource:
-    """One interface through scapy's L2 listen socket (non-Linux). Direction is unknown
-    (outbound=False) and the wire length is the captured length (libpcap's snaplen is 65535)."""
-
-    def __init__(self, iface, bpf=""):
-        from scapy.config import conf
-        self.iface = iface
-        self.name = shown_name(iface)
-        self.seconds = _Seconds()
-        try:
-            self._sock = conf.L2listen(iface=iface.name, filter=bpf or None, promisc=False)
-        except PermissionError:
-            raise CaptureSetupError(PRIVILEGE_MESSAGE) from None
-        except Exception as e:       # scapy raises several kinds for a bad filter or interface
-            raise CaptureSetupError(f"cannot capture on {self.name}: {one_line(e)}") from None
-        self.linktype = conf.l2types.layer2num.get(getattr(self._sock, "LL", None), iface.linktype)
-
-    def fileno(self):
-        return self._sock.fileno()
-
-    def read(self, max_frames=1024):
-        frames = []
-        for _ in range(max_frames):
-            if frames and not select.select([self._sock], [], [], 0)[0]:
-                break
-            _, data, ts = self._sock.recv_raw()
-            if data is None:
-                break
-            ts = float(ts) if ts is not None else 0.0
-            frames.append((ts, len(data), bytes(data), False))
-            self.seconds.add(int(ts), 1, len(data), 0, 0)
-        return [frames] if frames else []
-
-    def take_seconds(self):
-        return self.seconds.take(self.name)
-
-    def take_error(self):
-        return None
-
-    def drops(self):
-        return 0
-
-    def close(self):
-        self._sock.close()

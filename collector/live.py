@@ -68,7 +68,7 @@ def run_service(settings, web=True):
         signals.let_through()
         _say(first.line if first else "the capture process stopped before it was ready", err=True)
         return EXIT_USAGE if first else EXIT_FAILED
-    return Collector(settings, capture, inbox, first.interfaces, web).run()
+    return Collector(settings, capture, inbox, first.interfaces, web, first.backend).run()
 
 
 def _port_problem(host, port):
@@ -124,11 +124,12 @@ def _pump(conn, inbox):
 
 
 class Collector:
-    def __init__(self, settings, capture, inbox, interfaces, web):
+    def __init__(self, settings, capture, inbox, interfaces, web, backend="ring"):
         self.settings = settings
         self.capture = capture
         self.inbox = inbox
         self.interfaces = interfaces
+        self.backend = backend
         self.web = web
         self.stopping = False
         self.frames = self.drops = 0
@@ -165,7 +166,7 @@ class Collector:
         web_proc, where = self._start_web()
         names = ", ".join(name for name, _ in self.interfaces)
         bpf = f" (filter: {self.settings.bpf})" if self.settings.bpf else ""
-        _say(f"capturing on {names}{bpf} into {self.settings.db}; {where}")
+        _say(f"capturing on {names} ({self.backend}){bpf} into {self.settings.db}; {where}")
         clean = self._collect()
         self.capture.join(10)
         if self.capture.is_alive():     # it sent Done: nothing of it is left to lose

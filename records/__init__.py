@@ -182,6 +182,7 @@ IFACE_FIELDS = ("frames", "bytes", "ip_frames", "ip_bytes", "non_ip_frames", "no
 class Ready(NamedTuple):
     """The rings are open and bound: counting has begun."""
     interfaces: list                     # [(iface, linktype)]
+    backend: str = "ring"                # how frames are captured: ring or pcap
 
 
 class Failed(NamedTuple):

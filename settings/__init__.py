@@ -26,7 +26,8 @@ class Settings:
     idle_timeout: float = _setting(120.0, "seconds without a packet after which a flow record ends")
     active_timeout: float = _setting(1800.0, "seconds after which a long flow's record is cut and a new one begins")
     max_flows: int = _setting(500_000, "flows held in memory; beyond it the least recently active are written out")
-    ring_mb: int = _setting(64, "size of the kernel capture ring per interface, MiB")
+    ring_mb: int = _setting(64, "size of the kernel capture ring per interface, MiB (the pcap backend's kernel buffer)")
+    capture_backend: str = _setting("auto", "how frames are captured: ring (Linux's AF_PACKET TPACKET_V3 ring), pcap (libpcap through scapy: Npcap on Windows, BPF on macOS), auto (ring on Linux, pcap elsewhere)")
     retention_seconds: float = _setting(900.0, "seconds the 1-second interface points (live view) are kept")
     retention_minutes: float = _setting(48.0, "hours the 1-minute rollups are kept")
     retention_hours: float = _setting(90.0, "days the 1-hour rollups are kept")
@@ -111,6 +112,9 @@ def build(cli: dict, environ=None) -> Settings:
         built = Settings(**{k: _coerce(k, v) for k, v in values.items()})
     except (TypeError, ValueError) as e:
         raise ValueError(f"bad setting: {e}") from None
+    for name, allowed in _CHOICES.items():
+        if getattr(built, name) not in allowed:
+            raise ValueError(f"bad setting: {name} must be one of {', '.join(allowed)}, not {getattr(built, name)!r}")
     for name, (lo, hi) in _RANGES.items():
         value = getattr(built, name)
         if not lo <= value <= hi:
@@ -131,3 +135,6 @@ _RANGES = {
     "web_max_connections": (16, 10 ** 6), "web_max_per_client": (0, 10 ** 6), "web_request_timeout": (1, 3600),
     "web_sse_slots": (1, 64),
 }
+
+# Settings that name one of a few ways of working.
+_CHOICES = {"capture_backend": ("auto", "ring", "pcap")}

@@ -212,13 +212,14 @@ def assert_udp_exact(flows, addr, udp_port):
 @pytest.mark.system
 @live
 @needs_tcpdump
-def test_lo_counts_equal_tcpdump_and_sigterm_flushes(tmp_path):
+@pytest.mark.parametrize("backend", ["ring", "pcap"])
+def test_lo_counts_equal_tcpdump_and_sigterm_flushes(tmp_path, backend):
     tcp_port, udp_port, marker = free_port(), free_port(), free_port()
     bpf = f"tcp port {tcp_port} or udp port {udp_port} or udp port {marker}"
     db, pcap = tmp_path / "live.db", tmp_path / "lo.pcap"
-    with running(run_py("--no-web", "-i", "lo", "-f", bpf, "--db", str(db))) as capture, \
+    with running(run_py("--no-web", "-i", "lo", "-f", bpf, "--db", str(db), "--capture-backend", backend)) as capture, \
             running(tcpdump("lo", bpf, pcap)) as dump:
-        capture.wait_for("capturing on lo")
+        capture.wait_for(f"capturing on lo ({backend})")
         dump.wait_for("listening on")
         for addr in ("127.0.0.1", "::1"):
             exchange(addr, tcp_port, udp_port)
@@ -289,6 +290,8 @@ def test_duration_stops_by_itself(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["-i", "nosuch0"], "run.py: unknown interface 'nosuch0'\n"),
     (["-i", "lo", "-f", "udp prot 53"], "run.py: bad filter 'udp prot 53'"),
+    (["-i", "nosuch0", "--capture-backend", "pcap"], "run.py: unknown interface 'nosuch0'\n"),
+    (["-i", "lo", "-f", "udp prot 53", "--capture-backend", "pcap"], "run.py: bad filter 'udp prot 53'"),
 ])
 @pytest.mark.system
 def test_bad_interface_or_filter_is_one_line(tmp_path, args, message):
@@ -337,14 +340,18 @@ def veth():
 @live
 @needs_tcpdump
 @needs_netns
-def test_veth_in_namespace_keeps_outgoing_and_equals_tcpdump(tmp_path, veth):
+@pytest.mark.parametrize("backend", ["ring", "pcap"])
+def test_veth_in_namespace_keeps_outgoing_and_equals_tcpdump(tmp_path, veth, backend):
+    """Outgoing frames kept, and told from incoming: by the kernel's packet type (ring), by the
+    interface's own MAC address (pcap)."""
     tcp_port, udp_port, marker = 5001, 5002, 5003
     bpf = f"tcp port {tcp_port} or udp port {udp_port} or udp port {marker}"
     db, pcap = tmp_path / "live.db", tmp_path / "veth.pcap"
     here, there = (lambda argv: veth.cmd(0, argv)), (lambda argv: veth.cmd(1, argv))
-    with running(here(run_py("--no-web", "-i", veth.ifname[0], "-f", bpf, "--db", str(db)))) as capture, \
+    argv = run_py("--no-web", "-i", veth.ifname[0], "-f", bpf, "--db", str(db), "--capture-backend", backend)
+    with running(here(argv)) as capture, \
             running(here(tcpdump(veth.ifname[0], bpf, pcap))) as dump:
-        capture.wait_for("capturing on")
+        capture.wait_for(f"({backend})")
         dump.wait_for("listening on")
         for addr in (veth.ipv4[1], veth.ipv6[1]):
             exchange(addr, tcp_port, udp_port, server_cmd=there, client_cmd=here)
@@ -418,7 +425,7 @@ def _ring_over(buf, linktype=1, cooked=False, block_size=4096):
     source = ring.RingSource.__new__(ring.RingSource)
     source.iface = ring.Interface("test0", 1, 1, linktype, False, cooked)
     source.name, source.linktype = "test0", linktype
-    source.seconds = ring._Seconds()
+    source.seconds = ring.Seconds()
     source._vlan_offset = 14 if cooked else 12
     source._mm, source._block, source._block_nr, source._block_size = buf, 0, 1, block_size
     return source
@@ -701,3 +708,29 @@ if __name__ == "__main__":
     if command == "inject":
         sys.exit(_inject(rest[0], int(rest[1]), int(rest[2])))
     sys.exit(f"unknown command {command}")
+
+
+def test_pcap_direction_comes_from_the_hosts_own_addresses():
+    """libpcap does not say who sent a frame: the pcap backend tells it from the interface's own
+    MAC (Ethernet), the cooked header's packet type (Linux SLL, SLL2) or its own IP addresses
+    (raw IP and BSD loopback framing); on a loopback device every frame is incoming, as with the ring."""
+    import socket as so
+    from capture.pcap import outbound_test
+    from records import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_NULL, LINKTYPE_RAW
+    mac, other = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
+    v4, v6 = so.inet_pton(so.AF_INET, "10.0.0.1"), so.inet_pton(so.AF_INET6, "fd00::1")
+    ip4 = lambda src: b"\x45" + bytes(11) + so.inet_pton(so.AF_INET, src) + bytes(4)      # noqa: E731
+    ip6 = lambda src: b"\x60" + bytes(7) + so.inet_pton(so.AF_INET6, src) + bytes(16)     # noqa: E731
+    eth = outbound_test(LINKTYPE_ETHERNET, False, [mac], [v4])
+    assert eth(other + mac + b"\x08\x00") and not eth(mac + other + b"\x08\x00")
+    assert not outbound_test(LINKTYPE_ETHERNET, True, [mac], [v4])(other + mac + b"\x08\x00")
+    sll = outbound_test(LINKTYPE_LINUX_SLL, False, [], [])
+    assert sll(b"\x00\x04" + bytes(14)) and not sll(b"\x00\x00" + bytes(14))
+    sll2 = outbound_test(LINKTYPE_LINUX_SLL2, False, [], [])
+    assert sll2(bytes(10) + b"\x04" + bytes(9)) and not sll2(bytes(20))
+    raw = outbound_test(LINKTYPE_RAW, False, [], [v4, v6])
+    assert raw(ip4("10.0.0.1")) and not raw(ip4("10.0.0.2"))
+    assert raw(ip6("fd00::1")) and not raw(ip6("fd00::2")) and not raw(b"") and not raw(b"\x00" * 40)
+    null = outbound_test(LINKTYPE_NULL, False, [], [v4])
+    assert null(b"\x02\x00\x00\x00" + ip4("10.0.0.1")) and not null(b"\x02\x00\x00\x00" + ip4("10.0.0.9"))
+    assert not outbound_test(9999, False, [mac], [v4])(other + mac)

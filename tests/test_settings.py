@@ -34,6 +34,7 @@ def test_web_user_defaults_to_the_sudo_user():
 @pytest.mark.parametrize("text, words", [
     ("port = 'x'", "bad setting"),
     ("nonsense = 1", "unknown setting 'nonsense'"),
+    ("capture_backend = 'npcap'", "capture_backend must be one of auto, ring, pcap, not 'npcap'"),
     ("port = ", "config file"),
 ])
 def test_bad_config_files_are_one_line_errors(tmp_path, text, words):
