@@ -16,7 +16,8 @@ import time
 from capture.flows import FlowTable
 from runtime import signals
 from records import Activity, Done, Drops, Failed, NewFlows, Ready, Rollups, Seconds, Notice
-from capture.ring import BLOCK_TIMEOUT_MS, CaptureSetupError, interfaces_up, open_source
+from capture.ring import BLOCK_TIMEOUT_MS, CaptureSetupError, interfaces_up
+from capture.sources import open_source
 
 NEW_FLOWS_EVERY = 0.05
 SECONDS_EVERY = 0.5

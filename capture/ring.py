@@ -171,22 +171,6 @@ def _drop_outgoing(insns):
             (_BPF_RET_K, 0, 0, 0)] + insns
 
 
-BACKENDS = ("auto", "ring", "pcap")
-
-
-def open_source(name, bpf="", ring_mb=64, backend="auto"):
-    """The source for interface `name`: the ring (Linux) or libpcap (capture/pcap.py); `auto`
-    takes the ring on Linux and libpcap elsewhere."""
-    iface = resolve(name)
-    linux = sys.platform.startswith("linux")
-    if backend == "ring" and not linux:
-        raise CaptureSetupError("the ring capture backend is Linux's (AF_PACKET): use --capture-backend pcap or auto")
-    if backend == "ring" or (backend == "auto" and linux):
-        return RingSource(iface, bpf, ring_mb)
-    from capture.pcap import PcapSource
-    return PcapSource(iface, bpf, ring_mb)
-
-
 class Seconds:
     """Per-second interface points for the live view: {second: [frames, bytes, out_frames, out_bytes]}."""
 

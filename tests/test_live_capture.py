@@ -564,9 +564,9 @@ def _blast_lo(port, count, size=1000):
 @pytest.mark.system
 @live
 def test_what_a_ring_holds_unread_is_what_reading_it_gives():
-    from capture import ring
+    from capture import sources
     port = free_port()
-    source = ring.open_source("lo", f"udp dst port {port}", ring_mb=4)
+    source = sources.open_source("lo", f"udp dst port {port}", ring_mb=4)
     try:
         _blast_lo(port, 1500)
         wait_for(lambda: source.unread() == 1500, 30, "the ring's blocks to be handed over")
@@ -583,12 +583,12 @@ def test_a_stop_with_a_full_ring_counts_every_frame_as_counted_or_dropped(monkey
     fit; the loop is stopped at once with no time to sweep (as on a machine too busy to read 40
     blocks in the sweep's 150 ms), yet counted + dropped is every frame sent: nothing a stop
     leaves in the ring is lost silently."""
-    from capture import live, ring
+    from capture import live, sources
     from records import Done
     from settings import Settings
     monkeypatch.setattr(live, "FINAL_SWEEP", 0.0)
     port = free_port()
-    source = ring.open_source("lo", f"udp dst port {port}", ring_mb=40)
+    source = sources.open_source("lo", f"udp dst port {port}", ring_mb=40)
     dropped, sent = [], []
     try:
         _blast_lo(port, 45_000)
