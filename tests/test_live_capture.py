@@ -603,6 +603,31 @@ def test_a_stop_with_a_full_ring_counts_every_frame_as_counted_or_dropped(monkey
     assert done.frames + done.drops + sum(dropped) == 45_000, (done, sum(dropped))
 
 
+@pytest.mark.system
+@live
+def test_a_stop_with_a_full_pcap_buffer_counts_every_frame_as_counted_or_dropped(monkeypatch):
+    """The same with the pcap backend: libpcap does not say how much its buffer holds, so a stop
+    works it out from pcap_stats (frames taken, dropped ones included, less dropped, less read)."""
+    from capture import live, sources
+    from records import Done
+    from settings import Settings
+    monkeypatch.setattr(live, "FINAL_SWEEP", 0.0)
+    port = free_port()
+    source = sources.open_source("lo", f"udp dst port {port}", ring_mb=16, backend="pcap")
+    dropped, sent = [], []
+    try:
+        _blast_lo(port, 45_000)
+        wait_for(lambda: dropped.append(source.drops()) or source.unread() + sum(dropped) == 45_000, 60,
+                 "every frame held in the buffer or dropped")
+        held = source.unread()
+        live.LiveCapture(Settings(interfaces=("lo",)), [source], sent.append).run(lambda: True)
+    finally:
+        source.close()
+    done = sent[-1]
+    assert isinstance(done, Done) and held > 4096 and sum(dropped) > 0, (held, sum(dropped))
+    assert done.frames + done.drops + sum(dropped) == 45_000, (done, sum(dropped))
+
+
 # ---- traffic peers: this file run as a script inside the tests' namespaces -----------------------
 
 INJECTED = [(0x8100, 4, 64), (0x8100, 4, 300), (0x88A8, 4, 1000), (0x8100, 6, 120), (0x88A8, 6, 500)]
