@@ -15,6 +15,7 @@ compiles BPF filters through libpcap. Frames are never dissected with scapy laye
 A source yields batches of (ts, wire_len, data, outbound) tuples, what FlowTable.ingest takes.
 """
 import ctypes
+import glob
 import mmap
 import os
 import socket
@@ -94,7 +95,16 @@ def privilege_problem():
         except OSError as e:
             return f"cannot open a packet socket: {e.strerror}"
         return None
-    return None if is_admin() else PRIVILEGE_MESSAGE
+    if is_admin():
+        return None
+    bpf = glob.glob("/dev/bpf*")             # macOS and the BSDs: libpcap opens a BPF device
+    if bpf:
+        if any(os.access(path, os.R_OK | os.W_OK) for path in bpf):
+            return None
+        return "capturing needs root or access to /dev/bpf* (macOS: Wireshark's ChmodBPF, group access_bpf)"
+    if sys.platform.startswith("win"):
+        return "capturing needs an administrator: run from an elevated prompt (and Npcap installed)"
+    return PRIVILEGE_MESSAGE
 
 
 def interfaces_up():
