@@ -63,6 +63,7 @@ class Settings:
     services_file: str = _setting("", "TOML file of service rules that extend or override names/services.toml (docs/NAMES.md)")
     classes_file: str = _setting("", "TOML file of traffic-class rules that come before names/classes.toml's (docs/NAMES.md)")
     max_names: int = _setting(100_000, "host names (address -> name learnt on the wire) held in memory")
+    agent: str = _setting("", "the name this collector's counts and status are kept under when several write into one database (the agents page, /api/agents); empty: this host's name")
     config: str = _setting("", "TOML config file (keys are these setting names)")
 
 
@@ -115,6 +116,8 @@ def build(cli: dict, environ=None) -> Settings:
     for name, allowed in _CHOICES.items():
         if getattr(built, name) not in allowed:
             raise ValueError(f"bad setting: {name} must be one of {', '.join(allowed)}, not {getattr(built, name)!r}")
+    if len(built.agent) > 64 or not built.agent.isprintable():
+        raise ValueError("bad setting: agent must be at most 64 printable characters")
     for name, (lo, hi) in _RANGES.items():
         value = getattr(built, name)
         if not lo <= value <= hi:

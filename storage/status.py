@@ -33,16 +33,21 @@ def writer_status(con):
         raise
 
 
+def interface_drops(con, since):
+    """{interface: frames the capture dropped} from `since` on."""
+    drops, params = finest(con, "drops", since, None)
+    return dict(con.execute(f"SELECT iface, sum(frames) FROM ({drops}) GROUP BY iface", params).fetchall())
+
+
 @consistent
 def counters(con, since):
     """Everything /metrics exposes from the database, counted from `since` on (each bucket from
     the finest tier still holding it: retention, which prunes old buckets, never makes a count
     go down), keyed by bounded labels only: interfaces, reasons, severities; never an address,
     a flow or a process (their number has no bound)."""
-    drops, params = finest(con, "drops", since, None)
     return {
         "interfaces": interface_totals(con, since),
-        "drops": dict(con.execute(f"SELECT iface, sum(frames) FROM ({drops}) GROUP BY iface", params).fetchall()),
+        "drops": interface_drops(con, since),
         "undecodable": undecodable_reasons(con, since),
         "attribution": coverage.read(con, *finest(con, "attribution", since, None)).reasons,
         "open_alerts": dict(con.execute("SELECT coalesce(severity, 'warning'), count(*) FROM alerts "

@@ -99,7 +99,8 @@ class WriterThread(threading.Thread):
         self._retry_at = 0.0
         self._next_maintenance = 0.0      # time.monotonic() of the next housekeeping round
         # noted after every write for /health and /metrics (storage/status.py)
-        self.agent, self._status_since, self._writes = socket.gethostname() or "local", clock(), 0
+        self.agent = getattr(settings, "agent", "") or socket.gethostname() or "local"
+        self._status_since, self._writes = clock(), 0
         self.version = version
         self.interfaces = source[1] if source and source[0] == "live" else ""
 

@@ -454,7 +454,7 @@ def test_hostile_names_are_text_and_csv_is_neutralised(browser, named_server):
 
 
 PAGES = ["/", "/hosts?since=0", "/hosts/10.0.0.1?since=0", "/hosts/192.168.1.9?since=0", "/processes?since=0",
-         "/flows?since=0", "/history", "/volumes", "/alerts", "/no/such/page"]
+         "/flows?since=0", "/history", "/volumes", "/alerts", "/agents", "/no/such/page"]
 
 
 def test_no_page_is_wider_than_a_narrow_window(browser, named_server):
@@ -645,7 +645,7 @@ def test_an_old_import_is_shown_on_first_open(browser, tmp_path, run_py):
 
 SCREENSHOT_PAGES = [("overview", "/"), ("hosts", "/hosts"), ("host", f"/hosts/{A}"), ("processes", "/processes"),
                     ("flows", "/flows"), ("history", "/history?by=host"), ("volumes", "/volumes"), ("alerts", "/alerts"),
-                    ("not-found", "/no/such/page")]
+                    ("agents", "/agents"), ("not-found", "/no/such/page")]
 
 
 def test_every_page_renders_and_is_photographed(browser, tmp_path, run_py):
@@ -653,11 +653,30 @@ def test_every_page_renders_and_is_photographed(browser, tmp_path, run_py):
     over an hour of traffic with TCP health and alerts of every severity; screenshots into docs/screenshots/ when NETTALLY_SCREENSHOTS=1."""
     db = make_db(tmp_path / "showcase.db", extra=showcase_rollups() + health_rollups(), named=True)
     add_alerts(db)                  # one of each severity, and the delivery counts
+    add_agents(db)
     server, base = serve(run_py, db)
     try:
         photograph_every_page(browser, tmp_path, base)
+        browser.get(base + "/agents")
+        wait_for(lambda: len(table_texts(browser, "#agents")) == 2, 10, "the agents")
+        assert [(r[0], r[1], r[2], r[7]) for r in table_texts(browser, "#agents")] == [
+            ("db-7", "0.9.0", "ens3", "38"), ("gateway", "0.9.0", "eth0, eth1", "412")]
     finally:
         stop(server)
+
+
+def add_agents(db):
+    """Two collectors' status rows, as their writers note them (storage/status.py), at the server's
+    clock (the wall clock: the agents page shows how long ago each wrote)."""
+    from storage import status
+    from storage.db import connect
+    con = connect(str(db))
+    wall = time.time()
+    try:
+        for agent, interfaces, written, rows in (("gateway", "eth0,eth1", wall - 3, 412), ("db-7", "ens3", wall - 95, 38)):
+            status.note_write(con, agent, wall - 86400 * 3, written, 4.2, 129_600, rows, 0, "0.9.0", interfaces)
+    finally:
+        con.close()
 
 
 def photograph_every_page(browser, tmp_path, base):

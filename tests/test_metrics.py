@@ -23,10 +23,10 @@ def _iface(frames, nbytes, out_frames, out_bytes):
     return [frames, nbytes, frames, nbytes, 0, 0, 0, 0, out_frames, out_bytes]
 
 
-def _written(path):
+def _written(path, settings=None):
     """Three hours of minutes through the writer thread, hours built; drops, undecodable frames,
     attribution and an open alert beside them."""
-    writer = WriterThread(str(path), Settings(), clock=lambda: NOW - 5, source=("live", "eth0,lo"), version="9.9")
+    writer = WriterThread(str(path), settings or Settings(), clock=lambda: NOW - 5, source=("live", "eth0,lo"), version="9.9")
     writer.start()
     assert writer.ready.wait(30) and writer.error is None
     for k, minute in enumerate((T0, T0 + 3600, T0 + 2 * 3600 + 60)):
@@ -97,6 +97,16 @@ def test_agents_say_what_each_collector_is_and_when_it_last_wrote(tmp_path):
     assert agent["interfaces"] == ["eth0", "lo"] and agent["started"] == NOW - 5
     assert agent["last_write_age_s"] == 5.0 and agent["writes"] >= 1 and agent["dropped_bytes"] == 0
     assert agent["last_write_ms"] >= 0 and agent["last_write_rows"] > 0
+    assert agent["capture_drops_24h"] == 4            # eth0's, in the last 24 hours
+
+
+def test_an_agent_is_named_by_its_setting_and_listed_on_the_agents_page(tmp_path):
+    path = tmp_path / "n.db"
+    _written(path, Settings(agent="edge-1"))
+    client = _app(path).test_client()
+    assert [a["agent"] for a in client.get("/api/agents").get_json()["agents"]] == ["edge-1"]
+    page = client.get("/agents")
+    assert page.status_code == 200 and b'id="agents"' in page.data and b"/static/js/agents.js" in page.data
 
 
 def test_an_imported_database_has_no_writer_and_empty_metrics(tmp_path):

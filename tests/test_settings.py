@@ -35,6 +35,8 @@ def test_web_user_defaults_to_the_sudo_user():
     ("port = 'x'", "bad setting"),
     ("nonsense = 1", "unknown setting 'nonsense'"),
     ("capture_backend = 'npcap'", "capture_backend must be one of auto, ring, pcap, not 'npcap'"),
+    ('agent = "a\\u0007b"', "agent must be at most 64 printable characters"),
+    (f"agent = '{'x' * 65}'", "agent must be at most 64 printable characters"),
     ("port = ", "config file"),
 ])
 def test_bad_config_files_are_one_line_errors(tmp_path, text, words):

@@ -12,7 +12,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from storage.status import counters, writer_status
+from storage.status import counters, interface_drops, writer_status
 from web.context import db, now
 from web.params import Params
 
@@ -77,21 +77,31 @@ def metrics():
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 
-def _writers(t, con):
-    return [{"agent": w["agent"], "version": w["version"], "interfaces": [i for i in w["interfaces"].split(",") if i],
-             "started": w["started"], "last_write": w["written"],
-             "last_write_age_s": round(max(0.0, t - w["written"]), 3), "last_write_ms": round(w["write_ms"], 3),
-             "last_write_rows": w["rows"], "writes": w["writes"], "dropped_bytes": w["dropped_bytes"]}
-            for w in writer_status(con)]
+def _writers(t, con, drops=None):
+    """Each writer's status; with `drops` ({interface: frames}), the capture drops on its interfaces."""
+    out = []
+    for w in writer_status(con):
+        interfaces = [i for i in w["interfaces"].split(",") if i]
+        row = {"agent": w["agent"], "version": w["version"], "interfaces": interfaces,
+               "started": w["started"], "last_write": w["written"],
+               "last_write_age_s": round(max(0.0, t - w["written"]), 3), "last_write_ms": round(w["write_ms"], 3),
+               "last_write_rows": w["rows"], "writes": w["writes"], "dropped_bytes": w["dropped_bytes"]}
+        if drops is not None:
+            row["capture_drops_24h"] = sum(drops.get(i, 0) for i in interfaces)
+        out.append(row)
+    return out
 
 
 @bp.get("/api/agents")
 def agents():
     """Every collector writing into this database: its version, what it captures on, when it
-    started, and its last write (time, age, duration, rows) and counts given up. It takes no
-    parameter: any is refused (400), as on every /api route."""
-    Params(request.args, now()).finish()
-    return jsonify({"agents": _writers(now(), db())})
+    started, its last write (time, age, duration, rows taken from memory: the backlog after a
+    stall), counts given up at the backlog bound, and the frames its capture dropped in the last
+    24 hours. It takes no parameter: any is refused (400), as on every /api route."""
+    t = now()
+    Params(request.args, t).finish()
+    con = db()
+    return jsonify({"agents": _writers(t, con, interface_drops(con, t - 86400))})
 
 
 @bp.get("/health")

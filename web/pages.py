@@ -46,7 +46,7 @@ def static(name):
 # (endpoint, label, whether the page shows a time range: its link then carries the range)
 NAV = (("pages.overview", "Overview", True), ("pages.hosts", "Hosts", True), ("pages.processes", "Processes", True),
        ("pages.flows", "Flows", True), ("pages.history", "History", True), ("pages.volumes", "Volumes", False),
-       ("pages.alerts", "Alerts", True))
+       ("pages.alerts", "Alerts", True), ("pages.agents", "Agents", False))
 
 
 def _page(name, charts=False, **context):
@@ -106,3 +106,8 @@ def volumes():
 @bp.get("/alerts")
 def alerts():
     return _page("alerts")
+
+
+@bp.get("/agents")
+def agents():
+    return _page("agents")
