@@ -11,9 +11,9 @@ $(VENV)/.installed: requirements.txt requirements-test.txt
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-test.txt
 	touch $@
 
-# The project itself, editable: builds its compiled part (setup.py: capture/_tcp_health.c) in place
+# The project itself, editable: builds its compiled parts (setup.py: capture/_tcp_health.c, _steady.c) in place
 # with the system's C compiler. Optional: without one, the Python analysis does the same work.
-$(VENV)/.built: $(VENV)/.installed setup.py pyproject.toml capture/_tcp_health.c
+$(VENV)/.built: $(VENV)/.installed setup.py pyproject.toml capture/_tcp_health.c capture/_steady.c
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 

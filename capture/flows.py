@@ -17,15 +17,25 @@ direction in a second marks it (`second` is that second's mark, one identity che
 and notes its byte count then; at the second's end the marked directions' growth becomes host
 and flow-side points (take_seconds()).
 """
+import os
 import struct
 
 from capture import arp, deltas, second_points
 from capture.decode import decode
-from capture.peek import Peek
+from capture.flow_names import SAMPLE_FLOWS, _WANT, Naming
 from capture.tcp_health import see as tcp_see
 from capture.tcp_later import LATER as _TCP_LATER, segment as _tcp_later
-from records import IFACE_FIELDS, Packet, Rollup, Sample, ip_text
+from records import IFACE_FIELDS, Packet, Rollup, ip_text
 from settings import DEFAULTS
+
+# FlowTable.ingest's steady path, compiled (capture/_steady.c, built by `make`); this module's
+# loop does the same work without it, and is what NETTALLY_PURE_PYTHON=1 asks for.
+try:
+    from capture._steady import count as _steady_count
+except ImportError:
+    _steady_count = None
+if os.environ.get("NETTALLY_PURE_PYTHON"):
+    _steady_count = None
 
 _ETH_IPV4 = struct.Struct("!12xHBxHHHxB2x4s4sHHIIxBH")       # 50 bytes: Ethernet, IPv4 (no options), ports,
 _ETH_IPV6 = struct.Struct("!12xHB3xHBx16s16sHHIIxBH")        # 70: Ethernet, IPv6; TCP seq, ack, flags, window
@@ -33,14 +43,10 @@ _ETH_IPV4_UNPACK, _ETH_IPV6_UNPACK = _ETH_IPV4.unpack_from, _ETH_IPV6.unpack_fro
 _LINKTYPE_ETHERNET = 1
 _TCP_SYN_ONLY = 0x02
 _FRAGMENT_MEMORY = 65536      # first-fragment port records kept for later fragments
-MAX_NAMES = 65536             # host names learnt per bucket (a flood of DNS answers cannot grow it)
 MAX_MACS = 65536              # ARP senders learnt per bucket (nor can a flood of ARP)
 ROLLUP_FLOWS = 4096           # flows per rollup handed on by take(): a closed bucket or an eviction goes
                               # out in pieces, so whoever handles one at a time (the import's writer,
                               # over a pipe) holds a piece, not max_flows deltas at once
-SAMPLE_FLOWS = 256            # flows whose first frames are kept at once (capture/peek.py SAMPLE_FRAMES),
-                              # for Wireshark to name if we cannot
-_WANT = object()              # a TCP/UDP flow whose first payload has not come yet (no Peek made)
 
 
 class Flow:
@@ -67,7 +73,7 @@ class Flow:
         return max(self.orig[2], self.resp[2])
 
 
-class FlowTable:
+class FlowTable(Naming):
     def __init__(self, bucket_seconds=60, idle_timeout=DEFAULTS.idle_timeout, active_timeout=DEFAULTS.active_timeout,
                  max_flows=DEFAULTS.max_flows, read_payload=DEFAULTS.names, list_new_flows=True,
                  tcp_health=DEFAULTS.tcp_health, per_second=False):
@@ -124,7 +130,25 @@ class FlowTable:
     # ---- ingest ---------------------------------------------------------------------------------
 
     def ingest(self, iface, linktype, frames):
-        """Counts frames: an iterable of (ts, wire_len, data, outbound) from one interface."""
+        """Counts frames: an iterable of (ts, wire_len, data, outbound) from one interface. A list
+        of Ethernet frames goes through the compiled steady path (capture/_steady.c) where it is
+        built: it counts the frames of flows already held, and this loop each frame it stops at."""
+        if _steady_count is None or linktype != _LINKTYPE_ETHERNET or frames.__class__ is not list:
+            return self._ingest_each(iface, linktype, frames)
+        i, total = 0, len(frames)
+        while i < total:
+            i, frames_n, bytes_n, out_frames, out_bytes = _steady_count(
+                frames, i, self._dirs, self._mark, self._touched, self._bucket_floor, self._edge, tcp_see)
+            if frames_n:
+                counters = self._ifaces.get(iface)
+                if counters is None:
+                    counters = self._ifaces[iface] = [0] * len(IFACE_FIELDS)
+                _add(counters, frames_n, bytes_n, frames_n, bytes_n, out_frames, out_bytes)
+            if i < total:
+                self._ingest_each(iface, linktype, frames[i:i + 1])
+                i += 1
+
+    def _ingest_each(self, iface, linktype, frames):
         counters = self._ifaces.get(iface)
         if counters is None:
             counters = self._ifaces[iface] = [0] * len(IFACE_FIELDS)
@@ -282,48 +306,6 @@ class FlowTable:
                 _tcp_later(c, ts, flags, *tcp)
         if c[5] is not None and end > start:
             self._peek(c, data, start, end, ts)
-
-    def _peek(self, c, data, start, end, ts):
-        """One payload of a flow still being read (capture/peek.py); the labels go to the flow."""
-        if start >= end:
-            return
-        flow = c[4]
-        peek = c[5]
-        if peek is _WANT:
-            k = flow.key
-            peek = flow.orig[5] = flow.resp[5] = Peek(k[0], k[2], k[4])
-            if self._sample_slots:
-                self._sample_slots -= 1
-                peek.frames = []
-        more = peek.see(c is flow.orig, data[start:end], ts, self._learn, data)
-        flow.app, flow.server_name = peek.app, peek.server_name
-        if peek.problem and not flow.problem:
-            flow.problem = peek.problem
-            self._problems[peek.problem] = self._problems.get(peek.problem, 0) + 1
-        if not more:
-            self._end_peek(flow, peek)
-
-    def _end_peek(self, flow, peek):
-        """The flow is read no more; unnamed, its first frames go out for Wireshark to try."""
-        flow.orig[5] = flow.resp[5] = None
-        if peek.frames is None:
-            return
-        self._sample_slots += 1
-        if not flow.app and peek.frames:
-            if len(self._samples) < SAMPLE_FLOWS:
-                proto, a, ap, b, bp = flow.key
-                self._samples.append(Sample((proto, ip_text(a), ap, ip_text(b), bp), flow.first_seen,
-                                            self._linktype, peek.frames))
-            else:
-                self._problems["sample_over_bucket_limit"] = self._problems.get("sample_over_bucket_limit", 0) + 1
-
-    def _learn(self, address, name, source, ts):
-        """A host name seen on the wire; the latest per address in this bucket is kept."""
-        names = self._names
-        if len(names) >= MAX_NAMES and address not in names:
-            self._problems["names_over_bucket_limit"] = self._problems.get("names_over_bucket_limit", 0) + 1
-            return
-        names[address] = (name, source, ts)
 
     def _new_flow(self, key, ts, iface):
         if len(self._flows) >= self.max_flows:
