@@ -147,7 +147,8 @@ class _ReaderProcess:
                 name, linktype = self.interfaces[index]
                 self.frames += len(times)
                 data = map(chunk.__getitem__, map(slice, starts, ends))
-                yield name, linktype, zip(times, wire_lens, data, repeat(False))   # pcap has no direction
+                # a list: the flow table's compiled steady path takes lists (capture/_steady.c)
+                yield name, linktype, list(zip(times, wire_lens, data, repeat(False)))   # pcap has no direction
             elif kind == "interfaces":
                 self.interfaces = message[1]
             elif kind == "end":
