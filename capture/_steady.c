@@ -81,41 +81,34 @@ static PyObject *count(PyObject *module, PyObject *const *args, Py_ssize_t nargs
         }
         const unsigned char *p = d + off;
         int proto, v6;
-        unsigned sport, dport, flags = 0, win = 0;
-        unsigned long seq = 0, ack = 0;
-        long seglen = 0;
+        long ip_payload;                             /* bytes after the IP header, as the header says */
         if (size >= 50 && p[12] == 8 && p[13] == 0) {
             unsigned total_len = be16(p + 16), frag = be16(p + 20);
             proto = p[23];
             if (p[14] != 0x45 || (frag & 0x3FFF) || !((proto == TCP && total_len >= 34) || (proto == UDP && total_len >= 24)))
                 break;
             v6 = 0;
-            sport = be16(p + 34);
-            dport = be16(p + 36);
-            if (proto == TCP) {
-                seq = be32(p + 38);
-                ack = be32(p + 42);
-                flags = p[47];
-                win = be16(p + 48);
-                seglen = (long)total_len - 20 - (p[46] >> 4) * 4;
-            }
+            ip_payload = (long)total_len - 20;
         } else if (size >= 70 && p[12] == 0x86 && p[13] == 0xDD) {
             unsigned plen = be16(p + 18);
             proto = p[20];
             if ((p[14] >> 4) != 6 || !((proto == TCP && plen >= 14) || (proto == UDP && plen >= 4)))
                 break;
             v6 = 1;
-            sport = be16(p + 54);
-            dport = be16(p + 56);
-            if (proto == TCP) {
-                seq = be32(p + 58);
-                ack = be32(p + 62);
-                flags = p[67];
-                win = be16(p + 68);
-                seglen = (long)plen - (p[66] >> 4) * 4;
-            }
+            ip_payload = (long)plen;
         } else {
             break;
+        }
+        const unsigned char *t = p + (v6 ? 54 : 34);  /* the TCP or UDP header */
+        unsigned sport = be16(t), dport = be16(t + 2), flags = 0, win = 0;
+        unsigned long seq = 0, ack = 0;
+        long seglen = 0;
+        if (proto == TCP) {
+            seq = be32(t + 4);
+            ack = be32(t + 8);
+            flags = t[13];
+            win = be16(t + 14);
+            seglen = ip_payload - (t[12] >> 4) * 4;
         }
         if (proto == TCP && (flags & 0x12) == SYN_ONLY)
             break;                                   /* Python notes the SYN (_syn_seen) */
