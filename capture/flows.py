@@ -135,6 +135,9 @@ class FlowTable(Naming):
         built: it counts the frames of flows already held, and this loop each frame it stops at."""
         if _steady_count is None or linktype != _LINKTYPE_ETHERNET or frames.__class__ is not list:
             return self._ingest_each(iface, linktype, frames)
+        if iface not in self._ifaces:           # as the loop: an interface is known from its first batch
+            self._ifaces[iface] = [0] * len(IFACE_FIELDS)
+        self._linktype = linktype
         i, total = 0, len(frames)
         while i < total:
             i, frames_n, bytes_n, out_frames, out_bytes = _steady_count(

@@ -114,6 +114,8 @@ class LiveCapture:
             self.send(Notice(f"{source.name}: {error}"))
 
     def _read(self, source):
+        if getattr(source, "failed", False):        # libpcap said a read failed: no poll event says so
+            self._error(source)
         for batch in source.read():
             if self._remaining is not None:
                 if self._remaining <= 0:

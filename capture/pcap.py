@@ -113,14 +113,21 @@ class PcapSource:
         self._handle = lib.pcap_create(iface.name.encode(), self._errbuf)
         if not self._handle:
             raise CaptureSetupError(f"cannot capture on {self.name}: {self._error_text()}")
+        self._error = None              # what libpcap said when a read failed, for take_error()
+        self._exact_unread = True       # whether the kernel's counters tell what the buffer holds
         try:
             self._activate(bpf, ring_mb)
-        except CaptureSetupError:
+            self._start(lib)
+        except BaseException as e:      # the handle and its kernel buffer go, whatever went wrong
             self.close()
-            raise
+            if isinstance(e, (CaptureSetupError, KeyboardInterrupt, SystemExit)):
+                raise
+            raise CaptureSetupError(f"cannot capture on {self.name}: {one_line(e)}") from None
+
+    def _start(self, lib):
         self.linktype = lib.pcap_datalink(self._handle)
-        macs, addresses = _own_addresses(iface.name)
-        self._outbound = outbound_test(self.linktype, iface.loopback, macs, addresses)
+        macs, addresses = _own_addresses(self.iface.name)
+        self._outbound = outbound_test(self.linktype, self.iface.loopback, macs, addresses)
         # pcap_next_ex through a prototype of our own (plain pointers, no argument conversion per
         # call), not scapy's, whose argtypes we leave as they are
         self._next_ex = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)(
@@ -137,7 +144,7 @@ class PcapSource:
         lib.pcap_set_snaplen(handle, SNAPLEN)
         lib.pcap_set_promisc(handle, 0)
         lib.pcap_set_timeout(handle, TIMEOUT_MS)
-        self._buffer_bytes = ring_mb << 20
+        self._buffer_bytes = min(ring_mb << 20, (1 << 31) - 1)     # an int in libpcap: 2 GiB at most
         if hasattr(lib, "pcap_set_buffer_size"):
             lib.pcap_set_buffer_size(handle, self._buffer_bytes)
         status = lib.pcap_activate(handle)
@@ -174,7 +181,9 @@ class PcapSource:
         try:
             sock.setsockopt(_SOL_PACKET, _PACKET_IGNORE_OUTGOING, 1)
         except OSError:
-            pass
+            # the kernel counts both copies, libpcap hands on one: the counters no longer say
+            # what the buffer holds (unread() then says 0, as on other systems)
+            self._exact_unread = False
         finally:
             sock.close()
 
@@ -198,8 +207,11 @@ class PcapSource:
         max_frames = max_frames or READ_FRAMES
         append = frames.append
         for _ in range(max_frames):
-            if next_ex(handle, header_ref, data_ref) != 1:
-                break           # 0: nothing more now; negative: the handle failed (take_error)
+            got = next_ex(handle, header_ref, data_ref)
+            if got != 1:
+                if got < 0:     # the handle failed (the interface went away): said once, by take_error
+                    self._error = self._handle_error() or f"libpcap read error {got}"
+                break           # 0: nothing more now
             sec, usec, caplen, wire = unpack(string_at(header_at.value, size))
             frame = string_at(data_at.value, caplen)
             append((sec + usec * 1e-6, wire, frame, outbound(frame)))
@@ -218,15 +230,26 @@ class PcapSource:
         behind (counted as dropped). Linux's counters say it: frames the kernel took (dropped
         ones included) less dropped ones less those read. Elsewhere pcap_stats' counters mean
         other things (docs/PLATFORMS.md): 0, what a stop leaves there is not known."""
-        if not sys.platform.startswith("linux") or self._lib.pcap_stats(self._handle, ctypes.byref(self._stats)) < 0:
+        if not (sys.platform.startswith("linux") and self._exact_unread) or \
+                self._lib.pcap_stats(self._handle, ctypes.byref(self._stats)) < 0:
             return 0
-        return max(0, self._stats.ps_recv - self._stats.ps_drop - self.frames_read)
+        # 32-bit counters that wrap (after 2**32 frames): the difference modulo 2**32; one that
+        # comes out "negative" (read ahead of the counters' last update) is nothing held
+        held = (self._stats.ps_recv - self._stats.ps_drop - self.frames_read) % (1 << 32)
+        return 0 if held >= 1 << 31 else held
 
     def take_seconds(self):
         return self.seconds.take(self.name)
 
+    @property
+    def failed(self):
+        """A read failed and nobody has taken its error yet (the loop asks after each read)."""
+        return self._error is not None
+
     def take_error(self):
-        return None
+        """What libpcap said when a read failed, once."""
+        error, self._error = self._error, None
+        return error
 
     def drops(self):
         """Frames dropped since the last call because our buffer was full (pcap_stats' ps_drop,
