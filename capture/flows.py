@@ -148,7 +148,7 @@ class FlowTable(Naming):
                     counters = self._ifaces[iface] = [0] * len(IFACE_FIELDS)
                 _add(counters, frames_n, bytes_n, frames_n, bytes_n, out_frames, out_bytes)
             if i < total:
-                self._ingest_each(iface, linktype, frames[i:i + 1])
+                self._ingest_each(iface, linktype, frames[i:i + 1])    # one: runs of 4-16 measured slower
                 i += 1
 
     def _ingest_each(self, iface, linktype, frames):
