@@ -28,6 +28,7 @@ BENCHMARKS = (
     ("dbsize", "database size"),
     ("dpi_compare", "names and apps against nDPI (skipped without NFStream or captures)"),
     ("memory", "import memory under flow churn (SYN floods of 1M and 5M flows)"),
+    ("forecast", "forecast backtest against seasonal-naive (issue 16)"),
 )
 NAMES = tuple(name for name, _ in BENCHMARKS)
 

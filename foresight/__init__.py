@@ -1,0 +1,1 @@
+"""Foresight (issue 16): forecasts of hourly traffic from the stored tiers, with pandas."""
