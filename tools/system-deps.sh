@@ -2,7 +2,7 @@
 # Installs the Debian packages the tests and benchmarks use, when run as root on Debian and they
 # are missing. Elsewhere it says what is missing; tests that need them skip with that reason.
 set -u
-want="tshark:tshark tcpdump:tcpdump ip:iproute2 chromium:chromium chromedriver:chromium-driver argus:argus-server iperf3:iperf3"
+want="tshark:tshark tcpdump:tcpdump ip:iproute2 chromium:chromium chromedriver:chromium-driver argus:argus-server iperf3:iperf3 systemd-analyze:systemd setpriv:util-linux"
 missing=""
 for pair in $want; do
   cmd=${pair%%:*}; pkg=${pair#*:}
