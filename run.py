@@ -6,6 +6,8 @@
   python run.py serve [--db PATH] [--host ADDR] [--port N]
   python run.py export {flows,hosts,processes,alerts} [--db PATH] [--since T] [--until T]
                        [--format csv|json] [-o FILE]
+  python run.py forecast {all,iface:NAME,host:ADDRESS,class:NAME} [--horizon 24h|7d] [--db PATH]
+                       [--format text|json]
 
 Exit status: 0 done; 2 bad usage or unreadable input (one line on stderr); 3 a capture file was
 damaged part-way (everything before the damage was imported).
@@ -19,12 +21,13 @@ import settings as settings_mod
 from runtime.exits import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
 from runtime.version import VERSION
 
-COMMANDS = ("import", "serve", "export")
+COMMANDS = ("import", "serve", "export", "forecast")
 _COMMANDS_HELP = """commands (run.py COMMAND --help for each):
   (none)    capture on this host's interfaces and serve the dashboard (root): the options above
   import    count pcap / pcapng / gzip'd capture files into the database (no root needed)
   serve     serve the dashboard and API over an existing database
   export    write flows, hosts, processes or alerts as CSV or JSON
+  forecast  the next 24 hours or 7 days of a subject's traffic, with 80% and 95% bands
 
 settings: every option is also a config file key (--config FILE, TOML) and an environment
 variable NETTALLY_<NAME>; the README lists them all."""
@@ -63,6 +66,13 @@ def parser_for(command):
         p.add_argument("--until", help="end time, same forms (exclusive)")
         p.add_argument("--format", choices=("csv", "json"), default="csv")
         p.add_argument("-o", "--output", help="file to write (default: standard output)")
+        return p
+    if command == "forecast":
+        p = _Parser(prog="run.py forecast", description="Forecast a subject's traffic from the stored hours (pandas).")
+        p.add_argument("subject", help="all, iface:NAME, host:ADDRESS or class:NAME")
+        p.add_argument("--horizon", choices=("24h", "7d"), default="24h", help="the next 24 hours (hourly) or 7 days (daily)")
+        p.add_argument("--format", choices=("text", "json"), default="text")
+        _common(p)
         return p
     p = _Parser(prog="run.py", description="Capture on this host's interfaces and serve the dashboard (root).",
                 epilog=_COMMANDS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -110,6 +120,9 @@ def main(argv=None):
         if command == "export":
             from collector.exporter import run_export
             return run_export(settings, args)
+        if command == "forecast":
+            from collector.forecaster import run_forecast
+            return run_forecast(settings, args)
         if command == "serve":
             from collector.web_process import serve
             return serve(settings)

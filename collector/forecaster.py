@@ -1,0 +1,55 @@
+"""`run.py forecast SUBJECT`: the next 24 hours (hourly) or 7 days of one subject's traffic, with
+80% and 95% bands, forecast from the database's hour tier (foresight/forecast.py, pandas)."""
+import json
+import sys
+import time
+
+from runtime.exits import EXIT_OK, UsageError
+from storage.db import DatabaseError, connect
+from storage.forecasts import hourly_bytes, parse_subject
+
+HORIZONS = {"24h": 24, "7d": 7 * 24}
+
+
+def run_forecast(settings, args, now=None):
+    """Prints the forecast of args["subject"] over args["horizon"] (text or JSON). Returns the exit status."""
+    from foresight.forecast import TooLittleHistory, forecast, hourly    # pandas: only this command loads it
+    try:
+        kind, key = parse_subject(args["subject"])
+        con = connect(settings.db, readonly=True)
+    except (ValueError, DatabaseError) as e:
+        raise UsageError(str(e)) from None
+    try:
+        now = time.time() if now is None else now
+        until = int(now // 3600 * 3600)            # whole hours only: the one in progress is not history yet
+        first, rows = hourly_bytes(con, kind, key, until)
+    finally:
+        con.close()
+    if first is None:
+        raise UsageError(f"{args['subject']}: no traffic stored before {time.strftime('%Y-%m-%dT%H:00Z', time.gmtime(until))}")
+    series = hourly([b for b, _ in rows], [v for _, v in rows], first, until)
+    # 7d: the next 7 whole UTC days, from the coming midnight: the hours up to it are skipped
+    skip = (24 - until // 3600 % 24) % 24 if args["horizon"] == "7d" else 0
+    try:
+        frame = forecast(series, skip + HORIZONS[args["horizon"]]).iloc[skip:]
+    except TooLittleHistory as e:
+        raise UsageError(f"{args['subject']}: {e}") from None
+    if args["horizon"] == "7d":
+        # a day's figures are its hours' sums; its band is then wider than a daily model's would
+        # be (the hours' errors partly cancel over a day): on the safe side
+        frame = frame.resample("D").sum()
+    out = [{"start": int(t.timestamp()), **{k: round(float(v)) for k, v in row.items()}}
+           for t, row in frame.iterrows()]
+    if args["format"] == "json":
+        json.dump({"subject": args["subject"], "horizon": args["horizon"], "history_hours": len(series),
+                   "forecast": out}, sys.stdout)
+        sys.stdout.write("\n")
+        return EXIT_OK
+    step = "%Y-%m-%d" if args["horizon"] == "7d" else "%Y-%m-%dT%H:00Z"
+    print(f"{args['subject']}: bytes per {'day' if args['horizon'] == '7d' else 'hour'}, from {len(series)} hours "
+          "of history (UTC)")
+    print(f"{'start':<18} {'forecast':>14} {'80% band':>29} {'95% band':>29}")
+    for r in out:
+        print(f"{time.strftime(step, time.gmtime(r['start'])):<18} {r['forecast']:>14,} "
+              f"{r['lo80']:>14,}-{r['hi80']:<14,} {r['lo95']:>14,}-{r['hi95']:<14,}")
+    return EXIT_OK

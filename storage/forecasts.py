@@ -1,0 +1,38 @@
+"""What a forecast is made from: one subject's bytes per hour, from the hour tier (pending hours
+summed from their minutes, as every read does: storage/reads.py). Subjects: `all` (every
+interface), `iface:NAME`, `host:ADDRESS`, `class:NAME` (a traffic class, docs/NAMES.md)."""
+from storage import tiers
+from storage.reads import consistent, source
+
+# kind: (tier family, the bytes column, the filter of one subject)
+SUBJECTS = {
+    "all": ("iface", "bytes", ""),
+    "iface": ("iface", "bytes", "AND iface = ?"),
+    "host": ("host", "tx_bytes + rx_bytes", "AND ip = ?"),
+    "class": ("app", "bytes", "AND traffic_class = ?"),
+}
+
+
+def parse_subject(text):
+    """(kind, key) of `all`, `iface:NAME`, `host:ADDRESS` or `class:NAME`; ValueError (one line) else."""
+    kind, _, key = text.partition(":")
+    if kind not in SUBJECTS or (kind == "all") != (key == "") or len(key) > 256:
+        raise ValueError(f"subject {text[:80]!r}: use all, iface:NAME, host:ADDRESS or class:NAME")
+    return kind, key
+
+
+@consistent
+def hourly_bytes(con, kind, key, until):
+    """(start, [(hour, bytes)]) of the subject's hours before `until` that the hour tier (or its
+    pending minutes) holds, from the first hour it holds any traffic of this family; start None
+    when there is none."""
+    family, column, where = SUBJECTS[kind]
+    hour_table, minute_table = tiers.table(tiers.FAMILIES[family], "hour"), tiers.table(tiers.FAMILIES[family], "minute")
+    first = con.execute(f"SELECT min(b) FROM (SELECT min(hour) AS b FROM {hour_table} "
+                        f"UNION ALL SELECT min(minute) / 3600 * 3600 FROM {minute_table})").fetchone()[0]
+    if first is None or first >= until:
+        return None, []
+    args = [key] if where else []
+    sub, sub_args = source(con, family, "hour", first, until, f"{column} AS b", where, args)
+    rows = con.execute(f"SELECT bucket, sum(b) FROM ({sub}) GROUP BY bucket ORDER BY bucket", sub_args).fetchall()
+    return first, rows
