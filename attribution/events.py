@@ -24,6 +24,7 @@ import time
 from collections import deque
 
 from attribution.table import TCP, UDP, WILDCARD_V4, WILDCARD_V6, bound_key, canonical, connected_key
+from runtime.privileges import is_admin
 
 TRACEFS_PLACES = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 INSTANCE_PREFIX = "nettally-"
@@ -48,7 +49,7 @@ def available():
     """None if kernel socket events can work here, else why not (for tests and messages)."""
     if not os.path.isdir("/sys/kernel/tracing") and not os.path.isdir("/sys/kernel/debug/tracing"):
         return "this kernel has no tracefs"
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+    if not is_admin():
         return "kernel socket events need root (tracefs)"
     try:
         with open("/proc/filesystems") as f:
@@ -211,7 +212,7 @@ def _tracefs():
     for place in TRACEFS_PLACES:
         if os.path.isdir(f"{place}/instances"):
             return place, None
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+    if not is_admin():
         return None, "kernel socket events need root (tracefs)"
     place = TRACEFS_PLACES[0]
     if not os.path.isdir(place):

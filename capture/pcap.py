@@ -16,7 +16,8 @@ import socket
 import struct
 import sys
 
-from capture.ring import SNAPLEN, CaptureSetupError, PRIVILEGE_MESSAGE, Seconds, shown_name
+from capture.ring import (PACKET_IGNORE_OUTGOING, PRIVILEGE_MESSAGE, SNAPLEN, SOL_PACKET, CaptureSetupError, Seconds,
+                          shown_name)
 from records import (LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2,
                      LINKTYPE_LOOP, LINKTYPE_NULL, LINKTYPE_RAW)
 from runtime.text import one_line
@@ -24,7 +25,6 @@ from runtime.text import one_line
 READ_FRAMES = 4096              # frames a read() takes at most: the capture loop turns between batches
 _SMALLEST_SLOT = 64             # bytes of buffer the smallest frame takes (Linux: header + 60-byte frame, aligned)
 TIMEOUT_MS = 50                 # libpcap hands over a partly filled buffer after this long (as the ring)
-_SOL_PACKET, _PACKET_IGNORE_OUTGOING = 263, 23
 _SENT = b"\x00\x04"                # PACKET_OUTGOING: Linux cooked headers' packet type of a frame this host sent
 # where the IP header starts, for link types whose direction is told by the source address
 _IP_AT = {LINKTYPE_RAW: 0, LINKTYPE_IPV4: 0, LINKTYPE_IPV6: 0, LINKTYPE_NULL: 4, LINKTYPE_LOOP: 4}
@@ -179,7 +179,7 @@ class PcapSource:
         still come and libpcap keeps one, as without this)."""
         sock = socket.fromfd(self._fd, socket.AF_PACKET, socket.SOCK_RAW)    # a second descriptor
         try:
-            sock.setsockopt(_SOL_PACKET, _PACKET_IGNORE_OUTGOING, 1)
+            sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
         except OSError:
             # the kernel counts both copies, libpcap hands on one: the counters no longer say
             # what the buffer holds (unread() then says 0, as on other systems)

@@ -200,7 +200,8 @@ class Seconds:
     def add_frames(self, frames):
         """Adds a batch of (ts, wire_len, data, outbound) frames, one call per second they span (the
         pcap source's way; the ring's walker does the same inline, in its one pass over a block:
-        a second pass over its frames would cost it about 7% of its time per frame)."""
+        a second pass over its frames costs 0.2 µs a frame, measured, about 10% of the ring's
+        1.9-2.2 µs a packet)."""
         second = -1
         s_frames = s_bytes = s_out_frames = s_out_bytes = 0
         for ts, wire, _, outbound in frames:
@@ -355,10 +356,6 @@ class RingSource:
             frames += num
             block = (block + 1) % self._block_nr
         return frames
-
-    @property
-    def blocks(self):
-        return self._block_nr
 
     @property
     def sweep_reads(self):
