@@ -135,26 +135,27 @@ class FlowTable(Naming):
         built: it counts the frames of flows already held, and this loop each frame it stops at."""
         if _steady_count is None or linktype != _LINKTYPE_ETHERNET or frames.__class__ is not list:
             return self._ingest_each(iface, linktype, frames)
-        if iface not in self._ifaces:           # as the loop: an interface is known from its first batch
-            self._ifaces[iface] = [0] * len(IFACE_FIELDS)
+        self._counters(iface)                   # as the loop: an interface is known from its first batch
         self._linktype = linktype
         i, total = 0, len(frames)
         while i < total:
             i, frames_n, bytes_n, out_frames, out_bytes = _steady_count(
                 frames, i, self._dirs, self._mark, self._touched, self._bucket_floor, self._edge, tcp_see)
             if frames_n:
-                counters = self._ifaces.get(iface)
-                if counters is None:
-                    counters = self._ifaces[iface] = [0] * len(IFACE_FIELDS)
-                _add(counters, frames_n, bytes_n, frames_n, bytes_n, out_frames, out_bytes)
+                _add(self._counters(iface), frames_n, bytes_n, frames_n, bytes_n, out_frames, out_bytes)
             if i < total:
                 self._ingest_each(iface, linktype, frames[i:i + 1])    # one: runs of 4-16 measured slower
                 i += 1
 
-    def _ingest_each(self, iface, linktype, frames):
+    def _counters(self, iface):
+        """The open bucket's counters of `iface` (a closed bucket took the ones before)."""
         counters = self._ifaces.get(iface)
         if counters is None:
             counters = self._ifaces[iface] = [0] * len(IFACE_FIELDS)
+        return counters
+
+    def _ingest_each(self, iface, linktype, frames):
+        counters = self._counters(iface)
         self._linktype = linktype
         get = self._dirs.get
         new_flow = self._new_flow
@@ -171,9 +172,7 @@ class FlowTable(Naming):
                     frames_n = bytes_n = ip_frames = ip_bytes = out_frames = out_bytes = 0
                     self._roll_bucket(ts)
                     # the drained counters went out with the closed bucket: count on in fresh ones
-                    counters = self._ifaces.get(iface)
-                    if counters is None:
-                        counters = self._ifaces[iface] = [0] * len(IFACE_FIELDS)
+                    counters = self._counters(iface)
                 bucket_start, bucket_end = self._bucket_floor, self._edge
                 mark, touched = self._mark, self._touched
             frames_n += 1
