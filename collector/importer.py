@@ -27,7 +27,7 @@ from runtime.exits import EXIT_DAMAGED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, U
 from runtime import signals
 from runtime.text import one_line
 from storage import imports
-from storage.db import DatabaseError, connect
+from storage.db import DatabaseError, connect, shown
 from storage.tiers import build_pending
 from storage.store import RollupStore
 
@@ -109,7 +109,7 @@ class _Stored:
         since, until = (_utc(t) for t in self.span)
         hosts = f"more than {MAX_SUBJECTS:,} hosts" if scope.too_many_hosts else _count(len(scope.hosts), "host")
         return (f"stored: {since} .. {until}, {messages.amount(self.bytes, 'bytes')}, {hosts}, "
-                f"{_count(self.flows, 'flow')}; to see them: run.py serve --db {shlex.quote(settings.db)}, then "
+                f"{_count(self.flows, 'flow')}; to see them: run.py serve --db {shlex.quote(shown(settings.db))}, then "
                 f"http://127.0.0.1:{settings.port}/?since={since}&until={until}")
 
 

@@ -28,6 +28,7 @@ from records import Activity, Done, Drops, Failed, NewFlows, Ready, Rollups, Sec
 from runtime.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from runtime.version import VERSION
 from runtime.text import one_line, say as _say, stamp_lines
+from storage.db import shown
 
 READY_TIMEOUT = 60.0
 
@@ -54,7 +55,7 @@ def run_service(settings, web=True):
         finally:
             con.close()
     except (DatabaseError, sqlite3.Error) as e:
-        _say(f"{settings.db}: {one_line(e)}" if isinstance(e, sqlite3.Error) else str(e), err=True)
+        _say(f"{shown(settings.db)}: {one_line(e)}" if isinstance(e, sqlite3.Error) else str(e), err=True)
         return EXIT_USAGE
 
     capture, inbox = _start_capture(settings)
@@ -166,7 +167,7 @@ class Collector:
         web_proc, where = self._start_web()
         names = ", ".join(name for name, _ in self.interfaces)
         bpf = f" (filter: {self.settings.bpf})" if self.settings.bpf else ""
-        _say(f"capturing on {names} ({self.backend}){bpf} into {self.settings.db}; {where}")
+        _say(f"capturing on {names} ({self.backend}){bpf} into {shown(self.settings.db)}; {where}")
         clean = self._collect()
         self.capture.join(10)
         if self.capture.is_alive():     # it sent Done: nothing of it is left to lose
@@ -182,11 +183,11 @@ class Collector:
             self._guard("tshark labelling", self.dpi.close)
             self._guard("tshark labelling", self._late_names)
         status = EXIT_OK if clean else EXIT_FAILED
-        written = f"written to {self.settings.db}"
+        written = f"written to {shown(self.settings.db)}"
         try:
             self.writer.close(frames=self.frames)
         except Exception as e:      # the database went away (disk full, deleted...)
-            _say(f"writing {self.settings.db} failed: {one_line(e)}", err=True)
+            _say(f"writing {shown(self.settings.db)} failed: {one_line(e)}", err=True)
             status, written = EXIT_FAILED, "NOT all written"
         if self.alerts is not None:
             self._guard("alerts", self.alerts.close)

@@ -6,8 +6,8 @@ import os
 import sqlite3
 from datetime import datetime, timezone
 
-from storage import coverage, health
-from storage.db import SCHEMA_VERSION, DatabaseError, immediate
+from storage import coverage, health, postgres
+from storage.db import SCHEMA_VERSION, DatabaseError, connect, immediate
 from storage.reads import source
 from storage.tiers import floor
 
@@ -141,9 +141,9 @@ def open_alert(con, rule, kind, scope, subject, origin, opened, value, threshold
             return row[0]
         return con.execute(
             "INSERT INTO alerts (rule, kind, scope, subject, origin, state, opened, value, peak, threshold, unit, "
-            "window, message, severity) VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?)",
+            "window, message, severity) VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (rule, kind, scope, subject, origin, opened, value, value, threshold, unit, window, message,
-             severity)).lastrowid
+             severity)).fetchone()[0]
 
 
 def update_peak(con, rule, subject, origin, peak):
@@ -189,7 +189,7 @@ def alert_list(con, state=None, since=None, until=None, limit=1000, severity=Non
     columns = _select(con)
     if severity is not None:
         expression = "severity" if columns == ", ".join(_COLUMNS) else _SEVERITY_BEFORE_6
-        where.append(f"{expression} IN ({', '.join('?' * len(severity))})" if severity else "0")
+        where.append(f"{expression} IN ({', '.join('?' * len(severity))})" if severity else "1 = 0")
         args.extend(severity)
     if since is not None:
         where.append("(closed IS NULL OR closed >= ?)")
@@ -199,7 +199,8 @@ def alert_list(con, state=None, since=None, until=None, limit=1000, severity=Non
         args.append(until)
     sql = f"SELECT {columns} FROM alerts" + (" WHERE " + " AND ".join(where) if where else "")
     try:
-        return [_as_dict(r) for r in con.execute(sql + " ORDER BY opened DESC, id DESC LIMIT ?", args + [limit])]
+        sql += " ORDER BY opened DESC, id DESC" + (" LIMIT ?" if limit >= 0 else "")   # -1: all
+        return [_as_dict(r) for r in con.execute(sql, args + [limit] if limit >= 0 else args)]
     except sqlite3.OperationalError as e:
         if "no such table" in str(e):       # a database from before alerts existed (schema 1)
             return []
@@ -282,6 +283,8 @@ def changes_connection(path, wait=5.0):
     writer to let go of the write lock, then gives up (sqlite3.OperationalError "database is
     locked"), so a request is never held long. Reads once, so its -wal and -shm are open before
     the web process gives up root."""
+    if postgres.is_url(path):     # the server waits for locks; the schema is the collector's to make
+        return connect(path, migrate=False)
     from urllib.request import pathname2url   # here: urllib.request (http, ssl, email) costs an import 20 ms
     uri = f"file:{pathname2url(os.path.abspath(path))}?mode=rw"
     try:

@@ -13,6 +13,7 @@ and `peak_at` saying which. There are no per-second points per host or process: 
 `current_bps` is None and the peak is the busiest bucket (None from the flow records).
 """
 from storage import tiers
+from storage.postgres import at_max
 from storage.reads import FAR_FUTURE, FAR_PAST, finest, rate, source, span
 from storage.usage import NOW_SECONDS, seconds_args
 
@@ -50,7 +51,7 @@ def app_usage(con, since, until, now, by="all", host=None, process=None, limit=1
     # per bucket first: a pending hour comes as minute rows (storage/reads.py source)
     rows = con.execute(f"WITH per AS MATERIALIZED (SELECT {bucket} AS bucket, {cols}, sum(bytes) AS b, "
                        f"sum(packets) AS p FROM ({sub}) GROUP BY 1, {cols}) "
-                       f"SELECT {cols}, sum(b) AS b, sum(p), max(b), bucket FROM per GROUP BY {cols} "
+                       f"SELECT {cols}, sum(b) AS b, sum(p), max(b), {at_max(con, 'b', 'bucket')} FROM per GROUP BY {cols} "
                        f"ORDER BY sum(b) DESC, {cols}", args).fetchall()
     seconds = _seconds(con, keys, now, lo, hi) if host is None and process is None else None
     n = len(keys)
@@ -83,9 +84,10 @@ def _seconds(con, keys, now, lo, hi):
     from app_seconds, grouped as the answer is."""
     cols = ", ".join(keys)
     secs, first = seconds_args(now, lo, hi)
-    sql = (f"SELECT {cols}, sum(CASE WHEN second >= ? AND second < ? THEN b ELSE 0 END), "
-           f"max(CASE WHEN second >= ? AND second < ? THEN b END), second "
-           f"FROM (SELECT second, {cols}, sum(bytes) AS b FROM app_seconds WHERE second >= ? GROUP BY second, {cols}) "
+    sql = (f"SELECT {cols}, sum(now_b), max(range_b), {at_max(con, 'range_b', 'second')} "
+           f"FROM (SELECT second, {cols}, CASE WHEN second >= ? AND second < ? THEN b ELSE 0 END AS now_b, "
+           f"CASE WHEN second >= ? AND second < ? THEN b END AS range_b "
+           f"FROM (SELECT second, {cols}, sum(bytes) AS b FROM app_seconds WHERE second >= ? GROUP BY second, {cols})) "
            f"GROUP BY {cols}")
     n = len(keys)
     return {tuple(r[:n]): tuple(r[n:]) for r in con.execute(sql, secs + [first])}

@@ -6,6 +6,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+from storage import postgres
+
 SCHEMA_VERSION = 11         # 1: schema.sql; 2: + tiers.sql, alerts.sql; 3: + macs.sql; 4: + names.sql; 5: + imports.sql; 6: + alerts_severity.sql; 7: + health.sql; 8: + seconds.sql; 9: + app_seconds.sql; 10: covering.sql; 11: + status.sql
 SCHEMA_FILES = ("schema.sql", "tiers.sql", "alerts.sql", "macs.sql", "names.sql", "imports.sql", "alerts_severity.sql", "health.sql", "seconds.sql", "app_seconds.sql", "covering.sql", "status.sql")   # each step adds tables, columns or indexes (10 also drops the ones it replaced)
 WAL_LIMIT_BYTES = 64 * 1024 * 1024     # WAL file truncated back to this after a checkpoint
@@ -23,8 +25,11 @@ class DatabaseError(Exception):
     """The database cannot be opened or has a schema this version does not know."""
 
 
-def connect(path, readonly=False):
-    """Opens (and for a writer, creates and migrates) the database at `path`."""
+def connect(path, readonly=False, migrate=True):
+    """Opens (and for a writer, creates and migrates) the database at `path`: an SQLite file,
+    or a PostgreSQL server's database given as a postgresql:// URL (storage/postgres.py)."""
+    if postgres.is_url(path):
+        return _connect_postgres(path, readonly, migrate)
     con = None
     try:
         if readonly:
@@ -54,6 +59,20 @@ def connect(path, readonly=False):
         error.sqlite_errorcode = getattr(e, "sqlite_errorcode", None)   # the writer tells "full" from "broken"
         raise error from None
     return con
+
+
+def shown(path):
+    """The database as messages name it: a PostgreSQL URL without its password."""
+    return postgres.shown(path) if postgres.is_url(path) else str(path)
+
+
+def _connect_postgres(url, readonly, migrate):
+    here = Path(__file__).parent
+    files = [(name, list(_statements((here / name).read_text()))) for name in SCHEMA_FILES]
+    try:
+        return postgres.connect(url, readonly, SCHEMA_VERSION, files, migrate)
+    except ConnectionError as e:
+        raise DatabaseError(f"{postgres.shown(url)}: {e}") from None
 
 
 def private(path):
@@ -150,7 +169,7 @@ def _side_files_follow(path):
 
 
 def _not_a_file(path):
-    return path == ":memory:" or str(path).startswith("file:")
+    return path == ":memory:" or str(path).startswith("file:") or postgres.is_url(path)
 
 
 def connect_checked(path, now=None):
@@ -159,6 +178,8 @@ def connect_checked(path, now=None):
     fresh one created; a file that is not an SQLite database at all is left alone (DatabaseError).
     Raises sqlite3.OperationalError when the file cannot be written (read-only, disk full)."""
     path = str(path)
+    if postgres.is_url(path):     # the server checks its own pages
+        return connect(path)
     key = os.path.abspath(path)
     if key in _CHECKED:           # once per process: the check reads the whole file
         return connect(path)

@@ -119,7 +119,7 @@ SELECT f.id, f.proto, f.orig_h, f.orig_p, f.resp_h, f.resp_p,
        n.app, n.app_source, n.server_name, n.service, n.traffic_class,
        f.rtt_ms, f.rtt_min_ms, f.rtt_avg_ms, f.rtt_max_ms, f.data_segments, f.retransmits, f.out_of_order, f.zero_windows, f.resets
 FROM ({source}) m JOIN flows f ON f.id = m.flow_id LEFT JOIN flow_names n ON n.flow_id = f.id
-GROUP BY f.id ORDER BY f.first_seen, f.id"""
+GROUP BY f.id, n.flow_id ORDER BY f.first_seen, f.id"""
 
 
 def flows_between(con, since=None, until=None):

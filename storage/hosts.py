@@ -5,7 +5,7 @@ from storage.addresses import macs_of, names_of
 from storage.flows import FlowFilter, flow_search
 from storage.reads import choose_tier, consistent, dict_rows, finest, source, span
 from storage.search import host_match
-from storage.usage import PER_SUBJECT, RANKED, coarse_source, rank, seconds_args, usage_rows
+from storage.usage import RANKED, coarse_source, per_subject, rank, seconds_args, usage_rows
 
 # "now" and "current" are one key: the rate of the last seconds (storage/usage.py)
 HOST_SORTS = {"bytes": "s_tx + s_rx", "tx": "s_tx", "rx": "s_rx", "now": "recent", "current": "recent",
@@ -50,7 +50,7 @@ def host_usage(con, since, until, now, sort="bytes", descending=True, limit=100,
                f"sum(rx_packets) AS rxp FROM ({sub}) GROUP BY bucket, ip")
     # per_second: a range of the primary key (second, ip): the seconds kept, a few minutes' worth
     secs, first = seconds_args(now, lo, hi)
-    sql = PER_SUBJECT.format(per=per, per_second=per_second, extra="")
+    sql = per_subject(con, per=per, per_second=per_second, extra="")
     counted, rows = usage_rows(con, sql, args + secs + [first, *wargs], size, now, descending, HOST_SORTS[sort],
                                limit, offset)
     if coarse is None:      # else the ranking's total, and the page's rows in its order already
@@ -87,7 +87,7 @@ def host_detail(con, ip, since, until, now, step, policy):
             UNION ALL
             SELECT orig_h, resp_bytes, orig_bytes FROM flows
             WHERE resp_h = :ip AND orig_h != :ip AND last_seen >= :lo AND first_seen < :hi)
-        GROUP BY peer ORDER BY tx_bytes + rx_bytes DESC, peer LIMIT 20""", {"ip": ip, "lo": since, "hi": until})
+        GROUP BY peer ORDER BY sum(sent) + sum(received) DESC, peer LIMIT 20""", {"ip": ip, "lo": since, "hi": until})
     _, flows = flow_search(con, FlowFilter(since=since, until=until, host=ip), limit=20)
     # the row's resolution: of its peak (1 where a second of the kept ones is it), as in the list
     return {"resolution": usage["resolution"], **usage["rows"][0],
@@ -102,7 +102,7 @@ _HOSTS = """
 SELECT ip, sum(tx_bytes) AS tx_bytes, sum(rx_bytes) AS rx_bytes,
        sum(tx_packets) AS tx_packets, sum(rx_packets) AS rx_packets,
        min(bucket) AS first_bucket, max(bucket) AS last_bucket
-FROM ({source}) GROUP BY ip ORDER BY tx_bytes + rx_bytes DESC, ip"""
+FROM ({source}) GROUP BY ip ORDER BY sum(tx_bytes) + sum(rx_bytes) DESC, ip"""
 
 
 def top_hosts(con, since=None, until=None):

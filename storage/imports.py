@@ -12,7 +12,7 @@ RUNNING, STORED, INTERRUPTED, FAILED, ABANDONED, REFUSED = (
 def stored(con, sha256, other_than=None):
     """(name, finished, frames) of the latest stored import of this content (other than the
     import `other_than`, which may have just stored it), or None."""
-    return con.execute("SELECT name, finished, frames FROM imports WHERE sha256 = ? AND state = ? AND id IS NOT ? "
+    return con.execute("SELECT name, finished, frames FROM imports WHERE sha256 = ? AND state = ? AND id IS DISTINCT FROM ? "
                        "ORDER BY id DESC LIMIT 1", (sha256, STORED, other_than)).fetchone()
 
 
@@ -29,9 +29,9 @@ def begin(con, sha256, name, size, pid, pid_started, started=None):
     """Commits a 'running' row before any count is written; returns its id."""
     with immediate(con):
         return con.execute("INSERT INTO imports (sha256, name, size, started, pid, pid_started, state) "
-                           "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
                            (sha256, name, size, time.time() if started is None else started,
-                            pid, pid_started, RUNNING)).lastrowid
+                            pid, pid_started, RUNNING)).fetchone()[0]
 
 
 def end(con, import_id, state, frames=None, source_id=None, sha256=None):

@@ -5,7 +5,7 @@ from records import ATTRIBUTED
 from storage import coverage, tiers
 from storage.reads import consistent, dict_rows, finest, source, span
 from storage.search import process_match
-from storage.usage import PER_SUBJECT, RANKED, coarse_source, rank, seconds_args, usage_rows
+from storage.usage import RANKED, coarse_source, per_subject, rank, seconds_args, usage_rows
 
 # "now" and "current" are one key: the rate of the last seconds (storage/usage.py)
 PROCESS_SORTS = {"bytes": "s_tx + s_rx", "tx": "s_tx", "rx": "s_rx", "now": "recent", "current": "recent",
@@ -54,7 +54,7 @@ def process_usage(con, since, until, now, sort="bytes", descending=True, limit=1
            f"sum(s.tx_bytes) AS tx, sum(s.rx_bytes) AS rx, sum(s.tx_packets) AS txp, sum(s.rx_packets) AS rxp "
            f"FROM ({sub}) s JOIN processes p ON p.id = s.process_id {found} GROUP BY s.bucket, subject")
     secs, first = seconds_args(now, lo, hi)
-    sql = PER_SUBJECT.format(per=per, per_second=per_second, extra=extra)
+    sql = per_subject(con, per=per, per_second=per_second, extra=extra)
     counted, rows = usage_rows(con, sql, args + secs + [first], size, now, descending, PROCESS_SORTS[sort],
                                limit, offset)
     if coarse is None:      # else the ranking's total, and the page's rows in its order already

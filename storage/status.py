@@ -16,8 +16,11 @@ def note_write(con, agent, started, written, write_ms, writes, rows, dropped_byt
     """One write done: the agent's row, replaced (its own small transaction); `rows`: the rows
     it took from memory (after a stall, the backlog)."""
     with immediate(con):
-        con.execute("INSERT OR REPLACE INTO writer_status (agent, started, written, write_ms, writes, rows, "
-                    "dropped_bytes, version, interfaces) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        con.execute("INSERT INTO writer_status (agent, started, written, write_ms, writes, rows, dropped_bytes, "
+                    "version, interfaces) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (agent) DO UPDATE SET "
+                    "started = excluded.started, written = excluded.written, write_ms = excluded.write_ms, "
+                    "writes = excluded.writes, rows = excluded.rows, dropped_bytes = excluded.dropped_bytes, "
+                    "version = excluded.version, interfaces = excluded.interfaces",
                     (agent, started, written, write_ms, writes, rows, dropped_bytes, version, interfaces))
         con.execute("DELETE FROM writer_status WHERE written < ?", (written - FORGET_AFTER,))
 

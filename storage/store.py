@@ -10,10 +10,10 @@ from storage.db import immediate
 _HOST_MAC = """
 INSERT INTO host_macs (ip, mac, first_seen, last_seen) VALUES (?, ?, ?, ?)
 ON CONFLICT (ip) DO UPDATE SET
-    first_seen = CASE WHEN mac = excluded.mac THEN min(first_seen, excluded.first_seen)
-                      WHEN excluded.last_seen >= last_seen THEN excluded.first_seen ELSE first_seen END,
-    last_seen = max(last_seen, excluded.last_seen),
-    mac = CASE WHEN excluded.last_seen >= last_seen THEN excluded.mac ELSE mac END"""
+    first_seen = CASE WHEN host_macs.mac = excluded.mac THEN min(host_macs.first_seen, excluded.first_seen)
+                      WHEN excluded.last_seen >= host_macs.last_seen THEN excluded.first_seen ELSE host_macs.first_seen END,
+    last_seen = max(host_macs.last_seen, excluded.last_seen),
+    mac = CASE WHEN excluded.last_seen >= host_macs.last_seen THEN excluded.mac ELSE host_macs.mac END"""
 _FLOW_UPSERT = """
 INSERT INTO flows (proto, orig_h, orig_p, resp_h, resp_p, first_seen, last_seen, orig_bytes,
                    orig_packets, resp_bytes, resp_packets, tcp_flags, iface, closed,
@@ -22,17 +22,17 @@ INSERT INTO flows (proto, orig_h, orig_p, resp_h, resp_p, first_seen, last_seen,
                    zero_windows, resets)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (proto, orig_h, orig_p, resp_h, resp_p, first_seen) DO UPDATE SET
-    last_seen = max(last_seen, excluded.last_seen),
-    orig_bytes = orig_bytes + excluded.orig_bytes, orig_packets = orig_packets + excluded.orig_packets,
-    resp_bytes = resp_bytes + excluded.resp_bytes, resp_packets = resp_packets + excluded.resp_packets,
-    tcp_flags = tcp_flags | excluded.tcp_flags, closed = excluded.closed,
-    orig_pid = coalesce(orig_pid, excluded.orig_pid), orig_process = coalesce(orig_process, excluded.orig_process),
-    resp_pid = coalesce(resp_pid, excluded.resp_pid), resp_process = coalesce(resp_process, excluded.resp_process),
-    rtt_ms = coalesce(excluded.rtt_ms, rtt_ms), rtt_min_ms = coalesce(excluded.rtt_min_ms, rtt_min_ms),
-    rtt_avg_ms = coalesce(excluded.rtt_avg_ms, rtt_avg_ms), rtt_max_ms = coalesce(excluded.rtt_max_ms, rtt_max_ms),
-    data_segments = data_segments + excluded.data_segments, retransmits = retransmits + excluded.retransmits,
-    out_of_order = out_of_order + excluded.out_of_order, zero_windows = zero_windows + excluded.zero_windows,
-    resets = resets + excluded.resets
+    last_seen = max(flows.last_seen, excluded.last_seen),
+    orig_bytes = flows.orig_bytes + excluded.orig_bytes, orig_packets = flows.orig_packets + excluded.orig_packets,
+    resp_bytes = flows.resp_bytes + excluded.resp_bytes, resp_packets = flows.resp_packets + excluded.resp_packets,
+    tcp_flags = flows.tcp_flags | excluded.tcp_flags, closed = excluded.closed,
+    orig_pid = coalesce(flows.orig_pid, excluded.orig_pid), orig_process = coalesce(flows.orig_process, excluded.orig_process),
+    resp_pid = coalesce(flows.resp_pid, excluded.resp_pid), resp_process = coalesce(flows.resp_process, excluded.resp_process),
+    rtt_ms = coalesce(excluded.rtt_ms, flows.rtt_ms), rtt_min_ms = coalesce(excluded.rtt_min_ms, flows.rtt_min_ms),
+    rtt_avg_ms = coalesce(excluded.rtt_avg_ms, flows.rtt_avg_ms), rtt_max_ms = coalesce(excluded.rtt_max_ms, flows.rtt_max_ms),
+    data_segments = flows.data_segments + excluded.data_segments, retransmits = flows.retransmits + excluded.retransmits,
+    out_of_order = flows.out_of_order + excluded.out_of_order, zero_windows = flows.zero_windows + excluded.zero_windows,
+    resets = flows.resets + excluded.resets
 RETURNING id"""
 _FLOW_ADD = """
 UPDATE flows SET last_seen = max(last_seen, ?), orig_bytes = orig_bytes + ?, orig_packets = orig_packets + ?,
@@ -56,7 +56,7 @@ INSERT INTO flow_names (flow_id, app, app_source, traffic_class)
 SELECT id, ?, 'dpi', ? FROM flows
 WHERE proto = ? AND orig_h = ? AND orig_p = ? AND resp_h = ? AND resp_p = ? AND first_seen = ?
 ON CONFLICT (flow_id) DO UPDATE SET app = excluded.app, app_source = 'dpi',
-    traffic_class = CASE WHEN service = '' THEN excluded.traffic_class ELSE traffic_class END
+    traffic_class = CASE WHEN flow_names.service = '' THEN excluded.traffic_class ELSE flow_names.traffic_class END
 WHERE flow_names.app_source != 'dpi'"""
 _PROCESS_UPSERT = """
 INSERT INTO processes (pid, start_time, name, exe, cmdline, username, unit) VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -64,18 +64,18 @@ ON CONFLICT (pid, start_time) DO UPDATE SET name = excluded.name
 RETURNING id"""
 _SECONDS = """
 INSERT INTO iface_seconds (second, iface, frames, bytes, out_frames, out_bytes) VALUES (?, ?, ?, ?, ?, ?)
-ON CONFLICT (second, iface) DO UPDATE SET frames = frames + excluded.frames, bytes = bytes + excluded.bytes,
-    out_frames = out_frames + excluded.out_frames, out_bytes = out_bytes + excluded.out_bytes"""
+ON CONFLICT (second, iface) DO UPDATE SET frames = iface_seconds.frames + excluded.frames, bytes = iface_seconds.bytes + excluded.bytes,
+    out_frames = iface_seconds.out_frames + excluded.out_frames, out_bytes = iface_seconds.out_bytes + excluded.out_bytes"""
 _HOST_SECONDS = """
 INSERT INTO host_seconds (second, ip, tx_bytes, rx_bytes) VALUES (?, ?, ?, ?)
-ON CONFLICT (second, ip) DO UPDATE SET tx_bytes = tx_bytes + excluded.tx_bytes, rx_bytes = rx_bytes + excluded.rx_bytes"""
+ON CONFLICT (second, ip) DO UPDATE SET tx_bytes = host_seconds.tx_bytes + excluded.tx_bytes, rx_bytes = host_seconds.rx_bytes + excluded.rx_bytes"""
 _PROCESS_SECONDS = """
 INSERT INTO process_seconds (second, process_id, tx_bytes, rx_bytes) VALUES (?, ?, ?, ?)
-ON CONFLICT (second, process_id) DO UPDATE SET tx_bytes = tx_bytes + excluded.tx_bytes,
-    rx_bytes = rx_bytes + excluded.rx_bytes"""
+ON CONFLICT (second, process_id) DO UPDATE SET tx_bytes = process_seconds.tx_bytes + excluded.tx_bytes,
+    rx_bytes = process_seconds.rx_bytes + excluded.rx_bytes"""
 _APP_SECONDS = """
 INSERT INTO app_seconds (second, app, service, traffic_class, bytes) VALUES (?, ?, ?, ?, ?)
-ON CONFLICT (second, app, service, traffic_class) DO UPDATE SET bytes = bytes + excluded.bytes"""
+ON CONFLICT (second, app, service, traffic_class) DO UPDATE SET bytes = app_seconds.bytes + excluded.bytes"""
 
 _SHARED_LABELS = 65536        # distinct label tuples shared at once (a flood of server names cannot grow it)
 
@@ -252,8 +252,8 @@ class RollupStore:
 
     def begin_source(self, kind, name, started=None):
         with immediate(self.con):
-            return self.con.execute("INSERT INTO sources (kind, name, started) VALUES (?, ?, ?)",
-                                    (kind, name, time.time() if started is None else started)).lastrowid
+            return self.con.execute("INSERT INTO sources (kind, name, started) VALUES (?, ?, ?) RETURNING id",
+                                    (kind, name, time.time() if started is None else started)).fetchone()[0]
 
     def end_source(self, source_id, frames, clamped=0, damage=None):
         with immediate(self.con):

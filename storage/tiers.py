@@ -100,7 +100,7 @@ def upsert_sql(family, tier):
     cols = (tier,) + family.keys + family.sums
     return (f"INSERT INTO {table(family, tier)} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
             f"ON CONFLICT ({', '.join((tier,) + family.keys)}) DO UPDATE SET "
-            + ", ".join(f"{c} = {c} + excluded.{c}" for c in family.sums))
+            + ", ".join(f"{c} = {table(family, tier)}.{c} + excluded.{c}" for c in family.sums))
 
 
 _UPSERTS = {(f.name, t): upsert_sql(f, t) for f in FAMILIES.values() for t in TIERS}

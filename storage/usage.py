@@ -16,6 +16,7 @@ carry the counters (schema 10), and orders them by the same key. Keys that need 
 first/last seen) take PER_SUBJECT over all subjects.
 """
 from storage import tiers
+from storage.postgres import at_max
 from storage.reads import dict_rows, joined, rate, source, source_parts
 
 NOW_SECONDS = 5
@@ -23,15 +24,21 @@ NOW_LAG = 1
 
 # {per}: (bucket, subject, tx, rx, txp, rxp) of the tier; {per_second}: (second, subject, b), one
 # row per subject and second, bytes both ways
+def per_subject(con, **parts):
+    """PER_SUBJECT with its parts, and its busiest-bucket columns in the connection's dialect."""
+    return PER_SUBJECT.format(**parts, peak_b=at_max(con, "tx + rx", "bucket"),
+                              peak1_at=at_max(con, "range_b", "second"))
+
+
 PER_SUBJECT = """
 WITH per AS MATERIALIZED ({per}),
 agg AS (SELECT subject, {extra} sum(tx) AS s_tx, sum(rx) AS s_rx, sum(txp) AS s_txp, sum(rxp) AS s_rxp,
                min(bucket) AS first_b, max(bucket) AS last_b FROM per GROUP BY subject),
-tops AS (SELECT subject, max(tx + rx) AS peak, bucket AS peak_b FROM per GROUP BY subject),
+tops AS (SELECT subject, max(tx + rx) AS peak, {peak_b} AS peak_b FROM per GROUP BY subject),
 secs AS MATERIALIZED (
-    SELECT subject, sum(CASE WHEN second >= ? AND second < ? THEN b ELSE 0 END) AS recent,
-           max(CASE WHEN second >= ? AND second < ? THEN b END) AS peak1, second AS peak1_at
-    FROM ({per_second}) GROUP BY subject)
+    SELECT subject, sum(now_b) AS recent, max(range_b) AS peak1, {peak1_at} AS peak1_at
+    FROM (SELECT subject, second, CASE WHEN second >= ? AND second < ? THEN b ELSE 0 END AS now_b,
+                 CASE WHEN second >= ? AND second < ? THEN b END AS range_b FROM ({per_second})) GROUP BY subject)
 SELECT * FROM (
     SELECT agg.*, t.peak, t.peak_b, coalesce(s.recent, 0) AS recent, s.peak1, s.peak1_at,
            max(coalesce(s.peak1, 0) * 1.0, t.peak * 1.0 / {{size}}) AS peak_rate, count(*) OVER () AS total_rows

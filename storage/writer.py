@@ -21,7 +21,7 @@ import time
 
 from storage import retention, status, tiers
 from storage.backlog import Backlog, rows_of
-from storage.db import DatabaseError, connect, connect_checked
+from storage.db import DatabaseError, connect, connect_checked, shown
 from storage.store import RollupStore
 
 log = logging.getLogger("nettally.storage")
@@ -167,7 +167,7 @@ class WriterThread(threading.Thread):
             if code is not None and code & 0xFF in _STALLS and not (code & 0xFF == _SQLITE_CANTOPEN and no_folder):
                 self._stall(e)      # read-only or full file system: counts wait in memory
             else:
-                self.error = e if isinstance(e, DatabaseError) else DatabaseError(f"{self.path}: {e}")
+                self.error = e if isinstance(e, DatabaseError) else DatabaseError(f"{shown(self.path)}: {e}")
                 log.error("storage: %s", self.error)
             return False
         if self.store is None:
@@ -234,7 +234,7 @@ class WriterThread(threading.Thread):
                 self._stall(e)
             else:
                 self.error = e
-                log.error("storage: writing to %s failed: %s", self.path, e)
+                log.error("storage: writing to %s failed: %s", shown(self.path), e)
             return
         b.rows = 0
         if self.health.stalled_since is not None:
@@ -264,12 +264,12 @@ class WriterThread(threading.Thread):
         if h.stalled_since is None:
             h.stalled_since, h.reason = self.clock(), self._explain(error)
             log.warning("storage: cannot write %s (%s); holding counts in memory (up to %d rows) "
-                        "and retrying every %g s", self.path, h.reason, self.backlog.max_rows, self.retry_interval)
+                        "and retrying every %g s", shown(self.path), h.reason, self.backlog.max_rows, self.retry_interval)
 
     def _explain(self, error):
         """SQLite's words, plus what the file system says when SQLite's are vague (I/O error,
         cannot open): a full disk and a read-only mount look alike to it."""
-        reason = str(error).removeprefix(f"{self.path}: ")
+        reason = str(error).removeprefix(f"{shown(self.path)}: ")
         try:
             fs = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
         except OSError:
@@ -286,7 +286,7 @@ class WriterThread(threading.Thread):
         with h._lock:
             h.finished.append((h.stalled_since, now, h.reason))
         lost = self.backlog.dropped_bytes - h.dropped_bytes
-        log.warning("storage: writing to %s again after %.0f s (%s); held counts written%s", self.path,
+        log.warning("storage: writing to %s again after %.0f s (%s); held counts written%s", shown(self.path),
                     now - h.stalled_since, h.reason,
                     f", except {lost} bytes dropped at the memory bound" if lost else "")
         h.dropped_bytes = self.backlog.dropped_bytes
@@ -300,7 +300,7 @@ class WriterThread(threading.Thread):
                 log.error("storage: could not finish the source row: %s", e)
         if self.backlog and self.error is None:
             b = self.backlog
-            self.error = DatabaseError(f"{self.path}: {b.rows + len(b.seconds) + len(b.drops)} rows of counts could "
+            self.error = DatabaseError(f"{shown(self.path)}: {b.rows + len(b.seconds) + len(b.drops)} rows of counts could "
                                        f"not be written ({self.health.reason or 'not writable'}) and are lost")
             log.error("storage: %s", self.error)
         if self.store is not None and self.store.con is not None:
@@ -323,7 +323,7 @@ class WriterThread(threading.Thread):
             if done:
                 retention.checkpoint(con)
         except Exception as e:        # a full disk shows here too; the next commit reports it
-            log.error("storage: housekeeping of %s failed: %s", self.path, e)
+            log.error("storage: housekeeping of %s failed: %s", shown(self.path), e)
             done = True
         self._next_maintenance = time.monotonic() + (self.maintenance_interval if done else 0.0)
 

@@ -31,6 +31,8 @@ from urllib.parse import urlencode
 from flask import jsonify, make_response, redirect, request
 from werkzeug.http import parse_cookie
 
+from storage import postgres
+
 COOKIE = "nettally_token"
 WRITE_HEADER = "X-NetTally-Request"
 CHANGE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -53,6 +55,8 @@ def is_loopback(host):
 def token_path(settings):
     if settings.token_file:
         return Path(settings.token_file)
+    if postgres.is_url(settings.db):
+        return Path("nettally.token")     # a server's database: the current folder, as the default database
     db = Path(settings.db)
     return db.with_name(db.stem + ".token")
 
