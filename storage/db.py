@@ -72,7 +72,9 @@ def _connect_postgres(url, readonly, migrate):
     try:
         return postgres.connect(url, readonly, SCHEMA_VERSION, files, migrate)
     except ConnectionError as e:
-        raise DatabaseError(f"{postgres.shown(url)}: {e}") from None
+        error = DatabaseError(f"{postgres.shown(url)}: {e}")
+        error.stall = getattr(e, "stall", False)     # the server not there (yet): a writer waits
+        raise error from None
 
 
 def private(path):

@@ -6,7 +6,10 @@ differs is handled here, and only here (`translate` for statements, `schema_stat
 schema files), so the two stay one source:
 
 - placeholders: `?` and `:name` become `%s` and `%(name)s` (and a literal `%` doubles);
-- `BEGIN IMMEDIATE` is `BEGIN`; `INSERT OR IGNORE` is `ON CONFLICT DO NOTHING`;
+- a write transaction (`BEGIN IMMEDIATE`, or a write outside one) takes an advisory lock, as
+  SQLite's write lock: the upserts that add counts would be safe side by side, but building a
+  tier reads what the others write, and its pending marks must not be lost between them;
+- `INSERT OR IGNORE` is `ON CONFLICT DO NOTHING`;
 - SQLite's LIKE ignores ASCII case: ILIKE;
 - SQLite's two-argument min() and max() are functions the schema creates;
 - the PRAGMAs the program reads (user_version, table_info) are answered from the catalog;
@@ -19,6 +22,7 @@ Connections look like sqlite3's (execute, executemany, cursor, commit, rollback,
 the same implicit transaction before a write), and raise sqlite3's exception classes, so the
 callers' error handling (a full disk, a server gone: the writer holds counts and retries) is one.
 """
+import contextlib
 import functools
 import re
 import sqlite3
@@ -26,6 +30,8 @@ from urllib.parse import urlsplit
 
 SCHEMES = ("postgresql://", "postgres://")
 _SCHEMA_LOCK = 0x6E657474616C6C79      # pg_advisory_xact_lock key of schema creation ("nettally")
+_WRITE_LOCK = _SCHEMA_LOCK + 1          # held by each write transaction (see Connection.begin)
+_HOUSEKEEPING_LOCK = _SCHEMA_LOCK + 2   # held by the agent building tiers and pruning
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
 _RESERVED = re.compile(r'(?<![\w."])(window)(?![\w"(])')   # column names PostgreSQL reserves: quoted
 
@@ -50,6 +56,23 @@ def at_max(con, value, at):
     if not isinstance(con, Connection) or at == "NULL":
         return at
     return f"-(max(CASE WHEN ({value}) IS NOT NULL THEN ARRAY[({value}), -({at})] END))[2]"
+
+
+@contextlib.contextmanager
+def one_agent(con):
+    """Whether this agent does the housekeeping now (tier building, retention): on PostgreSQL the
+    one that holds an advisory lock, tried and not waited for, so it runs once across agents;
+    on SQLite, always (an SQLite file has one collector)."""
+    if not isinstance(con, Connection):
+        yield True
+        return
+    con.ensure_live()
+    got = con.raw.execute("SELECT pg_try_advisory_lock(%s)", (_HOUSEKEEPING_LOCK,)).fetchone()[0]
+    try:
+        yield got
+    finally:
+        if got and not (con.raw.closed or con.raw.broken):
+            con.raw.execute("SELECT pg_advisory_unlock(%s)", (_HOUSEKEEPING_LOCK,))
 
 
 def is_url(target):
@@ -94,7 +117,6 @@ def translate(sql, with_params=True):
             i += 1
     text = "".join(out)
     text = _RESERVED.sub(r'"\1"', _alias_subqueries(text))
-    text = re.sub(r"^\s*BEGIN\s+IMMEDIATE\b", "BEGIN", text, flags=re.I)
     text = re.sub(r"\bNOT\s+LIKE\b", "NOT ILIKE", re.sub(r"(?<!NOT )\bLIKE\b", "ILIKE", text))
     text = re.sub(r"\bFROM\s+sqlite_master\b", "FROM pg_catalog.pg_tables", text)
     if re.match(r"\s*INSERT\s+OR\s+IGNORE\b", text, re.I):
@@ -156,7 +178,9 @@ def _sqlite_error(e):
     if isinstance(e, psycopg.IntegrityError):
         return sqlite3.IntegrityError(message)
     if isinstance(e, (psycopg.OperationalError, psycopg.InterfaceError)):
-        return sqlite3.OperationalError(message)
+        error = sqlite3.OperationalError(message)
+        error.stall = True        # the server is gone, full or refusing for now: the writer holds counts
+        return error
     if isinstance(e, psycopg.ProgrammingError):
         return sqlite3.ProgrammingError(message)
     return sqlite3.DatabaseError(message)
@@ -167,17 +191,22 @@ class Cursor:
 
     def __init__(self, con):
         self.connection = con
-        self._raw = con.raw.cursor()
+        self._raw = None
         self._rows = None             # a PRAGMA's answer, made here
         self.row_factory = None
 
     def execute(self, sql, params=()):
         con = self.connection
-        self._rows = con.pragma(sql)
-        if self._rows is not None:
-            return self
-        con.begin_implicitly(sql)
         try:
+            con.ensure_live()
+            self._raw = con.raw.cursor()
+            self._rows = con.pragma(sql)
+            if self._rows is not None:
+                return self
+            if re.match(r"\s*BEGIN\b", sql, re.I):
+                con.begin()
+                return self
+            con.begin_implicitly(sql)
             if params:
                 self._raw.execute(translate(sql, True), params)
             else:
@@ -190,8 +219,11 @@ class Cursor:
         seq = list(seq)
         if not seq:
             return self
-        self.connection.begin_implicitly(sql)
+        con = self.connection
         try:
+            con.ensure_live()
+            self._raw = con.raw.cursor()
+            con.begin_implicitly(sql)
             self._raw.executemany(translate(sql, True), seq)
         except Exception as e:
             raise _sqlite_error(e) from None
@@ -244,18 +276,35 @@ class Connection:
     """sqlite3.Connection's face on a psycopg connection in autocommit mode: transactions are
     begun as sqlite3 begins them (BEGIN, or implicitly before a write) and ended by commit()."""
 
-    def __init__(self, raw, url, readonly):
-        self.raw, self.url, self.readonly = raw, url, readonly
+    def __init__(self, open_raw, url, readonly):
+        self._open_raw = open_raw
+        self.raw, self.url, self.readonly = open_raw(), url, readonly
         self.row_factory = None
+
+    def ensure_live(self):
+        """A connection the server dropped (a restart, a network cut) is opened again before the
+        next statement outside a transaction; one lost inside a transaction fails that
+        transaction (its writes are rolled back by the server) and the caller retries it."""
+        if self.raw.closed or self.raw.broken:
+            self.raw = self._open_raw()
 
     @property
     def in_transaction(self):
         from psycopg.pq import TransactionStatus
+        if self.raw.closed or self.raw.broken:
+            return False
         return self.raw.info.transaction_status != TransactionStatus.IDLE
+
+    def begin(self):
+        if self.readonly:             # a reader's BEGIN asks for one snapshot (storage/reads.py consistent)
+            self.raw.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            return
+        self.raw.execute("BEGIN")
+        self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
 
     def begin_implicitly(self, sql):
         if not self.in_transaction and sql.lstrip()[:7].upper().startswith(_WRITES):
-            self.raw.execute("BEGIN")
+            self.begin()
 
     def pragma(self, sql):
         """The answer to a PRAGMA (a list of rows), None for any other statement."""
@@ -323,21 +372,27 @@ def connect(url, readonly, version, schema_files, migrate=True):
         def load(self, data):
             return _number(data)
 
-    try:
+    def open_raw():
         raw = psycopg.connect(url, autocommit=True, connect_timeout=10, application_name="nettally")
+        raw.adapters.register_loader("numeric", Number)
+        if readonly:
+            raw.execute("SET default_transaction_read_only = on")
+        return raw
+
+    try:
+        con = Connection(open_raw, url, readonly)
     except psycopg.Error as e:
-        raise ConnectionError(_one_line(e)) from None
+        error = ConnectionError(_one_line(e))
+        error.stall = isinstance(e, psycopg.OperationalError)
+        raise error from None
     except Exception as e:            # a URL psycopg cannot parse
         raise ConnectionError(str(e).splitlines()[0]) from None
-    raw.adapters.register_loader("numeric", Number)
-    con = Connection(raw, url, readonly)
+    raw = con.raw
     try:
         have = schema_version(raw)
         if have > version:
             raise ConnectionError(f"schema version {have} is newer than this NetTally ({version})")
         if readonly or not migrate:
-            if readonly:
-                raw.execute("SET default_transaction_read_only = on")
             if have == 0:
                 raise ConnectionError("not a NetTally database (no schema): import a capture or run the capture into it first")
             if have != version and not readonly:

@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 
-from storage import retention, status, tiers
+from storage import postgres, retention, status, tiers
 from storage.backlog import Backlog, rows_of
 from storage.db import DatabaseError, connect, connect_checked, shown
 from storage.store import RollupStore
@@ -34,7 +34,7 @@ _STALLS = {_SQLITE_BUSY, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_FULL, _SQLITE_
 def is_stall(error):
     """True for errors that say the database cannot be written now (full, read-only, I/O)."""
     code = getattr(error, "sqlite_errorcode", None)
-    return code is not None and code & 0xFF in _STALLS
+    return getattr(error, "stall", False) or (code is not None and code & 0xFF in _STALLS)
 
 
 class Health:
@@ -61,7 +61,7 @@ _HEALTH, _HEALTH_LOCK = {}, threading.Lock()
 
 def health(path):
     """The Health of the writer of database `path` in this process."""
-    key = os.path.abspath(path)
+    key = postgres.shown(path) if postgres.is_url(path) else os.path.abspath(path)   # named in alerts
     with _HEALTH_LOCK:
         return _HEALTH.setdefault(key, Health(key))
 
@@ -164,7 +164,8 @@ class WriterThread(threading.Thread):
         except (DatabaseError, sqlite3.Error) as e:
             code = getattr(e, "sqlite_errorcode", None)
             no_folder = not os.path.isdir(os.path.dirname(os.path.abspath(self.path)))
-            if code is not None and code & 0xFF in _STALLS and not (code & 0xFF == _SQLITE_CANTOPEN and no_folder):
+            if (code is not None and code & 0xFF in _STALLS and not (code & 0xFF == _SQLITE_CANTOPEN and no_folder)) \
+                    or (getattr(e, "stall", False) and self.store is not None):   # a server gone, after the start
                 self._stall(e)      # read-only or full file system: counts wait in memory
             else:
                 self.error = e if isinstance(e, DatabaseError) else DatabaseError(f"{shown(self.path)}: {e}")
@@ -270,6 +271,8 @@ class WriterThread(threading.Thread):
         """SQLite's words, plus what the file system says when SQLite's are vague (I/O error,
         cannot open): a full disk and a read-only mount look alike to it."""
         reason = str(error).removeprefix(f"{shown(self.path)}: ")
+        if postgres.is_url(self.path):
+            return reason             # the server's words: its disks are not this machine's
         try:
             fs = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
         except OSError:
@@ -319,7 +322,8 @@ class WriterThread(threading.Thread):
             return
         con = self.store.con
         try:
-            done = retention.maintain(con, self.policy, self.clock())
+            with postgres.one_agent(con) as mine:
+                done = not mine or retention.maintain(con, self.policy, self.clock())
             if done:
                 retention.checkpoint(con)
         except Exception as e:        # a full disk shows here too; the next commit reports it
