@@ -38,8 +38,10 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _common(p, with_web=False):
+def _common(p, with_web=False, agent=None):
     p.add_argument("--db", help=settings_mod.help_of("db"))
+    if agent:
+        p.add_argument("--agent", metavar="NAME", help=agent)
     p.add_argument("--config", help=settings_mod.help_of("config"))
     if with_web:
         p.add_argument("--host", help=settings_mod.help_of("host"))
@@ -52,7 +54,7 @@ def parser_for(command):
         p.add_argument("files", nargs="+", metavar="FILE")
         p.add_argument("--force", action="store_true",
                        help="import a file even if the same content was imported before (its counts add up again)")
-        _common(p)
+        _common(p, agent=settings_mod.help_of("agent"))
         return p
     if command == "serve":
         p = _Parser(prog="run.py serve", description="Serve the dashboard and API over an existing database.")
@@ -61,7 +63,7 @@ def parser_for(command):
     if command == "export":
         p = _Parser(prog="run.py export", description="Export counts as CSV or JSON.")
         p.add_argument("table", choices=("flows", "hosts", "processes", "alerts"))
-        _common(p)
+        _common(p, agent="only what this agent counted (default: every agent's counts, added up)")
         p.add_argument("--since", help="start time: epoch seconds, ISO 8601, or relative like 1h, 30m, 7d (ago)")
         p.add_argument("--until", help="end time, same forms (exclusive)")
         p.add_argument("--format", choices=("csv", "json"), default="csv")
@@ -72,7 +74,7 @@ def parser_for(command):
         p.add_argument("subject", help="all, iface:NAME, host:ADDRESS or class:NAME")
         p.add_argument("--horizon", choices=("24h", "7d"), default="24h", help="the next 24 hours (hourly) or 7 days (daily)")
         p.add_argument("--format", choices=("text", "json"), default="text")
-        _common(p)
+        _common(p, agent="only what this agent counted (default: every agent's counts, added up)")
         return p
     p = _Parser(prog="run.py", description="Capture on this host's interfaces and serve the dashboard (root).",
                 epilog=_COMMANDS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -87,7 +89,7 @@ def parser_for(command):
     p.add_argument("--max-flows", type=int, dest="max_flows", help=settings_mod.help_of("max_flows"))
     p.add_argument("--capture-backend", dest="capture_backend", choices=("auto", "ring", "pcap"),
                    help=settings_mod.help_of("capture_backend"))
-    _common(p, with_web=True)
+    _common(p, with_web=True, agent=settings_mod.help_of("agent"))
     return p
 
 

@@ -16,7 +16,7 @@ import time
 from alerts import messages
 from alerts.config import effective_rules, file_rules, load_rules
 from alerts.rules import SEVERITIES, Event, Rule, SlidingWindow, Tracker, measure
-from storage import alert_log
+from storage import agents, alert_log
 from storage.db import DatabaseError, connect
 from storage.tiers import MINUTE, floor
 
@@ -193,6 +193,10 @@ class AlertRunner:
                 return
 
     def step(self, now):
+        with agents.only(getattr(self.settings, "agent", None)):   # this collector's counts, not the fleet's
+            self._step(now)
+
+    def _step(self, now):
         while True:
             try:
                 item = self._queue.get_nowait()

@@ -61,7 +61,7 @@ def ensure_db(path, regenerate):
     return generate(path, **GEN_PARAMS)
 
 
-def measure_latency(path, meta, requests):
+def measure_latency(path, meta, requests, endpoints=ENDPOINTS):
     import waitress
     from settings import Settings
     from web.app import SERVER_THREADS, create_app
@@ -83,12 +83,12 @@ def measure_latency(path, meta, requests):
             raise SystemExit(f"{url}: HTTP {response.status} {body[:200]!r}")
         return took, len(body)
 
-    for url in ENDPOINTS:            # warm-up: the SQLite page cache, Python's first-call costs
+    for url in endpoints:            # warm-up: the SQLite page cache, Python's first-call costs
         for _ in range(3):
             ask(url)
-    times, sizes = {url: [] for url in ENDPOINTS}, {}
+    times, sizes = {url: [] for url in endpoints}, {}
     for _ in range(requests):
-        for url in ENDPOINTS:
+        for url in endpoints:
             took, size = ask(url)
             times[url].append(took)
             sizes[url] = size
@@ -96,7 +96,7 @@ def measure_latency(path, meta, requests):
     server.task_dispatcher.shutdown()
     server.close()
     rows = []
-    for url in ENDPOINTS:
+    for url in endpoints:
         t = times[url]
         rows.append({"endpoint": url, "p50_ms": round(statistics.median(t), 1), "p95_ms": round(percentile(t, 95), 1),
                      "p99_ms": round(percentile(t, 99), 1), "max_ms": round(max(t), 1), "bytes": sizes[url]})

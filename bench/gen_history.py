@@ -33,7 +33,8 @@ from records import FlowDelta, Rollup          # noqa: E402
 from records import ProcessKey               # noqa: E402
 from settings import Settings                        # noqa: E402
 from storage import retention, tiers                 # noqa: E402
-from storage.db import connect                       # noqa: E402
+from storage.db import connect, shown                # noqa: E402
+from storage.postgres import is_url                  # noqa: E402
 from storage.store import RollupStore               # noqa: E402
 
 IFACES = ("eth0", "wlan0")
@@ -91,13 +92,15 @@ class Model:
         return Rollup(start, flows, hosts, interfaces, {}, processes, attribution), drops
 
 
-def generate(path, hosts=1000, days=30, active=0.25, seed=1, now=None, say=print):
+def generate(path, hosts=1000, days=30, active=0.25, seed=1, now=None, say=print, agent=""):
+    """`path` may be a PostgreSQL URL (bench/fleet_api.py): a new, empty database."""
     now = float(int(time.time()) if now is None else now)
-    for suffix in ("", "-wal", "-shm"):
+    url = is_url(path)
+    for suffix in () if url else ("", "-wal", "-shm"):
         if os.path.exists(path + suffix):
             os.unlink(path + suffix)
     con = connect(path)
-    store = RollupStore(con)
+    store = RollupStore(con, agent)
     policy = tiers.RetentionPolicy.from_settings(Settings())
     retention.maintain(con, policy, now)        # sets the tiers' watermarks for `now`: old rows go to hours
     model = Model(hosts, seed)
@@ -119,12 +122,14 @@ def generate(path, hosts=1000, days=30, active=0.25, seed=1, now=None, say=print
                        for s in range(int(now) - 900, int(now)) for name, share in zip(IFACES, (0.7, 0.3))])
     say(f"minute tier: {(last - minute_start) // 60} minutes, {time.perf_counter() - started:.0f} s so far")
     retention.checkpoint(con, wait_ms=5000)
+    size = con.execute("SELECT pg_database_size(current_database())").fetchone()[0] if url else os.path.getsize(path)
     con.close()
     meta = {"now": now, "hosts": hosts, "days": days, "active": active, "seed": seed, "flows": model.flow_seq,
-            "bytes": os.path.getsize(path), "seconds": round(time.perf_counter() - started, 1)}
-    with open(path + ".json", "w") as f:
-        json.dump(meta, f, indent=1)
-    say(f"{path}: {meta['bytes'] / 1e6:.0f} MB, {model.flow_seq} flows, in {meta['seconds']} s")
+            "bytes": size, "seconds": round(time.perf_counter() - started, 1)}
+    if not url:
+        with open(path + ".json", "w") as f:
+            json.dump(meta, f, indent=1)
+    say(f"{shown(path)}: {meta['bytes'] / 1e6:.0f} MB, {model.flow_seq} flows, in {meta['seconds']} s")
     return meta
 
 

@@ -4,6 +4,7 @@ import sys
 from names.label import add_vendors
 from names.vendors import Vendors
 from runtime.exits import EXIT_OK, UsageError
+from storage import agents
 from storage.alert_log import ALERT_FIELDS, alert_rows_for_export
 from storage.db import DatabaseError, connect
 from storage.export import flow_row, render
@@ -22,14 +23,15 @@ def run_export(settings, args):
         raise UsageError(str(e)) from None
     table = args["table"]
     fields = None
-    if table == "flows":
-        rows = [flow_row(r) for r in flows_between(con, since, until)]
-    elif table == "hosts":
-        rows = add_vendors(top_hosts(con, since, until), Vendors.load())
-    elif table == "processes":
-        rows = process_totals(con, since, until)
-    else:
-        rows, fields = alert_rows_for_export(con, since, until), ALERT_FIELDS
+    with agents.only(args.get("agent")):      # --agent: that collector's counts; else every one's, added up
+        if table == "flows":
+            rows = [flow_row(r) for r in flows_between(con, since, until)]
+        elif table == "hosts":
+            rows = add_vendors(top_hosts(con, since, until), Vendors.load())
+        elif table == "processes":
+            rows = process_totals(con, since, until)
+        else:
+            rows, fields = alert_rows_for_export(con, since, until), ALERT_FIELDS
     text = render(table, rows, args["format"], fields)
     if args["output"]:
         try:

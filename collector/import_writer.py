@@ -13,16 +13,16 @@ file) waits, keeping its counts in memory (storage/writer.py), until the import 
 """
 
 from runtime import children, signals
-from storage import imports
-from storage.db import DatabaseError, connect
+from storage import imports, postgres
+from storage.db import DatabaseError, connect, shown
 from storage.store import RollupStore
 
 class ImportWriter:
-    def __init__(self, path):
+    def __init__(self, path, agent=""):
         ctx = children.context()
         inbox, self._outbox = ctx.Pipe(duplex=False)
         self._reply, reply_end = ctx.Pipe(duplex=False)
-        self._process = ctx.Process(target=_serve, args=(path, inbox, reply_end, self._outbox),
+        self._process = ctx.Process(target=_serve, args=(path, agent, inbox, reply_end, self._outbox),
                                     name="import-writer", daemon=True)
         self._process.start()
         inbox.close()
@@ -55,17 +55,17 @@ class ImportWriter:
             self.span, self.flows = outcome[1], outcome[2]
 
 
-def _serve(path, inbox, reply, importer_end):
+def _serve(path, agent, inbox, reply, importer_end):
     signals.ignore_stop()             # the importing process decides when to stop
     importer_end.close()
     store, error, finish, last_flow = None, None, None, 0
     try:
-        store = RollupStore(connect(path))
+        store = RollupStore(connect(path), agent)
         store.con.execute("BEGIN IMMEDIATE")
         # flow records are numbered in order: those above this one are the file's own
         last_flow = store.con.execute("SELECT coalesce(max(id), 0) FROM flows").fetchone()[0]
     except Exception as e:
-        error = f"{path}: {e}"
+        error = f"{shown(path)}: {e}"
     while True:
         try:
             message = inbox.recv()
@@ -78,13 +78,13 @@ def _serve(path, inbox, reply, importer_end):
             try:
                 store.apply(message)
             except Exception as e:
-                error = f"{path}: {e}"
+                error = f"{shown(path)}: {e}"
     outcome = ("ok", None, 0)
     if error is None:
         try:
             outcome = _end(store, finish, last_flow)
         except Exception as e:
-            error = f"{path}: {e}"
+            error = f"{shown(path)}: {e}"
     try:
         reply.send(("error", error) if error else outcome)
     except OSError:
@@ -102,6 +102,7 @@ def _end(store, finish, last_flow):
         con.rollback()
         return ("ok", None, 0)
     import_id, sha256, force, (kind, name, started, frames, clamped, damage) = finish
+    postgres.serialize(con, "ledger")         # two agents finishing one file together: one stores it
     done = None if force or not sha256 else imports.stored(con, sha256)
     if done is not None:
         con.rollback()
@@ -109,6 +110,6 @@ def _end(store, finish, last_flow):
     source_id = store.begin_source(kind, name, started)
     store.end_source(source_id, frames, clamped, damage)
     imports.end(con, import_id, imports.STORED, frames, source_id, sha256)
-    flows = con.execute("SELECT count(*) FROM flows WHERE id > ?", (last_flow,)).fetchone()[0]
+    flows = con.execute("SELECT count(*) FROM flows WHERE id > ? AND agent = ?", (last_flow, store.agent)).fetchone()[0]
     con.commit()
     return ("ok", store.span, flows)

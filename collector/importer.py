@@ -26,7 +26,7 @@ from records import IFACE_FIELDS
 from runtime.exits import EXIT_DAMAGED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
 from runtime import signals
 from runtime.text import one_line
-from storage import imports
+from storage import agents, imports
 from storage.db import DatabaseError, connect, shown
 from storage.tiers import build_pending
 from storage.store import RollupStore
@@ -45,7 +45,7 @@ def run_import(settings, files, force=False):
     try:
         load_rules(settings)                 # a bad rules or names file: one line, before any work
         labeller = Labeller.from_settings(settings) if settings.names else None
-        store = RollupStore(connect(settings.db))
+        store = RollupStore(connect(settings.db), settings.agent)
         for line in abandoned(store.con):    # imports an earlier run could not finish
             print(f"run.py import: {line}", file=sys.stderr)
     except (DatabaseError, ValueError) as e:
@@ -134,7 +134,9 @@ def _judge(settings, con, scope):
     if outliers:
         print(f"alert rules: {outliers} frames left out, their timestamps more than a day away from the "
               f"capture's {messages.when(since)} .. {messages.when(until)}")
-    for line in import_summary(evaluate_import(settings, con, since, until, subjects=scope.subjects())):
+    with agents.only(settings.agent):        # this agent's counts: others writing the database alert on theirs
+        events = evaluate_import(settings, con, since, until, subjects=scope.subjects())
+    for line in import_summary(events):
         print(line)
 
 
@@ -143,7 +145,7 @@ def _import_one(settings, path, admission, store, labeller, dpi, stop_asked, sco
     table = FlowTable(idle_timeout=settings.idle_timeout, active_timeout=settings.active_timeout,
                       max_flows=settings.max_flows, read_payload=settings.names, tcp_health=settings.tcp_health)
     begun = time.time()
-    writer = ImportWriter(settings.db)       # SQLite on the other core, the file in one transaction
+    writer = ImportWriter(settings.db, settings.agent)       # SQLite on the other core, the file in one transaction
     tally = _ImportTally(partial(_labelled, labeller, dpi, writer.submit), ImportScope(), settings.max_names)
     result, finish = None, None
     try:

@@ -4,8 +4,9 @@ command line > environment (NETTALLY_<NAME>) > config file (TOML, --config) > de
 Only run.py builds a Settings (via `build`); everything else receives it.
 """
 import os
+import socket
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 
 def _setting(default, help, **kw):
@@ -118,6 +119,8 @@ def build(cli: dict, environ=None) -> Settings:
             raise ValueError(f"bad setting: {name} must be one of {', '.join(allowed)}, not {getattr(built, name)!r}")
     if len(built.agent) > 64 or not built.agent.isprintable():
         raise ValueError("bad setting: agent must be at most 64 printable characters")
+    if not built.agent:               # this host's name: what its counts are kept under
+        built = replace(built, agent=(socket.gethostname() or "local")[:64])
     for name, (lo, hi) in _RANGES.items():
         value = getattr(built, name)
         if not lo <= value <= hi:

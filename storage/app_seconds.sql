@@ -9,6 +9,7 @@ CREATE TABLE IF NOT EXISTS app_seconds (
     app           TEXT    NOT NULL,
     service       TEXT    NOT NULL,
     traffic_class TEXT    NOT NULL,
+    agent TEXT NOT NULL DEFAULT '',
     bytes         INTEGER NOT NULL,
-    PRIMARY KEY (second, app, service, traffic_class)
+    PRIMARY KEY (second, app, service, traffic_class, agent)
 ) WITHOUT ROWID;

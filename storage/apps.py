@@ -12,7 +12,7 @@ whole seconds of app_seconds (the live capture's 1-second points) and `peak_bps`
 and `peak_at` saying which. There are no per-second points per host or process: with a filter
 `current_bps` is None and the peak is the busiest bucket (None from the flow records).
 """
-from storage import tiers
+from storage import agents, tiers
 from storage.postgres import at_max
 from storage.reads import FAR_FUTURE, FAR_PAST, finest, rate, source, span
 from storage.usage import NOW_SECONDS, seconds_args
@@ -84,19 +84,24 @@ def _seconds(con, keys, now, lo, hi):
     from app_seconds, grouped as the answer is."""
     cols = ", ".join(keys)
     secs, first = seconds_args(now, lo, hi)
+    mine, agent_args = agents.condition()
     sql = (f"SELECT {cols}, sum(now_b), max(range_b), {at_max(con, 'range_b', 'second')} "
            f"FROM (SELECT second, {cols}, CASE WHEN second >= ? AND second < ? THEN b ELSE 0 END AS now_b, "
            f"CASE WHEN second >= ? AND second < ? THEN b END AS range_b "
-           f"FROM (SELECT second, {cols}, sum(bytes) AS b FROM app_seconds WHERE second >= ? GROUP BY second, {cols})) "
-           f"GROUP BY {cols}")
+           f"FROM (SELECT second, {cols}, sum(bytes) AS b FROM app_seconds WHERE second >= ?{mine} "
+           f"GROUP BY second, {cols})) GROUP BY {cols}")
     n = len(keys)
-    return {tuple(r[:n]): tuple(r[n:]) for r in con.execute(sql, secs + [first])}
+    return {tuple(r[:n]): tuple(r[n:]) for r in con.execute(sql, secs + [first, *agent_args])}
 
 
 def _flows_of(since, until, host, process):
     """The flow records of `process` on `host` active in the range."""
     clauses = ["f.last_seen >= ?", "f.first_seen < ?"]
     args = [FAR_PAST if since is None else since, FAR_FUTURE if until is None else until]
+    mine, agent_args = agents.condition(alias="f")
+    if mine:
+        clauses.append(mine.removeprefix(" AND "))
+        args += agent_args
     if host is not None:
         clauses.append("(f.orig_h = ? OR f.resp_h = ?)")
         args += [host, host]

@@ -8,8 +8,13 @@ from pathlib import Path
 
 from storage import postgres
 
-SCHEMA_VERSION = 11         # 1: schema.sql; 2: + tiers.sql, alerts.sql; 3: + macs.sql; 4: + names.sql; 5: + imports.sql; 6: + alerts_severity.sql; 7: + health.sql; 8: + seconds.sql; 9: + app_seconds.sql; 10: covering.sql; 11: + status.sql
+SCHEMA_VERSION = 12         # 1: schema.sql; 2: + tiers.sql, alerts.sql; 3: + macs.sql; 4: + names.sql; 5: + imports.sql; 6: + alerts_severity.sql; 7: + health.sql; 8: + seconds.sql; 9: + app_seconds.sql; 10: covering.sql; 11: + status.sql; 12: `agent` in the keys of counts
 SCHEMA_FILES = ("schema.sql", "tiers.sql", "alerts.sql", "macs.sql", "names.sql", "imports.sql", "alerts_severity.sql", "health.sql", "seconds.sql", "app_seconds.sql", "covering.sql", "status.sql")   # each step adds tables, columns or indexes (10 also drops the ones it replaced)
+# the tables whose keys hold `agent` from schema 12 on (the others are keyed by a flow or a process)
+AGENT_TABLES = ("flows", "processes", "iface_seconds", "host_seconds", "app_seconds", "undecodable",
+                "undecodable_hours", "undecodable_days", "capture_drops", "capture_drops_hours", "capture_drops_days",
+                *(f"{family}_{tier}" for family in ("host", "iface", "attribution", "app", "unnamed", "host_app",
+                                                    "host_health", "app_health") for tier in ("minutes", "hours", "days")))
 WAL_LIMIT_BYTES = 64 * 1024 * 1024     # WAL file truncated back to this after a checkpoint
 _SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
 _CHECKED = set()                  # databases this process has checked and opened
@@ -252,6 +257,7 @@ def _migrate(con, path):
     # IF NOT EXISTS for it) is skipped, so a step adds what it adds whichever version it starts from.
     con.execute("BEGIN IMMEDIATE")
     try:
+        aside = _set_aside_for_agents(con)
         for name in SCHEMA_FILES:
             for statement in _statements((here / name).read_text()):
                 try:
@@ -259,11 +265,38 @@ def _migrate(con, path):
                 except sqlite3.OperationalError as e:
                     if "duplicate column name" not in str(e):
                         raise
+        _refill(con, aside)
         con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         con.commit()
     except BaseException:
         con.rollback()
         raise
+
+
+def _set_aside_for_agents(con):
+    """Schema 12 puts `agent` into keys, which SQLite cannot change in place: each table of
+    AGENT_TABLES without the column is renamed aside (its indexes and triggers dropped, made
+    again by the schema files), to be copied into the table the schema files create (_refill).
+    Returns the tables set aside."""
+    aside = [t for t in AGENT_TABLES
+             if (cols := [r[1] for r in con.execute(f"PRAGMA table_info({t})")]) and "agent" not in cols]
+    if aside:
+        log.warning("storage: adding the agent column to %d tables (schema 12): once, it copies them", len(aside))
+    con.execute("PRAGMA legacy_alter_table = ON")     # a rename must not rewrite the others' REFERENCES
+    for t in aside:
+        for kind, name in con.execute("SELECT type, name FROM sqlite_master WHERE tbl_name = ? "
+                                      "AND type IN ('index', 'trigger') AND sql IS NOT NULL", (t,)).fetchall():
+            con.execute(f"DROP {kind.upper()} {name}")
+        con.execute(f"ALTER TABLE {t} RENAME TO {t}__v11")
+    con.execute("PRAGMA legacy_alter_table = OFF")
+    return aside
+
+
+def _refill(con, aside):
+    for t in aside:
+        cols = ", ".join(r[1] for r in con.execute(f"PRAGMA table_info({t}__v11)"))
+        con.execute(f"INSERT INTO {t} ({cols}) SELECT {cols} FROM {t}__v11")
+        con.execute(f"DROP TABLE {t}__v11")
 
 
 def _statements(script):
@@ -279,17 +312,20 @@ def _statements(script):
 class immediate:
     """A write transaction that takes the write lock at once, so no other writer (an import in
     another process) slips rows in between what this transaction reads and what it writes.
+    `exclusive`: one that builds tiers from what writers add (BEGIN EXCLUSIVE; on SQLite the
+    same, on PostgreSQL it waits for every other agent's write: storage/postgres.py).
     Inside a transaction already open (an import writes a whole file in one: storage/imports.py)
     it is part of that one: the outer transaction commits or rolls back everything."""
 
-    def __init__(self, con):
+    def __init__(self, con, exclusive=False):
         self.con = con
         self.nested = False
+        self.begin = "BEGIN EXCLUSIVE" if exclusive else "BEGIN IMMEDIATE"
 
     def __enter__(self):
         self.nested = self.con.in_transaction
         if not self.nested:
-            self.con.execute("BEGIN IMMEDIATE")
+            self.con.execute(self.begin)
         return self.con
 
     def __exit__(self, kind, value, tb):

@@ -2,6 +2,7 @@
 flows export over a time range. Conventions as in storage/reads.py."""
 from typing import NamedTuple
 
+from storage import agents
 from storage.addresses import names_of
 from storage.export import flow_row
 from storage.reads import FAR_FUTURE, FAR_PAST, dict_rows, finest
@@ -41,6 +42,10 @@ _NAMED = "flows LEFT JOIN flow_names n ON n.flow_id = flows.id"
 def _flow_where(f):
     clauses = ["last_seen >= ?", "first_seen < ?"]
     args = [FAR_PAST if f.since is None else f.since, FAR_FUTURE if f.until is None else f.until]
+    mine, agent_args = agents.condition()
+    if mine:
+        clauses.append(mine.removeprefix(" AND "))
+        args += agent_args
     if f.host is not None:
         clauses.append("(orig_h = ? OR resp_h = ?)")
         args += [f.host, f.host]
@@ -109,7 +114,7 @@ SELECT id, proto, orig_h, orig_p, resp_h, resp_p, orig_bytes, resp_bytes, orig_p
        first_seen, last_seen, orig_pid, orig_process, resp_pid, resp_process, tcp_flags, iface,
        n.app, n.app_source, n.server_name, n.service, n.traffic_class,
        rtt_ms, rtt_min_ms, rtt_avg_ms, rtt_max_ms, data_segments, retransmits, out_of_order, zero_windows, resets
-FROM flows LEFT JOIN flow_names n ON n.flow_id = flows.id ORDER BY first_seen, id"""
+FROM flows LEFT JOIN flow_names n ON n.flow_id = flows.id WHERE 1 = 1 {mine} ORDER BY first_seen, id"""
 
 _FLOWS_BETWEEN = """
 SELECT f.id, f.proto, f.orig_h, f.orig_p, f.resp_h, f.resp_p,
@@ -126,6 +131,7 @@ def flows_between(con, since=None, until=None):
     """Flow records with the bytes and frames they carried in [since, until) (whole records when
     the range is open on both sides), oldest first."""
     if since is None and until is None:
-        return dict_rows(con, _FLOWS_ALL)
+        mine, agent_args = agents.condition()
+        return dict_rows(con, _FLOWS_ALL.format(mine=mine), agent_args)
     source, params = finest(con, "flow", since, until)
     return dict_rows(con, _FLOWS_BETWEEN.format(source=source), params)

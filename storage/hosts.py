@@ -1,6 +1,6 @@
 """Hosts (IP addresses): the hosts page and API, one host's detail, and the hosts export.
 Conventions as in storage/reads.py."""
-from storage import tiers
+from storage import agents, tiers
 from storage.addresses import macs_of, names_of
 from storage.flows import FlowFilter, flow_search
 from storage.reads import choose_tier, consistent, dict_rows, finest, source, span
@@ -31,34 +31,34 @@ def host_usage(con, since, until, now, sort="bytes", descending=True, limit=100,
         match, margs = host_match(con, q, tier, lo, hi)
         found, fargs = f"{where} AND {match}", wargs + margs
     # a page by a key totals give: ranked cheaply first, then only its hosts read in full (usage.py)
-    per_second = f"SELECT second, ip AS subject, tx_bytes + rx_bytes AS b FROM host_seconds WHERE second >= ? {where}"
+    mine, agent_args = agents.condition()
+    per_second = (f"SELECT second, ip AS subject, sum(tx_bytes + rx_bytes) AS b FROM host_seconds "
+                  f"WHERE second >= ? {where}{mine} GROUP BY second, ip")
+    second_args = wargs + agent_args
     coarse = None
     if limit is not None and sort in RANKED:
         coarse = coarse_source(con, "host", tier, lo, hi, "ip, tx_bytes, rx_bytes", found, fargs, policy=policy, now=now)
     if coarse is not None:
         total, page = rank(con, f"SELECT ip AS subject, tx_bytes AS tx, rx_bytes AS rx FROM ({coarse[0]})",
-                           coarse[1], per_second, wargs, now, HOST_SORTS[sort], descending, limit, offset)
+                           coarse[1], per_second, second_args, now, HOST_SORTS[sort], descending, limit, offset)
         if not page:
             return {"total": total, "resolution": size, "rows": []}
         found, fargs, limit, offset = f"{found} AND ip IN ({','.join('?' * len(page))})", fargs + page, None, 0
     sub, args = source(con, "host", tier, lo, hi, "ip, tx_bytes, rx_bytes, tx_packets, rx_packets", found, fargs)
-    if tier == "minute":        # one row per (minute, ip) already
-        per = (f"SELECT bucket, ip AS subject, tx_bytes AS tx, rx_bytes AS rx, tx_packets AS txp, "
-               f"rx_packets AS rxp FROM ({sub})")
-    else:                       # a pending hour comes as minute rows: sum them into its bucket first
-        per = (f"SELECT bucket, ip AS subject, sum(tx_bytes) AS tx, sum(rx_bytes) AS rx, sum(tx_packets) AS txp, "
-               f"sum(rx_packets) AS rxp FROM ({sub}) GROUP BY bucket, ip")
+    # a bucket's rows summed: several agents' rows of one (minute, ip), a pending hour's minutes
+    per = (f"SELECT bucket, ip AS subject, sum(tx_bytes) AS tx, sum(rx_bytes) AS rx, sum(tx_packets) AS txp, "
+           f"sum(rx_packets) AS rxp FROM ({sub}) GROUP BY bucket, ip")
     # per_second: a range of the primary key (second, ip): the seconds kept, a few minutes' worth
     secs, first = seconds_args(now, lo, hi)
     sql = per_subject(con, per=per, per_second=per_second, extra="")
-    counted, rows = usage_rows(con, sql, args + secs + [first, *wargs], size, now, descending, HOST_SORTS[sort],
+    counted, rows = usage_rows(con, sql, args + secs + [first, *second_args], size, now, descending, HOST_SORTS[sort],
                                limit, offset)
     if coarse is None:      # else the ranking's total, and the page's rows in its order already
         total = counted
     if tier != "minute" and rows:       # last seen to the minute where minutes are still kept
         ips = [r["subject"] for r in rows]
         latest = dict(con.execute(f"SELECT ip, max(minute) FROM host_minutes WHERE ip IN ({','.join('?' * len(ips))}) "
-                                  f"AND minute >= ? AND minute < ? GROUP BY ip", (*ips, lo, hi)).fetchall())
+                                  f"AND minute >= ? AND minute < ?{mine} GROUP BY ip", (*ips, lo, hi, *agent_args)).fetchall())
         for r in rows:
             r["last_seen"] = latest.get(r["subject"], r["last_seen"])
     ips = [r["subject"] for r in rows]
@@ -83,11 +83,13 @@ def host_detail(con, ip, since, until, now, step, policy):
     peers = dict_rows(con, """
         SELECT peer, sum(sent) AS tx_bytes, sum(received) AS rx_bytes, count(*) AS flows FROM (
             SELECT resp_h AS peer, orig_bytes AS sent, resp_bytes AS received FROM flows
-            WHERE orig_h = :ip AND last_seen >= :lo AND first_seen < :hi
+            WHERE orig_h = :ip AND last_seen >= :lo AND first_seen < :hi {mine}
             UNION ALL
             SELECT orig_h, resp_bytes, orig_bytes FROM flows
-            WHERE resp_h = :ip AND orig_h != :ip AND last_seen >= :lo AND first_seen < :hi)
-        GROUP BY peer ORDER BY sum(sent) + sum(received) DESC, peer LIMIT 20""", {"ip": ip, "lo": since, "hi": until})
+            WHERE resp_h = :ip AND orig_h != :ip AND last_seen >= :lo AND first_seen < :hi {mine})
+        GROUP BY peer ORDER BY sum(sent) + sum(received) DESC, peer LIMIT 20""".format(
+        mine="AND agent = :agent" if agents.current() is not None else ""),
+        {"ip": ip, "lo": since, "hi": until, "agent": agents.current()})
     _, flows = flow_search(con, FlowFilter(since=since, until=until, host=ip), limit=20)
     # the row's resolution: of its peak (1 where a second of the kept ones is it), as in the list
     return {"resolution": usage["resolution"], **usage["rows"][0],

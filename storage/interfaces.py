@@ -3,7 +3,7 @@ attribution coverage), the interfaces page, and interface totals for the exports
 Conventions as in storage/reads.py; on an interface "up" is what this host sent (out_bytes),
 "down" the rest."""
 from records import IFACE_FIELDS
-from storage import tiers
+from storage import agents, tiers
 from storage.coverage import attribution_coverage
 from storage.reads import FAR_FUTURE, FAR_PAST, dict_rows, finest, rate, source, span
 
@@ -13,17 +13,20 @@ COVERAGE_WINDOW = 3600   # seconds of attribution counts behind the coverage fig
 
 def live_seconds(con, since_second):
     """Per-second interface points from `since_second` on: [(second, iface, up_bytes, down_bytes)]."""
-    return con.execute("""
-        SELECT second, iface, out_bytes, bytes - out_bytes FROM iface_seconds
-        WHERE second >= ? ORDER BY second, iface""", (int(since_second),)).fetchall()
+    mine, agent_args = agents.condition()
+    return con.execute(f"""
+        SELECT second, iface, sum(out_bytes), sum(bytes - out_bytes) FROM iface_seconds
+        WHERE second >= ?{mine} GROUP BY second, iface ORDER BY second, iface""",
+                       (int(since_second), *agent_args)).fetchall()
 
 
 def interface_rates(con, now):
     """{iface: (up bit/s, down bit/s)} over the last RATE_WINDOW whole seconds."""
     end = int(now)
-    return {iface: (rate(up, RATE_WINDOW), rate(down, RATE_WINDOW)) for iface, up, down in con.execute("""
+    mine, agent_args = agents.condition()
+    return {iface: (rate(up, RATE_WINDOW), rate(down, RATE_WINDOW)) for iface, up, down in con.execute(f"""
         SELECT iface, sum(out_bytes), sum(bytes - out_bytes) FROM iface_seconds
-        WHERE second >= ? AND second < ? GROUP BY iface""", (end - RATE_WINDOW, end))}
+        WHERE second >= ? AND second < ?{mine} GROUP BY iface""", (end - RATE_WINDOW, end, *agent_args))}
 
 
 def current_usage(con, now, policy):

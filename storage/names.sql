@@ -23,36 +23,42 @@ CREATE TABLE IF NOT EXISTS host_names (
 
 CREATE TABLE IF NOT EXISTS app_minutes (
     minute INTEGER NOT NULL, app TEXT NOT NULL, service TEXT NOT NULL, traffic_class TEXT NOT NULL,
+    agent TEXT NOT NULL DEFAULT '',
     bytes INTEGER NOT NULL, packets INTEGER NOT NULL,
-    PRIMARY KEY (minute, app, service, traffic_class)
+    PRIMARY KEY (minute, app, service, traffic_class, agent)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS app_hours (
     hour INTEGER NOT NULL, app TEXT NOT NULL, service TEXT NOT NULL, traffic_class TEXT NOT NULL,
+    agent TEXT NOT NULL DEFAULT '',
     bytes INTEGER NOT NULL, packets INTEGER NOT NULL,
-    PRIMARY KEY (hour, app, service, traffic_class)
+    PRIMARY KEY (hour, app, service, traffic_class, agent)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS app_days (
     day INTEGER NOT NULL, app TEXT NOT NULL, service TEXT NOT NULL, traffic_class TEXT NOT NULL,
+    agent TEXT NOT NULL DEFAULT '',
     bytes INTEGER NOT NULL, packets INTEGER NOT NULL,
-    PRIMARY KEY (day, app, service, traffic_class)
+    PRIMARY KEY (day, app, service, traffic_class, agent)
 ) WITHOUT ROWID;
 
 -- Per host: bytes it sent (tx) and received (rx) by application, service and class
 CREATE TABLE IF NOT EXISTS host_app_minutes (
     minute INTEGER NOT NULL, ip TEXT NOT NULL, app TEXT NOT NULL, service TEXT NOT NULL, traffic_class TEXT NOT NULL,
+    agent TEXT NOT NULL DEFAULT '',
     tx_bytes INTEGER NOT NULL, rx_bytes INTEGER NOT NULL, tx_packets INTEGER NOT NULL, rx_packets INTEGER NOT NULL,
-    PRIMARY KEY (minute, ip, app, service, traffic_class)
+    PRIMARY KEY (minute, ip, app, service, traffic_class, agent)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS host_app_minutes_ip ON host_app_minutes (ip, minute);
 CREATE TABLE IF NOT EXISTS host_app_hours (
     hour INTEGER NOT NULL, ip TEXT NOT NULL, app TEXT NOT NULL, service TEXT NOT NULL, traffic_class TEXT NOT NULL,
+    agent TEXT NOT NULL DEFAULT '',
     tx_bytes INTEGER NOT NULL, rx_bytes INTEGER NOT NULL, tx_packets INTEGER NOT NULL, rx_packets INTEGER NOT NULL,
-    PRIMARY KEY (hour, ip, app, service, traffic_class)
+    PRIMARY KEY (hour, ip, app, service, traffic_class, agent)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS host_app_days (
     day INTEGER NOT NULL, ip TEXT NOT NULL, app TEXT NOT NULL, service TEXT NOT NULL, traffic_class TEXT NOT NULL,
+    agent TEXT NOT NULL DEFAULT '',
     tx_bytes INTEGER NOT NULL, rx_bytes INTEGER NOT NULL, tx_packets INTEGER NOT NULL, rx_packets INTEGER NOT NULL,
-    PRIMARY KEY (day, ip, app, service, traffic_class)
+    PRIMARY KEY (day, ip, app, service, traffic_class, agent)
 ) WITHOUT ROWID;
 
 -- Per process (processes.id): bytes it sent (tx) and received (rx) by application, service and class
@@ -75,11 +81,11 @@ CREATE TABLE IF NOT EXISTS process_app_days (
 
 -- Flows whose payload could not be read, by reason (dns_compression_loop, tls_truncated_handshake...)
 CREATE TABLE IF NOT EXISTS unnamed_minutes (
-    minute INTEGER NOT NULL, reason TEXT NOT NULL, flows INTEGER NOT NULL, PRIMARY KEY (minute, reason)
+    minute INTEGER NOT NULL, reason TEXT NOT NULL, agent TEXT NOT NULL DEFAULT '', flows INTEGER NOT NULL, PRIMARY KEY (minute, reason, agent)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS unnamed_hours (
-    hour INTEGER NOT NULL, reason TEXT NOT NULL, flows INTEGER NOT NULL, PRIMARY KEY (hour, reason)
+    hour INTEGER NOT NULL, reason TEXT NOT NULL, agent TEXT NOT NULL DEFAULT '', flows INTEGER NOT NULL, PRIMARY KEY (hour, reason, agent)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS unnamed_days (
-    day INTEGER NOT NULL, reason TEXT NOT NULL, flows INTEGER NOT NULL, PRIMARY KEY (day, reason)
+    day INTEGER NOT NULL, reason TEXT NOT NULL, agent TEXT NOT NULL DEFAULT '', flows INTEGER NOT NULL, PRIMARY KEY (day, reason, agent)
 ) WITHOUT ROWID;

@@ -6,9 +6,10 @@ differs is handled here, and only here (`translate` for statements, `schema_stat
 schema files), so the two stay one source:
 
 - placeholders: `?` and `:name` become `%s` and `%(name)s` (and a literal `%` doubles);
-- a write transaction (`BEGIN IMMEDIATE`, or a write outside one) takes an advisory lock, as
-  SQLite's write lock: the upserts that add counts would be safe side by side, but building a
-  tier reads what the others write, and its pending marks must not be lost between them;
+- a write transaction (`BEGIN IMMEDIATE`, or a write outside one) takes an advisory lock in
+  shared mode, `BEGIN EXCLUSIVE` (building tiers) alone: agents' upserts that add counts run
+  side by side, but building an hour reads what the writers add, and a pending mark one of them
+  sets must not be lost to a rebuild that deletes it (SQLite has one writer at a time anyway);
 - `INSERT OR IGNORE` is `ON CONFLICT DO NOTHING`;
 - SQLite's LIKE ignores ASCII case: ILIKE;
 - SQLite's two-argument min() and max() are functions the schema creates;
@@ -30,8 +31,9 @@ from urllib.parse import urlsplit
 
 SCHEMES = ("postgresql://", "postgres://")
 _SCHEMA_LOCK = 0x6E657474616C6C79      # pg_advisory_xact_lock key of schema creation ("nettally")
-_WRITE_LOCK = _SCHEMA_LOCK + 1          # held by each write transaction (see Connection.begin)
+_WRITE_LOCK = _SCHEMA_LOCK + 1          # write transactions share it, tier building holds it alone
 _HOUSEKEEPING_LOCK = _SCHEMA_LOCK + 2   # held by the agent building tiers and pruning
+_LOCKS = {"ledger": _SCHEMA_LOCK + 3}   # `serialize`: the imports ledger's check and mark
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
 _RESERVED = re.compile(r'(?<![\w."])(window)(?![\w"(])')   # column names PostgreSQL reserves: quoted
 
@@ -56,6 +58,13 @@ def at_max(con, value, at):
     if not isinstance(con, Connection) or at == "NULL":
         return at
     return f"-(max(CASE WHEN ({value}) IS NOT NULL THEN ARRAY[({value}), -({at})] END))[2]"
+
+
+def serialize(con, name):
+    """Inside a transaction: waits until no other agent's transaction holds `name` ("ledger"),
+    and holds it to the commit. SQLite's write lock already does it: nothing to do there."""
+    if isinstance(con, Connection):
+        con.raw.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCKS[name],))
 
 
 @contextlib.contextmanager
@@ -203,8 +212,9 @@ class Cursor:
             self._rows = con.pragma(sql)
             if self._rows is not None:
                 return self
-            if re.match(r"\s*BEGIN\b", sql, re.I):
-                con.begin()
+            begin = re.match(r"\s*BEGIN\b\s*(\w*)", sql, re.I)
+            if begin:
+                con.begin(exclusive=begin.group(1).upper() == "EXCLUSIVE")
                 return self
             con.begin_implicitly(sql)
             if params:
@@ -295,12 +305,13 @@ class Connection:
             return False
         return self.raw.info.transaction_status != TransactionStatus.IDLE
 
-    def begin(self):
+    def begin(self, exclusive=False):
         if self.readonly:             # a reader's BEGIN asks for one snapshot (storage/reads.py consistent)
             self.raw.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
             return
         self.raw.execute("BEGIN")
-        self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
+        lock = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+        self.raw.execute(f"SELECT {lock}(%s)", (_WRITE_LOCK,))
 
     def begin_implicitly(self, sql):
         if not self.in_transaction and sql.lstrip()[:7].upper().startswith(_WRITES):
@@ -397,6 +408,8 @@ def connect(url, readonly, version, schema_files, migrate=True):
                 raise ConnectionError("not a NetTally database (no schema): import a capture or run the capture into it first")
             if have != version and not readonly:
                 raise ConnectionError(f"schema version {have}, not {version} (the collector updates it)")
+        elif 0 < have < 12:
+            raise ConnectionError(f"schema version {have}, from a build before agents: make a new database for this one")
         elif have < version:
             _migrate(raw, version, schema_files)
     except psycopg.Error as e:

@@ -2,7 +2,7 @@
 the cross-checks of attribution (per-process totals from the flows, coverage figures).
 Conventions as in storage/reads.py."""
 from records import ATTRIBUTED
-from storage import coverage, tiers
+from storage import agents, coverage, tiers
 from storage.reads import consistent, dict_rows, finest, source, span
 from storage.search import process_match
 from storage.usage import RANKED, coarse_source, per_subject, rank, seconds_args, usage_rows
@@ -27,8 +27,9 @@ def process_usage(con, since, until, now, sort="bytes", descending=True, limit=1
     if q is not None:
         match, fargs = process_match(con, q, tier, lo, hi)
         found = f"WHERE {match}"
+    mine, second_args = agents.condition(alias="p")
     per_second = (f"SELECT s.second, {key} AS subject, sum(s.tx_bytes + s.rx_bytes) AS b FROM process_seconds s "
-                  f"JOIN processes p ON p.id = s.process_id WHERE s.second >= ? GROUP BY s.second, subject")
+                  f"JOIN processes p ON p.id = s.process_id WHERE s.second >= ?{mine} GROUP BY s.second, subject")
     extra = "max(name) AS name, max(pid) AS pid,"
     pid = "p.pid" if group == "instance" else "NULL"
     # a page by a key totals give: ranked cheaply first, then only its processes read in full (usage.py)
@@ -39,7 +40,7 @@ def process_usage(con, since, until, now, sort="bytes", descending=True, limit=1
     if coarse is not None:
         rows = (f"SELECT {key} AS subject, p.name AS name, {pid} AS pid, s.tx_bytes AS tx, s.rx_bytes AS rx "
                 f"FROM ({coarse[0]}) s JOIN processes p ON p.id = s.process_id {found}")
-        total, page = rank(con, rows, coarse[1] + fargs, per_second, [], now, PROCESS_SORTS[sort], descending,
+        total, page = rank(con, rows, coarse[1] + fargs, per_second, second_args, now, PROCESS_SORTS[sort], descending,
                            limit, offset, extra)
         if not page:
             return {"total": total, "resolution": size, "rows": []}
@@ -55,7 +56,7 @@ def process_usage(con, since, until, now, sort="bytes", descending=True, limit=1
            f"FROM ({sub}) s JOIN processes p ON p.id = s.process_id {found} GROUP BY s.bucket, subject")
     secs, first = seconds_args(now, lo, hi)
     sql = per_subject(con, per=per, per_second=per_second, extra=extra)
-    counted, rows = usage_rows(con, sql, args + secs + [first], size, now, descending, PROCESS_SORTS[sort],
+    counted, rows = usage_rows(con, sql, args + secs + [first, *second_args], size, now, descending, PROCESS_SORTS[sort],
                                limit, offset)
     if coarse is None:      # else the ranking's total, and the page's rows in its order already
         total = counted

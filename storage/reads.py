@@ -19,7 +19,7 @@ directions arrive checked against the modules' whitelists: no caller text ever b
 import functools
 import math
 
-from storage import tiers
+from storage import agents, tiers
 
 FAR_PAST, FAR_FUTURE = -(2 ** 62), 2 ** 62
 _FINER = {"hour": "minute", "day": "hour"}
@@ -137,7 +137,8 @@ def source_parts(con, family, tier, lo, hi, columns, where="", where_args=()):
     """`source` as its parts, [(SQL, args)], each of one table: a query of its own over one part
     can follow that table's primary key (a GROUP BY bucket then needs no sorting)."""
     fam, size = tiers.FAMILIES[family], tiers.SIZE[tier]
-    return [(_part(fam, src, size, columns, where), [a, b, *where_args])
+    mine, agent_args = agents.condition(fam.agent)
+    return [(_part(fam, src, size, columns, where + mine), [a, b, *where_args, *agent_args])
             for src, a, b in _pieces(tier, lo, hi, _dirty(con, family) if tier != "minute" else None)]
 
 
@@ -165,11 +166,12 @@ def finest(con, family_name, since, until):
              ("hour", max(since, hour_floor), min(until, minute_floor)),
              ("day", since, min(until, hour_floor)))
     columns = ", ".join(family.keys + family.sums)
+    mine, agent_args = agents.condition(family.agent)
     parts, args = [], []
     for tier, start, end in spans:
         if start < end:
-            parts.append(_part(family, tier, tiers.SIZE[tier], columns))
-            args += [start, end]
+            parts.append(_part(family, tier, tiers.SIZE[tier], columns, mine))
+            args += [start, end, *agent_args]
     if not parts:                       # an empty range: a subquery with the right columns, no rows
         parts.append(f"SELECT minute AS bucket, {columns} FROM {family.tables[0]} WHERE 0")
     return " UNION ALL ".join(parts), args

@@ -17,8 +17,8 @@ log = logging.getLogger("nettally.storage")
 BATCH_ROWS = 5000            # rows per delete transaction: the write lock is held a few ms
 _FAR_PAST = -2 ** 62
 # 1-second points of the live view, all kept retention_seconds (RetentionPolicy.seconds)
-_SECONDS = (("iface_seconds", ("iface",)), ("host_seconds", ("ip",)), ("process_seconds", ("process_id",)),
-            ("app_seconds", ("app", "service", "traffic_class")))
+_SECONDS = (("iface_seconds", ("iface", "agent")), ("host_seconds", ("ip", "agent")),
+            ("process_seconds", ("process_id",)), ("app_seconds", ("app", "service", "traffic_class", "agent")))
 
 
 def maintain(con, policy, now, budget=0.5, clock=time.monotonic):
@@ -32,7 +32,7 @@ def maintain(con, policy, now, budget=0.5, clock=time.monotonic):
     for family in FAMILIES.values():
         for tier in tiers.TIERS:
             cutoff = policy.cutoff(family.name, tier, now)
-            if not _prune(con, tiers.table(family, tier), tier, family.keys, cutoff, deadline, clock):
+            if not _prune(con, tiers.table(family, tier), tier, family.grouped, cutoff, deadline, clock):
                 return False
     for name, keys in _SECONDS:
         if not _prune(con, name, "second", keys, int(now - policy.seconds), deadline, clock):
@@ -62,7 +62,7 @@ def _raise_watermarks(con, policy, tier, now):
     if not due:
         return
     below = max(due.values())
-    with immediate(con):
+    with immediate(con, exclusive=True):
         for built in ("hour", "day")[:1 if coarser == "hour" else 2]:   # hours first: they feed days
             for bucket in tiers.pending(con, built, before=below):
                 tiers.rebuild(con, built, bucket, tiers.watermarks(con))

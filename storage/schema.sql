@@ -1,6 +1,11 @@
 -- NetTally database schema. Version in PRAGMA user_version (storage/db.py SCHEMA_VERSION).
 -- Counters are bytes on the wire (pcap orig_len) and frames; see README "Counting rules".
 -- Time buckets ("minute") are UTC epoch seconds at the start of the bucket.
+-- `agent` (schema 12): the collector that counted the row, its setting `agent`; every key of
+-- counts holds it, so collectors writing one database add up and never overwrite ('' for rows
+-- from before 12). Rows keyed by a flow or a process take the agent of that flow or process.
+-- In a WITHOUT ROWID table every key column comes before the others (SQLite 3.40's
+-- integrity_check misreads the table otherwise).
 
 CREATE TABLE IF NOT EXISTS flows (
     id           INTEGER PRIMARY KEY,
@@ -22,7 +27,8 @@ CREATE TABLE IF NOT EXISTS flows (
     orig_process TEXT,
     resp_pid     INTEGER,
     resp_process TEXT,
-    UNIQUE (proto, orig_h, orig_p, resp_h, resp_p, first_seen)
+    agent        TEXT    NOT NULL DEFAULT '',   -- the collector that counted it (setting agent, schema 12)
+    UNIQUE (proto, orig_h, orig_p, resp_h, resp_p, first_seen, agent)
 );
 CREATE INDEX IF NOT EXISTS flows_last_seen ON flows (last_seen);
 CREATE INDEX IF NOT EXISTS flows_orig_h ON flows (orig_h);
@@ -42,11 +48,12 @@ CREATE INDEX IF NOT EXISTS flow_minutes_flow ON flow_minutes (flow_id);
 CREATE TABLE IF NOT EXISTS host_minutes (
     minute     INTEGER NOT NULL,
     ip         TEXT    NOT NULL,
+    agent TEXT NOT NULL DEFAULT '',
     tx_bytes   INTEGER NOT NULL,
     rx_bytes   INTEGER NOT NULL,
     tx_packets INTEGER NOT NULL,
     rx_packets INTEGER NOT NULL,
-    PRIMARY KEY (minute, ip)
+    PRIMARY KEY (minute, ip, agent)
 ) WITHOUT ROWID;
 -- One host's minutes, counters included: a page of the hosts list reads only its hosts' rows
 -- (storage/usage.py), from the index alone (schema 10; host_minutes_ip before, without counters).
@@ -55,6 +62,7 @@ CREATE INDEX IF NOT EXISTS host_minutes_ip_sums ON host_minutes (ip, minute, tx_
 CREATE TABLE IF NOT EXISTS iface_minutes (
     minute             INTEGER NOT NULL,
     iface              TEXT    NOT NULL,
+    agent TEXT NOT NULL DEFAULT '',
     frames             INTEGER NOT NULL,  -- every frame, IP or not, decodable or not
     bytes              INTEGER NOT NULL,
     ip_frames          INTEGER NOT NULL,
@@ -65,24 +73,26 @@ CREATE TABLE IF NOT EXISTS iface_minutes (
     undecodable_bytes  INTEGER NOT NULL,
     out_frames         INTEGER NOT NULL,  -- sent by this host on the interface (live capture, pcapng flags)
     out_bytes          INTEGER NOT NULL,
-    PRIMARY KEY (minute, iface)
+    PRIMARY KEY (minute, iface, agent)
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS undecodable (
     minute INTEGER NOT NULL,
     iface  TEXT    NOT NULL,
     reason TEXT    NOT NULL,
+    agent TEXT NOT NULL DEFAULT '',
     frames INTEGER NOT NULL,
     bytes  INTEGER NOT NULL,
-    PRIMARY KEY (minute, iface, reason)
+    PRIMARY KEY (minute, iface, reason, agent)
 ) WITHOUT ROWID;
 
 -- Kernel-side losses of a live capture, per interface and minute.
 CREATE TABLE IF NOT EXISTS capture_drops (
     minute INTEGER NOT NULL,
     iface  TEXT    NOT NULL,
+    agent TEXT NOT NULL DEFAULT '',
     frames INTEGER NOT NULL,
-    PRIMARY KEY (minute, iface)
+    PRIMARY KEY (minute, iface, agent)
 ) WITHOUT ROWID;
 
 -- One row per import or live run: what was read, what was clamped, where a file was damaged.
@@ -108,7 +118,8 @@ CREATE TABLE IF NOT EXISTS processes (
     cmdline    TEXT    NOT NULL DEFAULT '',
     username   TEXT    NOT NULL DEFAULT '',
     unit       TEXT    NOT NULL DEFAULT '', -- systemd unit or container, from /proc/PID/cgroup
-    UNIQUE (pid, start_time)
+    agent        TEXT    NOT NULL DEFAULT '',   -- the collector that counted it (setting agent, schema 12)
+    UNIQUE (pid, start_time, agent)
 );
 
 CREATE TABLE IF NOT EXISTS process_minutes (
@@ -127,18 +138,20 @@ CREATE TABLE IF NOT EXISTS process_minutes (
 CREATE TABLE IF NOT EXISTS attribution_minutes (
     minute  INTEGER NOT NULL,
     reason  TEXT    NOT NULL,
+    agent TEXT NOT NULL DEFAULT '',
     bytes   INTEGER NOT NULL,
     packets INTEGER NOT NULL,
-    PRIMARY KEY (minute, reason)
+    PRIMARY KEY (minute, reason, agent)
 ) WITHOUT ROWID;
 
 -- Per-second interface points for the live view (kept for minutes; see retention).
 CREATE TABLE IF NOT EXISTS iface_seconds (
     second     INTEGER NOT NULL,   -- epoch second (packet time)
     iface      TEXT    NOT NULL,
+    agent TEXT NOT NULL DEFAULT '',
     frames     INTEGER NOT NULL,
     bytes      INTEGER NOT NULL,
     out_frames INTEGER NOT NULL,   -- sent by this host
     out_bytes  INTEGER NOT NULL,
-    PRIMARY KEY (second, iface)
+    PRIMARY KEY (second, iface, agent)
 ) WITHOUT ROWID;

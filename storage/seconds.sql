@@ -6,9 +6,10 @@
 CREATE TABLE IF NOT EXISTS host_seconds (
     second   INTEGER NOT NULL,   -- epoch second (packet time)
     ip       TEXT    NOT NULL,
+    agent TEXT NOT NULL DEFAULT '',
     tx_bytes INTEGER NOT NULL,
     rx_bytes INTEGER NOT NULL,
-    PRIMARY KEY (second, ip)
+    PRIMARY KEY (second, ip, agent)
 ) WITHOUT ROWID;
 
 -- Per process and second: bytes of the flow sides attribution charged to it (a flow between

@@ -19,9 +19,9 @@ INSERT INTO flows (proto, orig_h, orig_p, resp_h, resp_p, first_seen, last_seen,
                    orig_packets, resp_bytes, resp_packets, tcp_flags, iface, closed,
                    orig_pid, orig_process, resp_pid, resp_process,
                    rtt_ms, rtt_min_ms, rtt_avg_ms, rtt_max_ms, data_segments, retransmits, out_of_order,
-                   zero_windows, resets)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (proto, orig_h, orig_p, resp_h, resp_p, first_seen) DO UPDATE SET
+                   zero_windows, resets, agent)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (proto, orig_h, orig_p, resp_h, resp_p, first_seen, agent) DO UPDATE SET
     last_seen = max(flows.last_seen, excluded.last_seen),
     orig_bytes = flows.orig_bytes + excluded.orig_bytes, orig_packets = flows.orig_packets + excluded.orig_packets,
     resp_bytes = flows.resp_bytes + excluded.resp_bytes, resp_packets = flows.resp_packets + excluded.resp_packets,
@@ -54,28 +54,28 @@ WHERE excluded.seen >= host_names.seen"""
 _RELABEL = """
 INSERT INTO flow_names (flow_id, app, app_source, traffic_class)
 SELECT id, ?, 'dpi', ? FROM flows
-WHERE proto = ? AND orig_h = ? AND orig_p = ? AND resp_h = ? AND resp_p = ? AND first_seen = ?
+WHERE proto = ? AND orig_h = ? AND orig_p = ? AND resp_h = ? AND resp_p = ? AND first_seen = ? AND agent = ?
 ON CONFLICT (flow_id) DO UPDATE SET app = excluded.app, app_source = 'dpi',
     traffic_class = CASE WHEN flow_names.service = '' THEN excluded.traffic_class ELSE flow_names.traffic_class END
 WHERE flow_names.app_source != 'dpi'"""
 _PROCESS_UPSERT = """
-INSERT INTO processes (pid, start_time, name, exe, cmdline, username, unit) VALUES (?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (pid, start_time) DO UPDATE SET name = excluded.name
+INSERT INTO processes (pid, start_time, name, exe, cmdline, username, unit, agent) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (pid, start_time, agent) DO UPDATE SET name = excluded.name
 RETURNING id"""
 _SECONDS = """
-INSERT INTO iface_seconds (second, iface, frames, bytes, out_frames, out_bytes) VALUES (?, ?, ?, ?, ?, ?)
-ON CONFLICT (second, iface) DO UPDATE SET frames = iface_seconds.frames + excluded.frames, bytes = iface_seconds.bytes + excluded.bytes,
+INSERT INTO iface_seconds (second, iface, frames, bytes, out_frames, out_bytes, agent) VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (second, iface, agent) DO UPDATE SET frames = iface_seconds.frames + excluded.frames, bytes = iface_seconds.bytes + excluded.bytes,
     out_frames = iface_seconds.out_frames + excluded.out_frames, out_bytes = iface_seconds.out_bytes + excluded.out_bytes"""
 _HOST_SECONDS = """
-INSERT INTO host_seconds (second, ip, tx_bytes, rx_bytes) VALUES (?, ?, ?, ?)
-ON CONFLICT (second, ip) DO UPDATE SET tx_bytes = host_seconds.tx_bytes + excluded.tx_bytes, rx_bytes = host_seconds.rx_bytes + excluded.rx_bytes"""
+INSERT INTO host_seconds (second, ip, tx_bytes, rx_bytes, agent) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (second, ip, agent) DO UPDATE SET tx_bytes = host_seconds.tx_bytes + excluded.tx_bytes, rx_bytes = host_seconds.rx_bytes + excluded.rx_bytes"""
 _PROCESS_SECONDS = """
 INSERT INTO process_seconds (second, process_id, tx_bytes, rx_bytes) VALUES (?, ?, ?, ?)
 ON CONFLICT (second, process_id) DO UPDATE SET tx_bytes = process_seconds.tx_bytes + excluded.tx_bytes,
     rx_bytes = process_seconds.rx_bytes + excluded.rx_bytes"""
 _APP_SECONDS = """
-INSERT INTO app_seconds (second, app, service, traffic_class, bytes) VALUES (?, ?, ?, ?, ?)
-ON CONFLICT (second, app, service, traffic_class) DO UPDATE SET bytes = app_seconds.bytes + excluded.bytes"""
+INSERT INTO app_seconds (second, app, service, traffic_class, bytes, agent) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (second, app, service, traffic_class, agent) DO UPDATE SET bytes = app_seconds.bytes + excluded.bytes"""
 
 _SHARED_LABELS = 65536        # distinct label tuples shared at once (a flood of server names cannot grow it)
 
@@ -122,8 +122,9 @@ def _add(table, key, counts):
 class RollupStore:
     """Applies rollups to one connection. Used directly (import) or from WriterThread (live)."""
 
-    def __init__(self, con):
+    def __init__(self, con, agent=""):
         self.con = con
+        self.agent = agent        # the collector whose counts these are (setting agent)
         self._flow_ids = {}       # natural key -> flows.id, for flows still open
         self._labels = {}         # flows.id -> labels last written, for flows still open (a delta
                                   # carries its flow's labels every time; they are written when new)
@@ -163,7 +164,7 @@ class RollupStore:
                 flow_id = con.execute(_FLOW_UPSERT, natural + (
                     f.last_seen, f.orig_bytes, f.orig_packets, f.resp_bytes, f.resp_packets,
                     f.tcp_flags, f.iface, int(f.closed),
-                    f.orig_pid, f.orig_process, f.resp_pid, f.resp_process) + _health(f)).fetchone()[0]
+                    f.orig_pid, f.orig_process, f.resp_pid, f.resp_process) + _health(f) + (self.agent,)).fetchone()[0]
                 if not f.closed:
                     ids[natural] = flow_id
                     undo.append((natural, None))
@@ -192,26 +193,27 @@ class RollupStore:
                 written.pop(flow_id, None)
         con.executemany(_FLOW_ADD, known)
         con.executemany(_FLOW_NAMES, names)
-        process_ids = {key: con.execute(_PROCESS_UPSERT, tuple(key)).fetchone()[0] for key in rollup.processes}
+        agent = self.agent
+        process_ids = {key: con.execute(_PROCESS_UPSERT, (*key, agent)).fetchone()[0] for key in rollup.processes}
         processes = [(minute, process_ids[key], *c) for key, c in rollup.processes.items()]
         process_apps = _process_apps(rollup, process_ids, minute)
         health_rows = health.rows(rollup, process_ids, minute)
         pending = {
-            tiers.route(con, marks, "flow", minute, minutes),
+            tiers.route(con, marks, "flow", minute, minutes, agent),
             tiers.route(con, marks, "host", minute,
-                        [(minute, ip, *c) for ip, c in rollup.hosts.items() if c[2] or c[3]]),
+                        [(minute, ip, *c) for ip, c in rollup.hosts.items() if c[2] or c[3]], agent),
             tiers.route(con, marks, "iface", minute,
-                        [(minute, name, *c) for name, c in rollup.interfaces.items() if c[0]]),
+                        [(minute, name, *c) for name, c in rollup.interfaces.items() if c[0]], agent),
             tiers.route(con, marks, "undecodable", minute,
-                        [(minute, iface, reason, *c) for (iface, reason), c in rollup.undecodable.items()]),
-            tiers.route(con, marks, "process", minute, processes),
+                        [(minute, iface, reason, *c) for (iface, reason), c in rollup.undecodable.items()], agent),
+            tiers.route(con, marks, "process", minute, processes, agent),
             tiers.route(con, marks, "attribution", minute,
-                        [(minute, reason, *c) for reason, c in rollup.attribution.items()]),
-            tiers.route(con, marks, "app", minute, [(minute, *key, *c) for key, c in apps.items()]),
-            tiers.route(con, marks, "unnamed", minute, [(minute, reason, n) for reason, n in rollup.unnamed.items()]),
-            tiers.route(con, marks, "host_app", minute, [(minute, *key, *c) for key, c in host_apps.items()]),
-            tiers.route(con, marks, "process_app", minute, process_apps),
-            *(tiers.route(con, marks, family, minute, rows) for family, rows in health_rows.items()),
+                        [(minute, reason, *c) for reason, c in rollup.attribution.items()], agent),
+            tiers.route(con, marks, "app", minute, [(minute, *key, *c) for key, c in apps.items()], agent),
+            tiers.route(con, marks, "unnamed", minute, [(minute, reason, n) for reason, n in rollup.unnamed.items()], agent),
+            tiers.route(con, marks, "host_app", minute, [(minute, *key, *c) for key, c in host_apps.items()], agent),
+            tiers.route(con, marks, "process_app", minute, process_apps, agent),
+            *(tiers.route(con, marks, family, minute, rows, agent) for family, rows in health_rows.items()),
         }
         tiers.mark_pending(con, pending)
         con.executemany(_HOST_MAC, [(ip, mac, minute, minute) for ip, mac in rollup.macs.items()])
@@ -222,33 +224,34 @@ class RollupStore:
         first_seen, app, traffic_class)]. A flow's own reading ('dpi') is never overwritten; the app
         tier keeps what was counted when the bytes were written."""
         with immediate(self.con):
-            self.con.executemany(_RELABEL, [(app, cls, *natural) for *natural, app, cls in labels])
+            self.con.executemany(_RELABEL, [(app, cls, *natural, self.agent) for *natural, app, cls in labels])
 
     def add_seconds(self, points):
         """Per-second interface points: [(second, iface, frames, bytes, out_frames, out_bytes)]."""
         with immediate(self.con):
-            self.con.executemany(_SECONDS, points)
+            self.con.executemany(_SECONDS, [(*p, self.agent) for p in points])
 
     def add_activity(self, hosts, processes, apps=()):
         """Per-second points of the live view's now and peak: hosts [(second, ip, tx_bytes,
         rx_bytes)], processes [(second, ProcessKey, tx_bytes, rx_bytes)], apps [(second, app,
         service, traffic_class, bytes)]."""
-        con = self.con
+        con, agent = self.con, self.agent
         with immediate(con):
-            con.executemany(_HOST_SECONDS, hosts)
+            con.executemany(_HOST_SECONDS, [(*h, agent) for h in hosts])
             ids, rows = {}, []
             for second, key, tx, rx in processes:
                 process_id = ids.get(key)
                 if process_id is None:
-                    process_id = ids[key] = con.execute(_PROCESS_UPSERT, tuple(key)).fetchone()[0]
+                    process_id = ids[key] = con.execute(_PROCESS_UPSERT, (*key, agent)).fetchone()[0]
                 rows.append((second, process_id, tx, rx))
             con.executemany(_PROCESS_SECONDS, rows)
-            con.executemany(_APP_SECONDS, apps)
+            con.executemany(_APP_SECONDS, [(*a, agent) for a in apps])
 
     def add_drops(self, minute, drops):
         with immediate(self.con):
             rows = [(minute, iface, n) for iface, n in drops.items() if n]
-            tiers.mark_pending(self.con, {tiers.route(self.con, tiers.watermarks(self.con), "drops", minute, rows)})
+            tiers.mark_pending(self.con, {tiers.route(self.con, tiers.watermarks(self.con), "drops", minute, rows,
+                                                      self.agent)})
 
     def begin_source(self, kind, name, started=None):
         with immediate(self.con):

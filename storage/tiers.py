@@ -25,8 +25,15 @@ COARSER = {"minute": "hour", "hour": "day"}
 class Family(NamedTuple):
     name: str
     tables: tuple     # table per tier, in TIERS order
-    keys: tuple       # key columns besides the bucket
+    keys: tuple       # key columns besides the bucket (and the agent)
     sums: tuple       # counter columns, in the order the writer passes them
+    agent: str = "column"   # where a row's agent is (schema 12): its own `agent` column, or its
+                            # "flow"'s or "process"'s (the row's key names one, which holds it)
+
+    @property
+    def grouped(self):
+        """The key columns rows are grouped and upserted by: the keys and the agent's column."""
+        return self.keys + ("agent",) if self.agent == "column" else self.keys
 
 
 _PAIR = ("tx_bytes", "rx_bytes", "tx_packets", "rx_packets")
@@ -35,9 +42,9 @@ _HEALTH = ("tcp_flows", "data_segments", "retransmits", "out_of_order", "zero_wi
 FAMILIES = {f.name: f for f in (
     Family("host", ("host_minutes", "host_hours", "host_days"), ("ip",), _PAIR),
     Family("flow", ("flow_minutes", "flow_hours", "flow_days"), ("flow_id",),
-           ("orig_bytes", "orig_packets", "resp_bytes", "resp_packets")),
+           ("orig_bytes", "orig_packets", "resp_bytes", "resp_packets"), "flow"),
     Family("iface", ("iface_minutes", "iface_hours", "iface_days"), ("iface",), IFACE_FIELDS),
-    Family("process", ("process_minutes", "process_hours", "process_days"), ("process_id",), _PAIR),
+    Family("process", ("process_minutes", "process_hours", "process_days"), ("process_id",), _PAIR, "process"),
     Family("attribution", ("attribution_minutes", "attribution_hours", "attribution_days"), ("reason",),
            ("bytes", "packets")),
     Family("undecodable", ("undecodable", "undecodable_hours", "undecodable_days"), ("iface", "reason"),
@@ -48,11 +55,11 @@ FAMILIES = {f.name: f for f in (
     Family("host_app", ("host_app_minutes", "host_app_hours", "host_app_days"),
            ("ip", "app", "service", "traffic_class"), _PAIR),
     Family("process_app", ("process_app_minutes", "process_app_hours", "process_app_days"),
-           ("process_id", "app", "service", "traffic_class"), _PAIR),
+           ("process_id", "app", "service", "traffic_class"), _PAIR, "process"),
     # TCP health (storage/health.py): counts and an RTT histogram, all of which add up
     Family("host_health", ("host_health_minutes", "host_health_hours", "host_health_days"), ("ip",), _HEALTH),
     Family("process_health", ("process_health_minutes", "process_health_hours", "process_health_days"),
-           ("process_id",), _HEALTH),
+           ("process_id",), _HEALTH, "process"),
     Family("app_health", ("app_health_minutes", "app_health_hours", "app_health_days"), ("app", "service"), _HEALTH),
 )}
 
@@ -96,10 +103,10 @@ def table(family, tier):
 
 
 def upsert_sql(family, tier):
-    """Adds rows (bucket, *keys, *sums) to `tier`'s table of `family`."""
-    cols = (tier,) + family.keys + family.sums
+    """Adds rows (bucket, *keys[, agent], *sums) to `tier`'s table of `family`."""
+    cols = (tier,) + family.grouped + family.sums
     return (f"INSERT INTO {table(family, tier)} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
-            f"ON CONFLICT ({', '.join((tier,) + family.keys)}) DO UPDATE SET "
+            f"ON CONFLICT ({', '.join((tier,) + family.grouped)}) DO UPDATE SET "
             + ", ".join(f"{c} = {table(family, tier)}.{c} + excluded.{c}" for c in family.sums))
 
 
@@ -111,18 +118,19 @@ def watermarks(con):
     return {(f, t): b for f, t, b in con.execute("SELECT family, tier, pruned_before FROM tier_watermarks")}
 
 
-def route(con, marks, family_name, bucket, rows):
-    """Writes minute `rows` [(minute, *keys, *sums)] of one family and bucket into the finest tier
-    still holding that bucket. Returns the coarser (tier, bucket) that is now pending, or None.
-    `marks`: watermarks(), read in the same transaction."""
+def route(con, marks, family_name, bucket, rows, agent=""):
+    """Writes minute `rows` [(minute, *keys, *sums)] of one family and bucket, counted by `agent`,
+    into the finest tier still holding that bucket. Returns the coarser (tier, bucket) that is now
+    pending, or None. `marks`: watermarks(), read in the same transaction."""
     if not rows:
         return None
-    tier = "minute"
+    tier, family = "minute", FAMILIES[family_name]
     while tier != "day" and bucket < marks.get((family_name, tier), -2 ** 62):
         tier = COARSER[tier]
-    if tier != "minute":
-        coarse = floor(bucket, tier)
-        rows = [(coarse,) + tuple(r[1:]) for r in rows]
+    if tier != "minute" or family.agent == "column":
+        at, k = floor(bucket, tier), 1 + len(family.keys)
+        rows = [(at, *r[1:k], agent, *r[k:]) for r in rows] if family.agent == "column" else \
+            [(at,) + tuple(r[1:]) for r in rows]
     con.executemany(_UPSERTS[(family_name, tier)], rows)
     if tier == "day":
         return None
@@ -144,7 +152,7 @@ def rebuild(con, tier, bucket, marks):
     for family in FAMILIES.values():
         if bucket < marks.get((family.name, finer), -2 ** 62):
             continue       # finer rows partly pruned: this bucket only grows by late additions
-        keys = ", ".join(family.keys)
+        keys = ", ".join(family.grouped)
         sums = ", ".join(f"sum({c})" for c in family.sums)
         con.execute(f"DELETE FROM {table(family, tier)} WHERE {tier} = ?", (bucket,))
         con.execute(f"INSERT INTO {table(family, tier)} ({tier}, {keys}, {', '.join(family.sums)}) "
@@ -166,7 +174,7 @@ def build_pending(con, deadline=None, clock=None):
     clock() passes deadline; returns True when everything pending was built."""
     for tier in ("hour", "day"):
         for bucket in pending(con, tier):
-            with immediate(con):
+            with immediate(con, exclusive=True):
                 rebuild(con, tier, bucket, watermarks(con))
             if deadline is not None and clock() > deadline:     # after one: every call makes progress
                 return not pending(con, "hour") and not pending(con, "day")

@@ -4,14 +4,16 @@
 
 CREATE TABLE IF NOT EXISTS host_hours (
     hour INTEGER NOT NULL, ip TEXT NOT NULL,
+    agent TEXT NOT NULL DEFAULT '',
     tx_bytes INTEGER NOT NULL, rx_bytes INTEGER NOT NULL, tx_packets INTEGER NOT NULL, rx_packets INTEGER NOT NULL,
-    PRIMARY KEY (hour, ip)
+    PRIMARY KEY (hour, ip, agent)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS host_hours_ip_sums ON host_hours (ip, hour, tx_bytes, rx_bytes, tx_packets, rx_packets);
 CREATE TABLE IF NOT EXISTS host_days (
     day INTEGER NOT NULL, ip TEXT NOT NULL,
+    agent TEXT NOT NULL DEFAULT '',
     tx_bytes INTEGER NOT NULL, rx_bytes INTEGER NOT NULL, tx_packets INTEGER NOT NULL, rx_packets INTEGER NOT NULL,
-    PRIMARY KEY (day, ip)
+    PRIMARY KEY (day, ip, agent)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS host_days_ip ON host_days (ip, day);
 
@@ -30,19 +32,21 @@ CREATE INDEX IF NOT EXISTS flow_days_flow ON flow_days (flow_id);
 
 CREATE TABLE IF NOT EXISTS iface_hours (
     hour INTEGER NOT NULL, iface TEXT NOT NULL,
+    agent TEXT NOT NULL DEFAULT '',
     frames INTEGER NOT NULL, bytes INTEGER NOT NULL, ip_frames INTEGER NOT NULL, ip_bytes INTEGER NOT NULL,
     non_ip_frames INTEGER NOT NULL, non_ip_bytes INTEGER NOT NULL,
     undecodable_frames INTEGER NOT NULL, undecodable_bytes INTEGER NOT NULL,
     out_frames INTEGER NOT NULL, out_bytes INTEGER NOT NULL,
-    PRIMARY KEY (hour, iface)
+    PRIMARY KEY (hour, iface, agent)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS iface_days (
     day INTEGER NOT NULL, iface TEXT NOT NULL,
+    agent TEXT NOT NULL DEFAULT '',
     frames INTEGER NOT NULL, bytes INTEGER NOT NULL, ip_frames INTEGER NOT NULL, ip_bytes INTEGER NOT NULL,
     non_ip_frames INTEGER NOT NULL, non_ip_bytes INTEGER NOT NULL,
     undecodable_frames INTEGER NOT NULL, undecodable_bytes INTEGER NOT NULL,
     out_frames INTEGER NOT NULL, out_bytes INTEGER NOT NULL,
-    PRIMARY KEY (day, iface)
+    PRIMARY KEY (day, iface, agent)
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS process_hours (
@@ -61,30 +65,30 @@ CREATE INDEX IF NOT EXISTS process_minutes_sums ON process_minutes (process_id, 
                                                          rx_packets);
 
 CREATE TABLE IF NOT EXISTS attribution_hours (
-    hour INTEGER NOT NULL, reason TEXT NOT NULL, bytes INTEGER NOT NULL, packets INTEGER NOT NULL,
-    PRIMARY KEY (hour, reason)
+    hour INTEGER NOT NULL, reason TEXT NOT NULL, agent TEXT NOT NULL DEFAULT '', bytes INTEGER NOT NULL, packets INTEGER NOT NULL,
+    PRIMARY KEY (hour, reason, agent)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS attribution_days (
-    day INTEGER NOT NULL, reason TEXT NOT NULL, bytes INTEGER NOT NULL, packets INTEGER NOT NULL,
-    PRIMARY KEY (day, reason)
+    day INTEGER NOT NULL, reason TEXT NOT NULL, agent TEXT NOT NULL DEFAULT '', bytes INTEGER NOT NULL, packets INTEGER NOT NULL,
+    PRIMARY KEY (day, reason, agent)
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS undecodable_hours (
-    hour INTEGER NOT NULL, iface TEXT NOT NULL, reason TEXT NOT NULL, frames INTEGER NOT NULL, bytes INTEGER NOT NULL,
-    PRIMARY KEY (hour, iface, reason)
+    hour INTEGER NOT NULL, iface TEXT NOT NULL, reason TEXT NOT NULL, agent TEXT NOT NULL DEFAULT '', frames INTEGER NOT NULL, bytes INTEGER NOT NULL,
+    PRIMARY KEY (hour, iface, reason, agent)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS undecodable_days (
-    day INTEGER NOT NULL, iface TEXT NOT NULL, reason TEXT NOT NULL, frames INTEGER NOT NULL, bytes INTEGER NOT NULL,
-    PRIMARY KEY (day, iface, reason)
+    day INTEGER NOT NULL, iface TEXT NOT NULL, reason TEXT NOT NULL, agent TEXT NOT NULL DEFAULT '', frames INTEGER NOT NULL, bytes INTEGER NOT NULL,
+    PRIMARY KEY (day, iface, reason, agent)
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS capture_drops_hours (
-    hour INTEGER NOT NULL, iface TEXT NOT NULL, frames INTEGER NOT NULL,
-    PRIMARY KEY (hour, iface)
+    hour INTEGER NOT NULL, iface TEXT NOT NULL, agent TEXT NOT NULL DEFAULT '', frames INTEGER NOT NULL,
+    PRIMARY KEY (hour, iface, agent)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS capture_drops_days (
-    day INTEGER NOT NULL, iface TEXT NOT NULL, frames INTEGER NOT NULL,
-    PRIMARY KEY (day, iface)
+    day INTEGER NOT NULL, iface TEXT NOT NULL, agent TEXT NOT NULL DEFAULT '', frames INTEGER NOT NULL,
+    PRIMARY KEY (day, iface, agent)
 ) WITHOUT ROWID;
 
 -- Hour and day buckets whose finer data changed since they were last rebuilt. The writer adds a

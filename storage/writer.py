@@ -99,7 +99,7 @@ class WriterThread(threading.Thread):
         self._retry_at = 0.0
         self._next_maintenance = 0.0      # time.monotonic() of the next housekeeping round
         # noted after every write for /health and /metrics (storage/status.py)
-        self.agent = getattr(settings, "agent", "") or socket.gethostname() or "local"
+        self.agent = getattr(settings, "agent", "") or socket.gethostname() or "local"   # settings build it so
         self._status_since, self._writes = clock(), 0
         self.version = version
         self.interfaces = source[1] if source and source[0] == "live" else ""
@@ -172,7 +172,7 @@ class WriterThread(threading.Thread):
                 log.error("storage: %s", self.error)
             return False
         if self.store is None:
-            self.store = RollupStore(con)
+            self.store = RollupStore(con, self.agent)
             if self.source:
                 self._source_id = self.store.begin_source(*self.source, started=self.clock())
         else:

@@ -102,7 +102,8 @@ def test_app_seconds_through_the_writer_add_up_and_leave_with_retention_seconds(
     writer.submit_activity([], [], [(1000, *TLS, 3), (1000, *DNS, 5)])
     writer.close(frames=0)
     con = connect(db)
-    assert con.execute("SELECT * FROM app_seconds ORDER BY second, app").fetchall() == [
+    assert con.execute("SELECT second, app, service, traffic_class, bytes FROM app_seconds "
+                       "ORDER BY second, app").fetchall() == [
         (100, *TLS, 10), (1000, *DNS, 5), (1000, *TLS, 4)]
     assert con.execute("SELECT second, ip FROM host_seconds").fetchall() == [(1000, A)]
     policy = tiers.RetentionPolicy(seconds=900, minute=86400, hour=86400, day=86400, flows=86400)

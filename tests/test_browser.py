@@ -861,3 +861,39 @@ def test_history_of_a_custom_window_asks_since_until_and_shows_others(browser, t
         assert console_errors(browser) == []
     finally:
         stop(server)
+
+
+def test_the_agent_picker_shows_one_collectors_counts(browser, tmp_path, run_py):
+    """Two agents in one database (docs/FLEET.md): the header's picker lists them; choosing one
+    reloads the page with agent=NAME, its lists show that agent's hosts only, and the page's
+    links and CSV carry it."""
+    from records import Rollup
+    from storage import status
+    from storage.db import connect
+    from storage.store import RollupStore
+    db = tmp_path / "fleet.db"
+    con = connect(str(db))
+    minute = int(time.time() // 60 * 60) - 600
+    for agent, host in (("alpha", "10.1.0.7"), ("beta", "10.2.0.9")):
+        RollupStore(con, agent).apply([Rollup(minute, [], {host: [5000, 100, 5, 1]},
+                                              {"eth0": [6, 5100, 6, 5100, 0, 0, 0, 0, 5, 5000]}, {})])
+        status.note_write(con, agent, time.time() - 3600, time.time() - 5, 2.0, 10, 1, 0, "0.9.0", "eth0")
+    con.close()
+    server, base = serve(run_py, db)
+    try:
+        browser.get(base + "/hosts?since=1h")
+        wait_for(lambda: len(table_dicts(browser, "#hosts")) == 2, 10, "both agents' hosts")
+        pick = wait_for(lambda: js(browser, "const p = document.getElementById('agent-pick'); "
+                                            "return p.hidden ? null : [...p.options].map(o => o.value)"),
+                        10, "the agent picker")
+        assert pick == ["", "alpha", "beta"]
+        Select(browser.find_element("id", "agent-pick")).select_by_value("beta")
+        wait_for(lambda: shown(browser, agent="beta"), 10, "the page reloaded for agent beta")
+        assert [r["Address"] for r in table_dicts(browser, "#hosts")] == ["10.2.0.9"]
+        assert js(browser, "return document.getElementById('agent-pick').value") == "beta"
+        assert js(browser, "return [...document.querySelectorAll('nav a[data-ranged]')]"
+                           ".every(a => new URLSearchParams(a.search).get('agent') === 'beta')")
+        assert "agent=beta" in js(browser, "return document.getElementById('csv').getAttribute('href')")
+        assert console_errors(browser) == []
+    finally:
+        stop(server)

@@ -159,7 +159,8 @@ def test_late_app_names_fill_what_the_port_guessed_and_never_overwrite_a_reading
         first = datetime.fromisoformat(r["first_seen"].replace("Z", "+00:00")).timestamp()
         return (6, r["orig_h"], int(r["orig_p"]), r["resp_h"], int(r["resp_p"]), first)
 
-    store = RollupStore(connect(str(imported)))
+    import socket
+    store = RollupStore(connect(str(imported)), socket.gethostname())    # the import's agent: this host
     store.relabel([(*natural(ssh), "sftp", "file transfer and downloads"),
                    (*natural(tls), "http", "web browsing")])
     store.con.close()

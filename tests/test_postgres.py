@@ -8,6 +8,7 @@ import io
 import json
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 
 from common import ROOT, needs_root, system, wait_for
 from postgres_server import Server, why_not
+from storage.db import SCHEMA_VERSION
 
 SHARED = ROOT.parent / "shared" / "captures"
 SINCE = "since=2020-01-01T00:00:00Z&until=2030-01-01T00:00:00Z"
@@ -38,11 +40,12 @@ def run_py(*argv, check=True):
     return p
 
 
-def write_day(path):
+def write_day(path, net="10.1", t0=1_700_000_000.0):
     """A capture of three hours: TCP conversations with a handshake, data both ways and a FIN,
-    DNS over UDP with the name answered, IPv6 UDP; several hosts, minutes and hours."""
+    DNS over UDP with the name answered, IPv6 UDP (fd00::2 to fd00::1 in every such capture);
+    several hosts of `net`, minutes and hours."""
     from scapy.all import DNS, DNSQR, DNSRR, IP, TCP, UDP, Ether, IPv6, Raw, wrpcap
-    t0, frames = 1_700_000_000.0, []
+    frames = []
 
     def add(t, frame):
         frame.time = t
@@ -51,9 +54,9 @@ def write_day(path):
     eth = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
     for k in range(36):                       # one conversation every 5 minutes over 3 hours
         t = t0 + 300 * k
-        client, server, port = f"10.1.0.{k % 5 + 2}", f"192.0.2.{k % 3 + 10}", 40000 + k
-        add(t, eth / IP(src=client, dst="10.1.0.1") / UDP(sport=port, dport=53) / DNS(rd=1, qd=DNSQR(qname=f"s{k % 3}.example.net")))
-        add(t + 0.01, eth / IP(src="10.1.0.1", dst=client) / UDP(sport=53, dport=port) /
+        client, server, port = f"{net}.0.{k % 5 + 2}", f"192.0.2.{k % 3 + 10}", 40000 + k
+        add(t, eth / IP(src=client, dst=f"{net}.0.1") / UDP(sport=port, dport=53) / DNS(rd=1, qd=DNSQR(qname=f"s{k % 3}.example.net")))
+        add(t + 0.01, eth / IP(src=f"{net}.0.1", dst=client) / UDP(sport=53, dport=port) /
             DNS(qr=1, qd=DNSQR(qname=f"s{k % 3}.example.net"), an=DNSRR(rrname=f"s{k % 3}.example.net", rdata=server)))
         add(t + 0.1, eth / IP(src=client, dst=server) / TCP(sport=port, dport=443, flags="S", seq=1000))
         add(t + 0.12, eth / IP(src=server, dst=client) / TCP(sport=443, dport=port, flags="SA", seq=5000, ack=1001))
@@ -221,7 +224,7 @@ def test_a_newer_schema_is_refused_in_one_line(pg, tmp_path):
         con.execute("UPDATE nettally_schema SET version = 999")
     for argv in (["export", "hosts"], ["import", day, "--force"]):
         p = run_py(*argv, "--db", url, check=False)
-        assert p.returncode == 2 and p.stderr.strip().endswith("schema version 999 is newer than this NetTally (11)") \
+        assert p.returncode == 2 and p.stderr.strip().endswith(f"schema version 999 is newer than this NetTally ({SCHEMA_VERSION})") \
             and len(p.stderr.strip().splitlines()) == 1, p.stderr
 
 
@@ -341,3 +344,56 @@ def test_the_server_going_away_mid_capture_loses_nothing_and_counts_nothing_twic
         # the hosts' minutes, built from the same rollups, hold the same bytes
         assert con.execute("SELECT sum(tx_bytes) FROM host_minutes WHERE ip = '127.0.0.1'").fetchone()[0] == nbytes
     assert not any("Traceback" in line for line in said), "".join(said)
+
+
+@system
+def test_two_agents_one_store(pg, tmp_path):
+    """Two agents import two captures into one PostgreSQL database: each agent's exports equal a
+    plain SQLite import of its capture, the exports of all are their sum, and the dashboard
+    answers agent=NAME with that agent's hosts."""
+    url = pg.new_database()
+    captured = {"alpha": tmp_path / "alpha.pcap", "beta": tmp_path / "beta.pcap"}
+    write_day(captured["alpha"], "10.1")
+    write_day(captured["beta"], "10.2", t0=1_700_003_600.0)     # an hour later; fd00:: and 192.0.2.x in both
+    alone = {}
+    for agent, capture in captured.items():
+        run_py("import", capture, "--db", url, "--agent", agent)
+        alone[agent] = tmp_path / f"{agent}.db"
+        run_py("import", capture, "--db", alone[agent])
+
+    def export(what, db, *more):
+        text = run_py("export", what, "--db", db, "--since", "1970-01-01", *more).stdout
+        return list(csv.DictReader(io.StringIO(text)))
+    for what in ("flows", "hosts", "processes"):
+        for agent in captured:
+            assert export(what, url, "--agent", agent) == export(what, alone[agent]), (what, agent)
+    # without --agent: their sum
+    summed = {}
+    for agent in captured:
+        for row in export("hosts", alone[agent]):
+            have = summed.setdefault(row["ip"], dict.fromkeys(("tx_bytes", "rx_bytes", "tx_packets", "rx_packets"), 0))
+            for k in have:
+                have[k] += int(row[k])
+    both = {r["ip"]: {k: int(r[k]) for k in ("tx_bytes", "rx_bytes", "tx_packets", "rx_packets")}
+            for r in export("hosts", url)}
+    assert both == summed and both["fd00::1"]["rx_packets"] == 72
+    flows = sorted(tuple(r.values()) for r in export("flows", url))
+    assert flows == sorted(tuple(r.values()) for agent in captured for r in export("flows", alone[agent]))
+    # the dashboard over the shared database: agent=NAME is that agent's hosts, as its own file's
+    ports = _free_port(), _free_port()
+    servers = [_serve(url, ports[0]), _serve(alone["alpha"], ports[1])]
+    try:
+        for path in (f"/api/hosts?{SINCE}", f"/api/historical?{SINCE}&by=host", f"/api/interfaces?{SINCE}"):
+            sep = "&" if "?" in path else "?"
+            assert _get(ports[0], f"{path}{sep}agent=alpha") == _get(ports[1], path), path
+        hosts = {h["ip"] for h in json.loads(_get(ports[0], f"/api/hosts?{SINCE}&agent=beta"))["rows"]}
+        assert "10.2.0.2" in hosts and not any(ip.startswith("10.1.") for ip in hosts)
+        nobody = json.loads(_get(ports[0], f"/api/hosts?{SINCE}&agent=gamma"))
+        assert nobody["rows"] == [] and nobody["total"] == 0
+        with pytest.raises(urllib.error.HTTPError) as bad:
+            _get(ports[0], f"/api/hosts?agent={'x' * 65}")
+        assert bad.value.code == 400
+    finally:
+        for s in servers:
+            s.terminate()
+            s.wait(30)

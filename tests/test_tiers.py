@@ -39,7 +39,7 @@ def test_family_spec_matches_schema(store):
     for family in tiers.FAMILIES.values():
         for tier, name in zip(tiers.TIERS, family.tables):
             cols = {row[1] for row in store.con.execute(f"PRAGMA table_info({name})")}
-            assert cols == {tier, *family.keys, *family.sums}, name
+            assert cols == {tier, *family.grouped, *family.sums}, name
 
 
 def test_hours_and_days_equal_the_minutes_they_came_from(store):

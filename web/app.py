@@ -4,11 +4,12 @@ import sqlite3
 import threading
 import time
 
-from flask import Flask, jsonify, request
+from flask import Flask, g, jsonify, request
 
 from alerts.config import file_rules
 from names.vendors import Vendors
 from settings import Settings
+from storage import agents
 from storage.tiers import RetentionPolicy
 from web import auth
 from web.alerts_api import bp as alerts_bp
@@ -17,7 +18,7 @@ from web.context import release_connection
 from web.metrics import bp as metrics_bp
 from web.pages import StaticFiles, bp as pages_bp, not_found_page
 from web.changes import AlertChanges, ChangeRefused
-from web.params import ParamError
+from web.params import ParamError, Params
 from web.pool import ConnectionPool, PoolTimeout
 from web.stream import HEARTBEAT, LiveFeed, bp as stream_bp
 
@@ -66,9 +67,23 @@ def create_app(settings=None, test_config=None):
     app.register_blueprint(pages_bp)
     app.register_blueprint(metrics_bp)
     _install_errors(app)
+    _install_agent_scope(app)
     app.after_request(_security_headers)
     app.teardown_appcontext(release_connection)
     return app
+
+
+def _install_agent_scope(app):
+    """agent=NAME on any request: what it reads is that collector's counts (storage/agents.py)."""
+    @app.before_request
+    def enter():
+        g.agent_scope = agents.enter(Params(request.args, 0).agent())
+
+    @app.teardown_request
+    def leave(_exc):
+        token = g.pop("agent_scope", None)
+        if token is not None:
+            agents.leave(token)
 
 
 def server_threads(settings):

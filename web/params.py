@@ -11,6 +11,7 @@ from records import proto_number
 from storage.timerange import parse_time
 
 MAX_TEXT = 200
+EVERY_ENDPOINT = ("agent",)    # taken by every request: the app applies it (web/app.py)
 LATEST_TIME = 2 ** 40          # epoch seconds: beyond any real capture, inside SQLite's INTEGER
 _INTEGER = re.compile(r"-?[0-9]{1,18}")     # ASCII digits only: int() would take '١' or '1_0'
 
@@ -29,7 +30,7 @@ class Params:
         # of the data when no live capture feeds the database (an import from years ago)
         self.anchor = now if anchor is None else anchor
         self.anchored = anchor is not None
-        self.used = set()
+        self.used = set(EVERY_ENDPOINT)
 
     def _raw(self, name):
         self.used.add(name)
@@ -108,6 +109,13 @@ class Params:
             return proto_number(value)
         except ValueError:
             raise ParamError(name, "must be tcp, udp, sctp, icmp, icmpv6 or a number 0-255") from None
+
+    def agent(self):
+        """agent=NAME: that collector's counts only (storage/agents.py); None: every agent's."""
+        value = self._raw("agent")
+        if value is not None and (len(value) > 64 or not value.isprintable()):
+            raise ParamError("agent", "must be at most 64 printable characters")
+        return value
 
     def text(self, name):
         value = self._raw(name)

@@ -125,11 +125,39 @@ const NT = (() => {
     s.classList.toggle("error", !!isError);
   }
 
+  /* agent=NAME in the page's address: the page shows what that collector counted (several write
+     this database: docs/FLEET.md). Every API call, CSV link and ranged link carries it; the
+     picker in the header (shown when more than one agent writes) sets it. */
+  const AGENT = new URLSearchParams(window.location.search).get("agent") || "";
+
+  function withAgent(url) {
+    if (AGENT && !url.searchParams.has("agent")) url.searchParams.set("agent", AGENT);
+    return url;
+  }
+
+  async function agentPicker() {
+    const pick = document.getElementById("agent-pick");
+    if (!pick) return;
+    let names = [];
+    try { names = (await api("/api/agents")).agents.map((a) => a.agent); } catch (e) { return; }
+    if (AGENT && !names.includes(AGENT)) names.push(AGENT);
+    if (names.length < 2) return;
+    pick.replaceChildren(el("option", {value: ""}, "All agents"), ...names.map((n) => el("option", {value: n}, n)));
+    pick.value = AGENT;
+    pick.hidden = false;
+    pick.addEventListener("change", () => {
+      const url = new URL(window.location.href);
+      if (pick.value) url.searchParams.set("agent", pick.value); else url.searchParams.delete("agent");
+      window.location.assign(url.pathname + url.search);
+    });
+  }
+
   async function api(path, params) {
     const url = new URL(path, window.location.origin);
     for (const [k, v] of Object.entries(params || {})) {
       if (v !== "" && v !== null && v !== undefined) url.searchParams.set(k, v);
     }
+    withAgent(url);
     return answer(await fetch(url, {credentials: "same-origin", headers: {Accept: "application/json"}}));
   }
 
@@ -219,6 +247,7 @@ const NT = (() => {
     for (const [k, v] of Object.entries(params)) {
       if (v !== "" && v !== null && v !== undefined && k !== "limit" && k !== "offset") url.searchParams.set(k, v);
     }
+    withAgent(url);
     return url.pathname + url.search;
   }
 
@@ -279,7 +308,8 @@ const NT = (() => {
   }
 
   chartDefaults();
-  return {bytes, rate, count, time, duration, el, hostLink, clip, appLabel, percent, appsKey, fillShares, peakTitle,
+  document.addEventListener("DOMContentLoaded", agentPicker);
+  return {agent: AGENT, bytes, rate, count, time, duration, el, hostLink, clip, appLabel, percent, appsKey, fillShares, peakTitle,
           fillTable, status, api, send, every,
           PALETTE, cssVar, sortable, pager, formValues, csvHref, listPage, emptySentence, NOW_SORT};
 })();

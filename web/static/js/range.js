@@ -32,6 +32,7 @@
 
   function params() {
     const out = {};
+    if (NT.agent) out.agent = NT.agent;        // kept in every address and link the range makes
     if (range.since !== "") out.since = range.since;
     if (range.until !== "") out.until = range.until;
     return out;
