@@ -29,6 +29,8 @@ import re
 import sqlite3
 from urllib.parse import urlsplit
 
+from storage import pg_bulk
+
 SCHEMES = ("postgresql://", "postgres://")
 _SCHEMA_LOCK = 0x6E657474616C6C79      # pg_advisory_xact_lock key of schema creation ("nettally")
 _WRITE_LOCK = _SCHEMA_LOCK + 1          # write transactions share it, tier building holds it alone
@@ -234,7 +236,12 @@ class Cursor:
             con.ensure_live()
             self._raw = con.raw.cursor()
             con.begin_implicitly(sql)
-            self._raw.executemany(translate(sql, True), seq)
+            sql = translate(sql, True)
+            bulk = pg_bulk.plan(sql, seq)
+            if bulk:
+                pg_bulk.insert(con.raw, con.column_types, *bulk, seq)
+            else:
+                self._raw.executemany(sql, seq)
         except Exception as e:
             raise _sqlite_error(e) from None
         return self
@@ -290,6 +297,7 @@ class Connection:
         self._open_raw = open_raw
         self.raw, self.url, self.readonly = open_raw(), url, readonly
         self.row_factory = None
+        self.column_types = {}        # storage/pg_bulk.py's cache
 
     def ensure_live(self):
         """A connection the server dropped (a restart, a network cut) is opened again before the

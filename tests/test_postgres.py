@@ -245,6 +245,39 @@ def test_statements_are_rewritten_where_the_dialects_differ():
     assert translate("SELECT window, rule FROM alerts") == 'SELECT "window", rule FROM alerts'
 
 
+def test_many_rows_go_by_copy_and_add_as_row_by_row(pg):
+    """storage/pg_bulk.py: a flush's upserts by COPY add exactly what they add one at a time,
+    floats in BIGINT columns included; rows repeating a key, and small batches, go row by row."""
+    from storage import pg_bulk
+    from storage.db import connect
+    from storage.postgres import translate
+    con = connect(pg.new_database())
+    upsert = ("INSERT INTO host_minutes (minute, ip, agent, tx_bytes, rx_bytes, tx_packets, rx_packets) "
+              "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (minute, ip, agent) DO UPDATE SET "
+              "tx_bytes = host_minutes.tx_bytes + excluded.tx_bytes, rx_bytes = host_minutes.rx_bytes + excluded.rx_bytes, "
+              "tx_packets = host_minutes.tx_packets + excluded.tx_packets, "
+              "rx_packets = host_minutes.rx_packets + excluded.rx_packets")
+    rows = [(60 * (k % 7), f"10.0.{k // 250}.{k % 250}", "a", k, 2 * k, 1, 1) for k in range(1000)]
+    assert pg_bulk.plan(translate(upsert), rows) is not None
+    assert pg_bulk.plan(translate(upsert), rows[:10]) is None                  # small: row by row
+    assert pg_bulk.plan(translate(upsert), rows + rows[:1]) is None            # a key twice: row by row
+    assert pg_bulk.plan(translate("INSERT OR IGNORE INTO tier_pending (tier, bucket) VALUES (?, ?)"),
+                        [("hour", 0)] * 200) is not None                       # DO NOTHING takes repeats
+    floats = [(120.0, f"10.9.{k}.1", "a", 5.0, 0, 0, 0) for k in range(150)]
+    for batch in (rows, rows, rows[:10], [(60.0, "10.9.9.9", "a", 5.0, 0, 0, 0)] * 150 + rows[:1], floats):
+        con.executemany(upsert, batch)
+    con.commit()
+    got = {(m, ip): (tx, rx, n) for m, ip, tx, rx, n in con.execute(
+        "SELECT minute, ip, tx_bytes, rx_bytes, tx_packets FROM host_minutes")}
+    want = {}
+    for batch in (rows, rows, rows[:10], [(60, "10.9.9.9", "a", 5, 0, 0, 0)] * 150 + rows[:1], floats):
+        for m, ip, _, tx, rx, n, _ in batch:
+            old = want.get((m, ip), (0, 0, 0))
+            want[(m, ip)] = (old[0] + tx, old[1] + rx, old[2] + n)
+    assert got == want and len(got) == 1151
+    con.close()
+
+
 def test_schema_statements_get_postgres_types():
     from storage.postgres import schema_statement
     assert schema_statement("CREATE TABLE IF NOT EXISTS t (\n  id INTEGER PRIMARY KEY, -- the id\n  v REAL NOT NULL,\n"
