@@ -60,13 +60,8 @@ def main():
     p.add_argument("--period", type=float, default=2.0)
     p.add_argument("--seconds", type=float, default=120.0)
     args = p.parse_args()
-    from postgres_server import Server, why_not
-    problem = why_not()
-    if problem:
-        sys.exit(f"bench/fleet.py: {problem}")
-    server = Server()
-    try:
-        url = server.new_database()
+    from postgres_server import throwaway_database
+    with throwaway_database("bench/fleet.py") as url:
         from storage.db import connect
         connect(url).close()                          # the schema, before the agents race to it
         ctx = multiprocessing.get_context("spawn")
@@ -82,8 +77,6 @@ def main():
         for proc in procs:
             proc.join()
         check(url, results, args)
-    finally:
-        server.close()
 
 
 def check(url, results, args):

@@ -65,15 +65,10 @@ def main():
     p.add_argument("--requests", type=int, default=50)
     args = p.parse_args()
     import psycopg
-    from postgres_server import Server, why_not
+    from postgres_server import throwaway_database
     from bench.api import measure_latency
     from bench.gen_history import generate
-    problem = why_not()
-    if problem:
-        sys.exit(f"bench/fleet_api.py: {problem}")
-    server = Server()
-    try:
-        url = server.new_database()
+    with throwaway_database("bench/fleet_api.py") as url:
         meta = generate(url, hosts=args.hosts, days=args.days, agent="agent-00")
         started = time.perf_counter()
         with psycopg.connect(url, autocommit=True) as con:
@@ -99,8 +94,6 @@ def main():
                 missed += [f"{r['endpoint']} ({r['p95_ms']} ms)" for r in (fleet, one) if r["p95_ms"] >= GOAL_MS]
         print("\ngoal p95 < 200 ms for the overview, hosts and history: "
               + (f"MISSED by {', '.join(missed)}" if missed else "met"))
-    finally:
-        server.close()
 
 
 if __name__ == "__main__":

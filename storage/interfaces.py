@@ -20,6 +20,15 @@ def live_seconds(con, since_second):
                        (int(since_second), *agent_args)).fetchall()
 
 
+def live_seconds_by_agent(con, since_second):
+    """live_seconds for every agent at once, for the live stream's one poller:
+    [(second, agent, iface, up_bytes, down_bytes)]."""
+    return con.execute("""
+        SELECT second, agent, iface, sum(out_bytes), sum(bytes - out_bytes) FROM iface_seconds
+        WHERE second >= ? GROUP BY second, agent, iface ORDER BY second, iface, agent""",
+                       (int(since_second),)).fetchall()
+
+
 def interface_rates(con, now):
     """{iface: (up bit/s, down bit/s)} over the last RATE_WINDOW whole seconds."""
     end = int(now)

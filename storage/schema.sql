@@ -56,8 +56,9 @@ CREATE TABLE IF NOT EXISTS host_minutes (
     PRIMARY KEY (minute, ip, agent)
 ) WITHOUT ROWID;
 -- One host's minutes, counters included: a page of the hosts list reads only its hosts' rows
--- (storage/usage.py), from the index alone (schema 10; host_minutes_ip before, without counters).
-CREATE INDEX IF NOT EXISTS host_minutes_ip_sums ON host_minutes (ip, minute, tx_bytes, rx_bytes, tx_packets, rx_packets);
+-- (storage/usage.py), from the index alone (schema 10; host_minutes_ip before, without counters);
+-- its agent too (schema 12), for one agent's page (SQLite holds the key in it anyway, PostgreSQL does not).
+CREATE INDEX IF NOT EXISTS host_minutes_ip_sums ON host_minutes (ip, minute, agent, tx_bytes, rx_bytes, tx_packets, rx_packets);
 
 CREATE TABLE IF NOT EXISTS iface_minutes (
     minute             INTEGER NOT NULL,

@@ -8,7 +8,7 @@ CREATE TABLE IF NOT EXISTS host_hours (
     tx_bytes INTEGER NOT NULL, rx_bytes INTEGER NOT NULL, tx_packets INTEGER NOT NULL, rx_packets INTEGER NOT NULL,
     PRIMARY KEY (hour, ip, agent)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS host_hours_ip_sums ON host_hours (ip, hour, tx_bytes, rx_bytes, tx_packets, rx_packets);
+CREATE INDEX IF NOT EXISTS host_hours_ip_sums ON host_hours (ip, hour, agent, tx_bytes, rx_bytes, tx_packets, rx_packets);
 CREATE TABLE IF NOT EXISTS host_days (
     day INTEGER NOT NULL, ip TEXT NOT NULL,
     agent TEXT NOT NULL DEFAULT '',

@@ -2,6 +2,7 @@
 made by `initdb` as the `postgres` user, listening on 127.0.0.1 on a free port, password
 authentication over TCP. Started once per test session (tests/test_postgres.py), stopped and
 removed at its end. Every test makes a database of its own on it."""
+import contextlib
 import glob
 import os
 import pwd
@@ -84,3 +85,17 @@ class Server:
             self.stop()
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def throwaway_database(prog):
+    """For the benchmarks (bench/fleet*.py): a new database on a server of its own, gone after;
+    without what a server needs, the program ends with one line saying why."""
+    problem = why_not()
+    if problem:
+        raise SystemExit(f"{prog}: {problem}")
+    server = Server()
+    try:
+        yield server.new_database()
+    finally:
+        server.close()

@@ -78,7 +78,7 @@ def _as_schema_11(path):
         con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM old_t")
         con.execute("DROP TABLE old_t")
         for index in indexes:
-            con.execute(index)
+            con.execute(index.replace(", agent,", ","))      # schema 11's indexes had no agent
     con.execute("PRAGMA user_version = 11")
     con.commit()
     con.close()

@@ -99,6 +99,24 @@ def test_updates_as_seconds_are_written_and_heartbeats(setup):
     stream.close()
 
 
+def test_a_stream_with_agent_shows_that_agents_seconds_and_without_it_their_sum(setup):
+    app, clock, path = setup
+    other = RollupStore(connect(path), "web-2")         # beside make_db's agent ("")
+    other.add_seconds([(S - 1, "eth0", 1, 700, 1, 200), (S - 1, "wlan0", 1, 50, 0, 0)])
+    def points(url):                  # one stream at a time: the fixture's app allows one
+        stream = Reader(app.test_client().get(url, buffered=False))
+        try:
+            return stream.next_usage()[1]["points"]
+        finally:
+            stream.close()
+    fleet = points("/api/stream")
+    assert [p for p in fleet if p[0] == S - 1] == [[S - 1, "eth0", 3200, 500], [S - 1, "lo", 0, 80],
+                                                   [S - 1, "wlan0", 0, 50]]
+    assert points("/api/stream?agent=web-2") == [[S - 1, "eth0", 200, 500], [S - 1, "wlan0", 0, 50]]
+    assert points("/api/stream?agent=nobody") == []
+    other.con.close()
+
+
 def test_reconnect_resumes_after_last_event_id(setup):
     app, clock, _ = setup
     response = app.test_client().get("/api/stream", headers={"Last-Event-ID": str(S - 2)}, buffered=False)

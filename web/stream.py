@@ -7,6 +7,9 @@ second and interface with traffic, [second, iface, up_bytes, down_bytes] (absent
 latest RESEND seconds go out again in every event because the collector adds to a second in
 pieces until it is over; the client keeps the newest value per second.
 
+Agents: the poller reads every agent's points at once; a stream with `agent=NAME` gets that
+agent's, one without it every agent's added up, as every other endpoint (storage/agents.py).
+
 Alerts ride on the same stream: the poller also reads, once a second, the newest alert id and
 the open alerts (storage.alert_log.alert_snapshot); each client gets an `alerts` event when it
 connects and whenever that changes (an alert opened, closed or was acknowledged), so the
@@ -26,7 +29,8 @@ import time
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from storage.alert_log import alert_snapshot
-from storage.interfaces import live_seconds
+from storage import agents
+from storage.interfaces import live_seconds_by_agent
 from web.params import Params
 
 BACKLOG = 120         # seconds of points kept and sent to a new client
@@ -46,7 +50,7 @@ class LiveFeed:
 
     def __init__(self, con, clock, interval=POLL_INTERVAL):
         self.con, self.clock, self.interval = con, clock, interval
-        self.points = {}              # second -> [(iface, up, down)]
+        self.points = {}              # second -> [(agent, iface, up, down)]
         self.version = 0              # 0: not polled yet (clients wait for the first poll)
         self.error = None
         self.alerts = None            # the last alert_snapshot (None: not read yet)
@@ -72,14 +76,14 @@ class LiveFeed:
         now = int(self.clock())
         since = now - (REREAD if self.version else BACKLOG)
         try:
-            rows = live_seconds(self.con, since)
+            rows = live_seconds_by_agent(self.con, since)
             self.error = None
         except Exception as e:        # a locked or vanished database: say so in the stream, go on
             self.error = str(e)
             return
         points = {s: p for s, p in self.points.items() if now - BACKLOG <= s < since}
-        for second, iface, up, down in rows:
-            points.setdefault(second, []).append((iface, up, down))
+        for second, agent, iface, up, down in rows:
+            points.setdefault(second, []).append((agent, iface, up, down))
         alerts = self._read_alerts()
         with self._changed:
             self.points = points
@@ -118,8 +122,21 @@ def alerts_event(snapshot):
     return f"event: alerts\ndata: {json.dumps(snapshot, separators=(',', ':'))}\n\n"
 
 
-def usage_event(points, first, last):
-    flat = [[s, iface, up, down] for s in range(first, last + 1) for iface, up, down in points.get(s, ())]
+def of_agent(entries, agent):
+    """One second's [(agent, iface, up, down)] as [(iface, up, down)]: `agent`'s, or with None
+    every agent's added up per interface."""
+    if agent is not None:
+        return [(iface, up, down) for a, iface, up, down in entries if a == agent]
+    sums = {}
+    for _, iface, up, down in entries:
+        total = sums.setdefault(iface, [0, 0])
+        total[0] += up
+        total[1] += down
+    return [(iface, up, down) for iface, (up, down) in sums.items()]
+
+
+def usage_event(points, first, last, agent=None):
+    flat = [[s, iface, up, down] for s in range(first, last + 1) for iface, up, down in of_agent(points.get(s, ()), agent)]
     data = json.dumps({"first": first, "last": last, "points": flat}, separators=(",", ":"))
     return f"id: {last}\nevent: usage\ndata: {data}\n\n"
 
@@ -141,7 +158,7 @@ class _Stream:
             release()
 
 
-def events(feed, clock, last_event_id, lifetime, heartbeat=HEARTBEAT):
+def events(feed, clock, last_event_id, lifetime, heartbeat=HEARTBEAT, agent=None):
     """The text of one client's stream."""
     yield f"retry: {RETRY_MS}\n\n"
     newest = int(clock()) - 1
@@ -157,7 +174,7 @@ def events(feed, clock, last_event_id, lifetime, heartbeat=HEARTBEAT):
         newest = int(clock()) - 1          # the last whole second
         first = max(min(sent + 1, newest - RESEND + 1), newest - BACKLOG + 1)
         if newest >= first:
-            event = usage_event(points, first, newest)
+            event = usage_event(points, first, newest, agent)
             if event != previous:             # the feed polls twice a second; unchanged news is no news
                 yield event
                 previous = event
@@ -183,6 +200,6 @@ def stream():
     feed = app.extensions["nettally.feed"]
     feed.start()
     body = _Stream(events(feed, app.config["CLOCK"], last_id, app.config["STREAM_LIFETIME"],
-                          app.config["STREAM_HEARTBEAT"]), slots.release)
+                          app.config["STREAM_HEARTBEAT"], agents.current()), slots.release)
     return Response(body, mimetype="text/event-stream",
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

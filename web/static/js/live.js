@@ -134,7 +134,7 @@
     if (streamOn) return;
     streamOn = true;
     const connect = () => {
-      const stream = new EventSource("/api/stream");
+      const stream = new EventSource(NT.agent ? "/api/stream?agent=" + encodeURIComponent(NT.agent) : "/api/stream");
       stream.addEventListener("usage", (e) => streamHandlers.usage && streamHandlers.usage(e));
       stream.addEventListener("alerts", (e) => alertsSeen(JSON.parse(e.data)));
       stream.addEventListener("problem", (e) => status(JSON.parse(e.data).error, true));
