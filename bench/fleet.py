@@ -53,13 +53,13 @@ def agent(index, url, flows, period, seconds, start, out):
     out.put((name, rounds, late, times, time.time() - start))
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--agents", type=int, default=20)
     p.add_argument("--flows", type=int, default=5000)
     p.add_argument("--period", type=float, default=2.0)
     p.add_argument("--seconds", type=float, default=120.0)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     from postgres_server import throwaway_database
     with throwaway_database("bench/fleet.py") as url:
         from storage.db import connect
@@ -76,7 +76,7 @@ def main():
         results = [out.get(timeout=args.seconds * 30 + 120) for _ in procs]
         for proc in procs:
             proc.join()
-        check(url, results, args)
+        return check(url, results, args)
 
 
 def check(url, results, args):
@@ -105,9 +105,8 @@ def check(url, results, args):
     print(f"an agent's own CPU per flush (median): {cpu * 1000:.0f} ms; the last agent finished after {took:.0f} s "
           f"({took / args.seconds:.2f} x the {args.seconds:g} s asked)")
     print("counts: every agent's flows and host minutes equal what it sent" if not lost else f"LOST OR DOUBLED: {lost}")
-    if lost:
-        sys.exit(1)
+    return 1 if lost else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -57,13 +57,13 @@ def copy_agent(con, index):
                     {"name": name, "shift": shift})
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--agents", type=int, default=20)
     p.add_argument("--days", type=int, default=7)
     p.add_argument("--hosts", type=int, default=500)
     p.add_argument("--requests", type=int, default=50)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     import psycopg
     from postgres_server import throwaway_database
     from bench.api import measure_latency
@@ -94,7 +94,8 @@ def main():
                 missed += [f"{r['endpoint']} ({r['p95_ms']} ms)" for r in (fleet, one) if r["p95_ms"] >= GOAL_MS]
         print("\ngoal p95 < 200 ms for the overview, hosts and history: "
               + (f"MISSED by {', '.join(missed)}" if missed else "met"))
+        return 0          # a missed goal is a figure to report, not a failure
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -29,6 +29,8 @@ BENCHMARKS = (
     ("dpi_compare", "names and apps against nDPI (skipped without NFStream or captures)"),
     ("memory", "import memory under flow churn (SYN floods of 1M and 5M flows)"),
     ("forecast", "forecast backtest against seasonal-naive (issue 16)"),
+    ("fleet", "20 agents writing one PostgreSQL database at once (issue 14; as root)"),
+    ("fleet_api", "the dashboard's API over 20 agents x 7 days x 500 hosts in PostgreSQL (issue 14; as root)"),
 )
 NAMES = tuple(name for name, _ in BENCHMARKS)
 
