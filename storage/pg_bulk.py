@@ -16,31 +16,34 @@ import re
 import zlib
 
 BULK_MIN = 100        # rows from which COPY pays for its two extra statements
-_INSERT = re.compile(r"\s*INSERT INTO (\w+) \(([\w, ]+)\) VALUES \((?:%s, )*%s\)(\s+ON CONFLICT\b.*)?\Z", re.S)
-_TARGET = re.compile(r"\s*ON CONFLICT \(([\w, ]+)\) DO UPDATE\b")
+_INSERT = re.compile(r"\s*INSERT INTO (\w+) \(([\w,\s]+)\)\s+VALUES \((?:%s,\s*)*%s\)(\s+ON CONFLICT\b.*)?\Z", re.S)
+_TARGET = re.compile(r"\s*ON CONFLICT \(([\w,\s]+)\) DO UPDATE\b")
 
 
 def plan(sql, rows):
-    """(table, columns, tail) when `rows` of `sql` (translated, %s placeholders) can go by COPY."""
+    """(table, columns, tail, conflict target columns) when `rows` of `sql` (translated, %s
+    placeholders) can go by COPY."""
     m = len(rows) >= BULK_MIN and _INSERT.match(sql)
     if not m or "%" in (tail := m.group(3) or ""):
         return None
     cols = [c.strip() for c in m.group(2).split(",")]
     target = _TARGET.match(tail)
+    keys = [c.strip() for c in target.group(1).split(",")] if target else []
     if target:
-        at = [cols.index(c.strip()) for c in target.group(1).split(",") if c.strip() in cols]
+        at = [cols.index(c) for c in keys if c in cols]
         if len({tuple(r[i] for i in at) for r in rows}) != len(rows):
             return None
     elif tail and "DO NOTHING" not in tail:
         return None
-    return m.group(1), cols, tail
+    return m.group(1), cols, tail, keys
 
 
-def insert(raw, types, table, cols, tail, rows):
+def insert(raw, types, table, cols, tail, keys, rows):
     """The rows into `table` through the connection's scratch table for these columns. Scratch
     columns take integers as numeric: a float where the table has BIGINT is then rounded on the
     way in, as a parameter would be, instead of failing the COPY. `types`: the connection's cache
-    of {table: {column: type}}."""
+    of {table: {column: type}}. A statement ending `RETURNING id` returns the ids in the order of
+    `rows` (matched by the conflict target's columns: INSERT ... SELECT does not promise an order)."""
     listed = ", ".join(cols)
     scratch = f"bulk_{table}_{zlib.crc32(listed.encode()):08x}"
     if table not in types:
@@ -51,5 +54,14 @@ def insert(raw, types, table, cols, tail, rows):
     with raw.cursor().copy(f"COPY {scratch} ({listed}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row(row)
-    raw.execute(f"INSERT INTO {table} ({listed}) SELECT {listed} FROM {scratch}{tail}")
+    ids = None
+    if tail.rstrip().endswith("RETURNING id") and keys:
+        found = raw.execute(f"INSERT INTO {table} ({listed}) SELECT {listed} FROM {scratch}{tail}, "
+                            f"{', '.join(keys)}").fetchall()
+        by_key = {tuple(r[1:]): r[0] for r in found}
+        at = [cols.index(c) for c in keys]
+        ids = [by_key[tuple(row[i] for i in at)] for row in rows]
+    else:
+        raw.execute(f"INSERT INTO {table} ({listed}) SELECT {listed} FROM {scratch}{tail}")
     raw.execute(f"TRUNCATE {scratch}")
+    return ids

@@ -86,6 +86,14 @@ def one_agent(con):
             con.raw.execute("SELECT pg_advisory_unlock(%s)", (_HOUSEKEEPING_LOCK,))
 
 
+def upsert_ids(con, sql, rows):
+    """The id each row's upsert gives (`sql` ends with RETURNING id), in the order of `rows`: a
+    statement a row, or on PostgreSQL one COPY for many (storage/pg_bulk.py)."""
+    if isinstance(con, Connection) and (ids := con.upsert_ids(sql, rows)) is not None:
+        return ids
+    return [con.execute(sql, row).fetchone()[0] for row in rows]
+
+
 def is_url(target):
     return isinstance(target, str) and target.startswith(SCHEMES)
 
@@ -238,7 +246,7 @@ class Cursor:
             con.begin_implicitly(sql)
             sql = translate(sql, True)
             bulk = pg_bulk.plan(sql, seq)
-            if bulk:
+            if bulk and not bulk[2].rstrip().endswith("RETURNING id"):
                 pg_bulk.insert(con.raw, con.column_types, *bulk, seq)
             else:
                 self._raw.executemany(sql, seq)
@@ -349,6 +357,19 @@ class Connection:
 
     def executemany(self, sql, seq):
         return Cursor(self).executemany(sql, seq)
+
+    def upsert_ids(self, sql, rows):
+        """upsert_ids by COPY, or None where pg_bulk does not take these rows."""
+        translated = translate(sql, True)
+        bulk = pg_bulk.plan(translated, rows)
+        if bulk is None:
+            return None
+        try:
+            self.ensure_live()
+            self.begin_implicitly(sql)
+            return pg_bulk.insert(self.raw, self.column_types, *bulk, rows)
+        except Exception as e:
+            raise _sqlite_error(e) from None
 
     def cursor(self):
         return Cursor(self)

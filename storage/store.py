@@ -6,6 +6,7 @@ from sys import intern
 
 from storage import health, tiers
 from storage.db import immediate
+from storage.postgres import upsert_ids
 
 _HOST_MAC = """
 INSERT INTO host_macs (ip, mac, first_seen, last_seen) VALUES (?, ?, ?, ?)
@@ -155,20 +156,25 @@ class RollupStore:
         con, ids, minute = self.con, self._flow_ids, rollup.bucket
         known, minutes, names, apps, host_apps, written = [], [], [], {}, {}, self._labels
         shared = self._shared_labels
-        for f in rollup.flows:
-            # kept in `ids` while the flow is open (up to max_flows of them): its addresses shared
-            # with every other open flow of the same hosts, not one copy per flow and message
-            natural = (f.proto, intern(f.orig_h), f.orig_p, intern(f.resp_h), f.resp_p, f.first_seen)
-            flow_id = ids.get(natural)
-            if flow_id is None:
-                flow_id = con.execute(_FLOW_UPSERT, natural + (
-                    f.last_seen, f.orig_bytes, f.orig_packets, f.resp_bytes, f.resp_packets,
-                    f.tcp_flags, f.iface, int(f.closed),
-                    f.orig_pid, f.orig_process, f.resp_pid, f.resp_process) + _health(f) + (self.agent,)).fetchone()[0]
+        # kept in `ids` while the flow is open (up to max_flows of them): its addresses shared
+        # with every other open flow of the same hosts, not one copy per flow and message
+        naturals = [(f.proto, intern(f.orig_h), f.orig_p, intern(f.resp_h), f.resp_p, f.first_seen)
+                    for f in rollup.flows]
+        # the flows new to this store, in one call: on PostgreSQL one COPY for many (pg_bulk)
+        fresh = [k for k, natural in enumerate(naturals) if natural not in ids]
+        created = dict(zip(fresh, upsert_ids(con, _FLOW_UPSERT, [naturals[k] + (
+            f.last_seen, f.orig_bytes, f.orig_packets, f.resp_bytes, f.resp_packets, f.tcp_flags, f.iface,
+            int(f.closed), f.orig_pid, f.orig_process, f.resp_pid, f.resp_process) + _health(f) + (self.agent,)
+            for k in fresh for f in (rollup.flows[k],)])))
+        for k, f in enumerate(rollup.flows):
+            natural = naturals[k]
+            flow_id = created.get(k)
+            if flow_id is not None:
                 if not f.closed:
                     ids[natural] = flow_id
                     undo.append((natural, None))
             else:
+                flow_id = ids[natural]
                 known.append((f.last_seen, f.orig_bytes, f.orig_packets, f.resp_bytes, f.resp_packets,
                               f.tcp_flags, int(f.closed),
                               f.orig_pid, f.orig_process, f.resp_pid, f.resp_process, *_health(f), flow_id))

@@ -278,6 +278,31 @@ def test_many_rows_go_by_copy_and_add_as_row_by_row(pg):
     con.close()
 
 
+def test_a_flush_of_many_new_flows_gets_each_its_own_id(pg, tmp_path):
+    """New flows' upserts by COPY (storage/pg_bulk.py, RETURNING id matched by the flow's key):
+    each flow's minutes, labels and later updates land on its own row, as in SQLite."""
+    from records import FlowDelta, Rollup
+    from storage.db import connect
+    from storage.store import RollupStore
+
+    def flows(first, n, t):
+        return [FlowDelta(6, f"10.0.{k // 200}.{k % 200}", 40000 + k, "10.9.0.1", 443, first + k / 8, t,
+                          k + 1, 1, 2 * k, 2, 0x18, "eth0", False, app="tls", service="https") for k in range(n)]
+    t0 = 1_700_000_040.0
+    rollups = [Rollup(1_700_000_040, flows(t0, 300, t0 + 50), {}, {}, {}),
+               Rollup(1_700_000_100, flows(t0, 300, t0 + 100) + flows(t0 + 60, 250, t0 + 110)[50:], {}, {}, {})]
+    stores = []
+    for target in (str(tmp_path / "one.db"), pg.new_database()):
+        store = RollupStore(connect(target), "a")
+        for rollup in rollups:
+            store.apply([rollup])
+        stores.append(sorted(tuple(r) for r in store.con.execute(
+            "SELECT f.orig_h, f.orig_p, f.first_seen, f.orig_bytes, f.resp_bytes, m.minute, m.orig_bytes, n.app "
+            "FROM flows f JOIN flow_minutes m ON m.flow_id = f.id JOIN flow_names n ON n.flow_id = f.id")))
+        store.con.close()
+    assert len(stores[0]) == 300 * 2 + 200 and stores[0] == stores[1]
+
+
 def test_schema_statements_get_postgres_types():
     from storage.postgres import schema_statement
     assert schema_statement("CREATE TABLE IF NOT EXISTS t (\n  id INTEGER PRIMARY KEY, -- the id\n  v REAL NOT NULL,\n"
