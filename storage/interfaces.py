@@ -11,18 +11,9 @@ RATE_WINDOW = 5          # seconds of iface_seconds behind a "current" interface
 COVERAGE_WINDOW = 3600   # seconds of attribution counts behind the coverage figure
 
 
-def live_seconds(con, since_second):
-    """Per-second interface points from `since_second` on: [(second, iface, up_bytes, down_bytes)]."""
-    mine, agent_args = agents.condition()
-    return con.execute(f"""
-        SELECT second, iface, sum(out_bytes), sum(bytes - out_bytes) FROM iface_seconds
-        WHERE second >= ?{mine} GROUP BY second, iface ORDER BY second, iface""",
-                       (int(since_second), *agent_args)).fetchall()
-
-
 def live_seconds_by_agent(con, since_second):
-    """live_seconds for every agent at once, for the live stream's one poller:
-    [(second, agent, iface, up_bytes, down_bytes)]."""
+    """Per-second interface points from `since_second` on, of every agent at once (the live
+    stream's one poller picks or adds them per client): [(second, agent, iface, up_bytes, down_bytes)]."""
     return con.execute("""
         SELECT second, agent, iface, sum(out_bytes), sum(bytes - out_bytes) FROM iface_seconds
         WHERE second >= ? GROUP BY second, agent, iface ORDER BY second, iface, agent""",

@@ -28,14 +28,21 @@ def plan(sql, rows):
         return None
     cols = [c.strip() for c in m.group(2).split(",")]
     target = _TARGET.match(tail)
-    keys = [c.strip() for c in target.group(1).split(",")] if target else []
+    # the conflict key as the rows give it (a key column the INSERT leaves out is its default in all)
+    keys = [c for c in (c.strip() for c in target.group(1).split(",")) if c in cols] if target else []
     if target:
-        at = [cols.index(c) for c in keys if c in cols]
-        if len({tuple(r[i] for i in at) for r in rows}) != len(rows):
+        key = _key(cols, keys)
+        if len({key(r) for r in rows}) != len(rows):
             return None
     elif tail and "DO NOTHING" not in tail:
         return None
     return m.group(1), cols, tail, keys
+
+
+def _key(cols, keys):
+    """A row's values of the `keys` columns, as a tuple."""
+    at = [cols.index(c) for c in keys]
+    return lambda row: tuple(row[i] for i in at)
 
 
 def insert(raw, types, table, cols, tail, keys, rows):
@@ -58,9 +65,8 @@ def insert(raw, types, table, cols, tail, keys, rows):
     if tail.rstrip().endswith("RETURNING id") and keys:
         found = raw.execute(f"INSERT INTO {table} ({listed}) SELECT {listed} FROM {scratch}{tail}, "
                             f"{', '.join(keys)}").fetchall()
-        by_key = {tuple(r[1:]): r[0] for r in found}
-        at = [cols.index(c) for c in keys]
-        ids = [by_key[tuple(row[i] for i in at)] for row in rows]
+        by_key, key = {tuple(r[1:]): r[0] for r in found}, _key(cols, keys)
+        ids = [by_key[key(row)] for row in rows]
     else:
         raw.execute(f"INSERT INTO {table} ({listed}) SELECT {listed} FROM {scratch}{tail}")
     raw.execute(f"TRUNCATE {scratch}")

@@ -240,18 +240,14 @@ class Cursor:
         if not seq:
             return self
         con = self.connection
-        try:
-            con.ensure_live()
+        with con.writing(sql):
             self._raw = con.raw.cursor()
-            con.begin_implicitly(sql)
             sql = translate(sql, True)
             bulk = pg_bulk.plan(sql, seq)
-            if bulk and not bulk[2].rstrip().endswith("RETURNING id"):
+            if bulk:
                 pg_bulk.insert(con.raw, con.column_types, *bulk, seq)
             else:
                 self._raw.executemany(sql, seq)
-        except Exception as e:
-            raise _sqlite_error(e) from None
         return self
 
     def _shape(self, row):
@@ -360,14 +356,20 @@ class Connection:
 
     def upsert_ids(self, sql, rows):
         """upsert_ids by COPY, or None where pg_bulk does not take these rows."""
-        translated = translate(sql, True)
-        bulk = pg_bulk.plan(translated, rows)
+        bulk = pg_bulk.plan(translate(sql, True), rows)
         if bulk is None:
             return None
+        with self.writing(sql):
+            return pg_bulk.insert(self.raw, self.column_types, *bulk, rows)
+
+    @contextlib.contextmanager
+    def writing(self, sql):
+        """Around a write of many rows: a live connection, the implicit transaction, and psycopg's
+        errors as sqlite3's."""
         try:
             self.ensure_live()
             self.begin_implicitly(sql)
-            return pg_bulk.insert(self.raw, self.column_types, *bulk, rows)
+            yield
         except Exception as e:
             raise _sqlite_error(e) from None
 

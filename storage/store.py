@@ -162,10 +162,13 @@ class RollupStore:
                     for f in rollup.flows]
         # the flows new to this store, in one call: on PostgreSQL one COPY for many (pg_bulk)
         fresh = [k for k, natural in enumerate(naturals) if natural not in ids]
-        created = dict(zip(fresh, upsert_ids(con, _FLOW_UPSERT, [naturals[k] + (
-            f.last_seen, f.orig_bytes, f.orig_packets, f.resp_bytes, f.resp_packets, f.tcp_flags, f.iface,
-            int(f.closed), f.orig_pid, f.orig_process, f.resp_pid, f.resp_process) + _health(f) + (self.agent,)
-            for k in fresh for f in (rollup.flows[k],)])))
+        rows = []
+        for k in fresh:
+            f = rollup.flows[k]
+            rows.append(naturals[k] + (f.last_seen, f.orig_bytes, f.orig_packets, f.resp_bytes, f.resp_packets,
+                                       f.tcp_flags, f.iface, int(f.closed), f.orig_pid, f.orig_process,
+                                       f.resp_pid, f.resp_process) + _health(f) + (self.agent,))
+        created = dict(zip(fresh, upsert_ids(con, _FLOW_UPSERT, rows)))
         for k, f in enumerate(rollup.flows):
             natural = naturals[k]
             flow_id = created.get(k)

@@ -8,7 +8,7 @@ from storage import tiers
 from storage.db import connect, immediate
 from storage.history import traffic_history
 from storage.hosts import host_usage
-from storage.interfaces import interface_rates, live_seconds
+from storage.interfaces import interface_rates, live_seconds_by_agent
 from storage.reads import choose_tier
 from storage.retention import maintain
 from storage.tiers import RetentionPolicy
@@ -142,7 +142,8 @@ def test_host_usage_states_average_and_peak_and_history_the_minutes_behind_them(
 def test_interface_seconds_give_the_peak_second_and_the_current_rate(store):
     now = T0 + 100.5
     store.add_seconds([(T0 + s, "eth0", 1, 1000 if s != 42 else 125000, 0, 0) for s in range(100)])
-    points = live_seconds(store.con, T0 + 40)                # the last 60 whole seconds
+    points = [(second, iface, up, down)                      # the last 60 whole seconds, one agent
+              for second, _, iface, up, down in live_seconds_by_agent(store.con, T0 + 40)]
     assert [second for second, *_ in points] == list(range(T0 + 40, T0 + 100))
     assert {iface for _, iface, _, _ in points} == {"eth0"}
     assert sum(up + down for _, _, up, down in points) == 59 * 1000 + 125000
