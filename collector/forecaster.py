@@ -8,12 +8,9 @@ from runtime.exits import EXIT_OK, UsageError
 from storage.db import DatabaseError, connect
 from storage.forecasts import hourly_bytes, parse_subject
 
-HORIZONS = {"24h": 24, "7d": 7 * 24}
-
-
 def run_forecast(settings, args, now=None):
     """Prints the forecast of args["subject"] over args["horizon"] (text or JSON). Returns the exit status."""
-    from foresight.forecast import TooLittleHistory, forecast, hourly    # pandas: only this command loads it
+    from foresight.forecast import TooLittleHistory, horizon_points, hourly    # pandas: only this command loads it
     try:
         kind, key = parse_subject(args["subject"])
         con = connect(settings.db, readonly=True)
@@ -28,18 +25,10 @@ def run_forecast(settings, args, now=None):
     if first is None:
         raise UsageError(f"{args['subject']}: no traffic stored before {time.strftime('%Y-%m-%dT%H:00Z', time.gmtime(until))}")
     series = hourly([b for b, _ in rows], [v for _, v in rows], first, until)
-    # 7d: the next 7 whole UTC days, from the coming midnight: the hours up to it are skipped
-    skip = (24 - until // 3600 % 24) % 24 if args["horizon"] == "7d" else 0
     try:
-        frame = forecast(series, skip + HORIZONS[args["horizon"]]).iloc[skip:]
+        out = horizon_points(series, args["horizon"], until)
     except TooLittleHistory as e:
         raise UsageError(f"{args['subject']}: {e}") from None
-    if args["horizon"] == "7d":
-        # a day's figures are its hours' sums; its band is then wider than a daily model's would
-        # be (the hours' errors partly cancel over a day): on the safe side
-        frame = frame.resample("D").sum()
-    out = [{"start": int(t.timestamp()), **{k: round(float(v)) for k, v in row.items()}}
-           for t, row in frame.iterrows()]
     if args["format"] == "json":
         json.dump({"subject": args["subject"], "horizon": args["horizon"], "history_hours": len(series),
                    "forecast": out}, sys.stdout)

@@ -16,6 +16,7 @@ import sys
 import time
 
 from web.app import create_app
+from web.forecasts import ForecastRefresher
 from web.auth import TokenError
 from web.server import make_server
 from runtime.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
@@ -86,6 +87,9 @@ def serve(settings, in_child=False, ready=None):
         _say(f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}", err=True)
         return EXIT_USAGE
     warm_up(app)
+    changes = app.extensions["nettally.changes"]
+    # forecasts are stored through the one write path: a read-only dashboard makes none
+    refresher = ForecastRefresher(app.extensions["nettally.pool"], changes) if changes.writable else None
     try:
         user = drop_root(settings.web_user)
     except (PrivilegeError, OSError) as e:
@@ -103,6 +107,8 @@ def serve(settings, in_child=False, ready=None):
              "(web_max_connections): the open files limit is lower")
     if ready is not None:
         ready.set()
+    if refresher is not None:
+        refresher.start()
 
     def stop(signum, frame):
         raise SystemExit(EXIT_OK)
@@ -113,6 +119,8 @@ def serve(settings, in_child=False, ready=None):
         pass
     finally:
         server.close()
+        if refresher is not None:
+            refresher.close()
     if limits.evicted or limits.timed_out or limits.refused:
         _say(f"dashboard: {limits.summary()}")
     return EXIT_OK

@@ -105,3 +105,20 @@ def mape(actual, predicted):
     actual, predicted = pd.Series(actual).to_numpy(), pd.Series(predicted).to_numpy()
     mask = actual > 0
     return float(abs((actual[mask] - predicted[mask]) / actual[mask]).mean()) if mask.any() else 0.0
+
+
+HORIZONS = {"24h": 24, "7d": 7 * 24}
+
+
+def horizon_points(history, horizon, until):
+    """The forecast of `history` (ending at the whole hour `until`, epoch seconds) over `horizon`
+    ("24h": the next 24 hours; "7d": the next 7 whole UTC days, from the coming midnight), as
+    [{start, forecast, lo80, hi80, lo95, hi95}] in whole bytes. TooLittleHistory as forecast()."""
+    skip = (24 - until // 3600 % 24) % 24 if horizon == "7d" else 0
+    frame = forecast(history, skip + HORIZONS[horizon]).iloc[skip:]
+    if horizon == "7d":
+        # a day's figures are its hours' sums; its band is then wider than a daily model's would
+        # be (the hours' errors partly cancel over a day): on the safe side
+        frame = frame.resample("D").sum()
+    return [{"start": int(t.timestamp()), **{k: round(float(v)) for k, v in row.items()}}
+            for t, row in frame.iterrows()]

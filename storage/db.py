@@ -8,8 +8,8 @@ from pathlib import Path
 
 from storage import postgres
 
-SCHEMA_VERSION = 12         # 1: schema.sql; 2: + tiers.sql, alerts.sql; 3: + macs.sql; 4: + names.sql; 5: + imports.sql; 6: + alerts_severity.sql; 7: + health.sql; 8: + seconds.sql; 9: + app_seconds.sql; 10: covering.sql; 11: + status.sql; 12: `agent` in the keys of counts
-SCHEMA_FILES = ("schema.sql", "tiers.sql", "alerts.sql", "macs.sql", "names.sql", "imports.sql", "alerts_severity.sql", "health.sql", "seconds.sql", "app_seconds.sql", "covering.sql", "status.sql")   # each step adds tables, columns or indexes (10 also drops the ones it replaced)
+SCHEMA_VERSION = 13         # 1: schema.sql; 2: + tiers.sql, alerts.sql; 3: + macs.sql; 4: + names.sql; 5: + imports.sql; 6: + alerts_severity.sql; 7: + health.sql; 8: + seconds.sql; 9: + app_seconds.sql; 10: covering.sql; 11: + status.sql; 12: `agent` in the keys of counts; 13: + forecasts.sql
+SCHEMA_FILES = ("schema.sql", "tiers.sql", "alerts.sql", "macs.sql", "names.sql", "imports.sql", "alerts_severity.sql", "health.sql", "seconds.sql", "app_seconds.sql", "covering.sql", "status.sql", "forecasts.sql")   # each step adds tables, columns or indexes (10 also drops the ones it replaced)
 # the tables whose keys hold `agent` from schema 12 on (the others are keyed by a flow or a process)
 AGENT_TABLES = ("flows", "processes", "iface_seconds", "host_seconds", "app_seconds", "undecodable",
                 "undecodable_hours", "undecodable_days", "capture_drops", "capture_drops_hours", "capture_drops_days",

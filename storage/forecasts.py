@@ -2,6 +2,7 @@
 summed from their minutes, as every read does: storage/reads.py). Subjects: `all` (every
 interface), `iface:NAME`, `host:ADDRESS`, `class:NAME` (a traffic class, docs/NAMES.md)."""
 from storage import tiers
+from storage.db import immediate
 from storage.reads import consistent, source
 
 # kind: (tier family, the bytes column, the filter of one subject)
@@ -36,3 +37,38 @@ def hourly_bytes(con, kind, key, until):
     sub, sub_args = source(con, family, "hour", first, until, f"{column} AS b", where, args)
     rows = con.execute(f"SELECT bucket, sum(b) FROM ({sub}) GROUP BY bucket ORDER BY bucket", sub_args).fetchall()
     return first, rows
+
+
+# ---- stored forecasts (schema 13): made off the request path by web/forecasts.py ----------------
+
+TOP_HOSTS = 20          # hosts forecast at each refresh: the busiest of the last week
+
+
+def subjects(con, until, top_hosts=TOP_HOSTS):
+    """What a refresh forecasts: `all`, every interface, every traffic class, and the `top_hosts`
+    busiest hosts of the week before `until` (from the hour tier and its pending minutes)."""
+    found = ["all"]
+    for kind, family, column in (("iface", "iface", "iface"), ("class", "app", "traffic_class")):
+        sub, args = source(con, family, "hour", until - 7 * 86400, until, f"{column} AS k")
+        found += [f"{kind}:{k}" for (k,) in con.execute(f"SELECT DISTINCT k FROM ({sub}) ORDER BY k", args) if k]
+    sub, args = source(con, "host", "hour", until - 7 * 86400, until, "ip, tx_bytes + rx_bytes AS b")
+    found += [f"host:{ip}" for (ip,) in con.execute(
+        f"SELECT ip FROM ({sub}) GROUP BY ip ORDER BY sum(b) DESC, ip LIMIT ?", [*args, top_hosts])]
+    return found
+
+
+def save(con, forecasts):
+    """Replaces the stored forecasts [(subject, horizon, agent, made, history_hours, needed_hours,
+    points JSON)] in one transaction."""
+    with immediate(con):
+        con.executemany("INSERT INTO forecasts (subject, horizon, agent, made, history_hours, needed_hours, points) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (subject, horizon, agent) DO UPDATE SET "
+                        "made = excluded.made, history_hours = excluded.history_hours, "
+                        "needed_hours = excluded.needed_hours, points = excluded.points", forecasts)
+
+
+def stored(con, subject, horizon, agent=""):
+    """{made, history_hours, needed_hours, points (JSON text)} of the stored forecast, or None."""
+    row = con.execute("SELECT made, history_hours, needed_hours, points FROM forecasts "
+                      "WHERE subject = ? AND horizon = ? AND agent = ?", (subject, horizon, agent)).fetchone()
+    return None if row is None else dict(zip(("made", "history_hours", "needed_hours", "points"), row))

@@ -93,7 +93,7 @@ def test_a_schema_11_database_gets_the_agent_column_and_keeps_its_counts(tmp_pat
     con.close()
     _as_schema_11(path)
     con = connect(path)             # migrates
-    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 12
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 13
     assert top_hosts(con) == before_hosts and flows_between(con) == before_flows
     for table in AGENT_TABLES:
         assert "agent" in [r[1] for r in con.execute(f"PRAGMA table_info({table})")], table

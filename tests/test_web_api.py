@@ -260,7 +260,8 @@ BAD = [
     ("/api/interfaces?until=soon", "until"), ("/api/traffic_types?limit=99", "limit"),
     ("/api/apps?by=colour", "by"), ("/api/apps?host=nas.local", "host"), ("/api/flows?class=%01", "class"),
     ("/api/alerts?state=maybe", "state"), ("/api/stream?since=1", "since"), ("/api/span?since=1h", "since"),
-    ("/api/volumes?period=week", "period"), ("/api/alerts/delivery?x=1", "x"), ("/api/health?by=planet", "by"),
+    ("/api/volumes?period=week", "period"), ("/api/forecast?horizon=1y", "horizon"), ("/api/forecast?subject=host", "subject"),
+    ("/api/alerts/delivery?x=1", "x"), ("/api/health?by=planet", "by"),
     ("/api/alerts.csv?state=maybe", "state"), ("/api/alerts/rules?x=1", "x"), ("/api/alerts/rules/x%20y", "name"),
 ]
 CHANGE_ONLY = {"/api/alerts/<alert_id>/acknowledge"}      # POST only: tests/test_web_alerts.py

@@ -1,13 +1,16 @@
 """The JSON API and CSV exports (docs/API.md). Each endpoint checks its parameters, makes one
 storage call and renders it; the CSV variants take the same parameters as their JSON ones.
 Alerts have their own blueprint (web/alerts_api.py)."""
+import json
 import time
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
 
 from names.label import add_vendors
+from storage import agents
 from storage.apps import APP_SORTS, app_usage
 from storage.export import render_csv_chunks
+from storage.forecasts import parse_subject, stored as stored_forecast
 from storage.flows import FLOW_SORTS, FlowFilter, flow_search, iter_flows
 from storage.health import HEALTH_BY, SORTS as HEALTH_SORTS, health as tcp_health
 from storage.history import HISTORY_BY, traffic_history
@@ -236,6 +239,31 @@ def apps():
     usage = app_usage(db(), since, until, p.now, by, host, process, limit, sort, descending, policy=policy())
     return jsonify(since=since, until=until, by=by, host=host, process=process, sort=sort,
                    order="desc" if descending else "asc", **usage)
+
+
+@bp.get("/forecast")
+def forecast():
+    """A subject's stored forecast (web/forecasts.py makes them): 404 when none is stored."""
+    p = _params()
+    subject = p.text("subject") or "all"
+    try:
+        parse_subject(subject)
+    except ValueError as e:
+        raise ParamError("subject", str(e)) from None
+    horizon = p.choice("horizon", ("24h", "7d"), "24h")
+    p.finish()
+    found = stored_forecast(db(), subject, horizon, agents.current() or "")
+    if found is None:
+        why = ("forecasts are made for every agent's counts together, not one agent's" if agents.current()
+               else "no forecast of this subject is stored: the busiest hosts, every interface and class "
+                    "are forecast once an hour")
+        return jsonify(error=why), 404
+    answer = {"subject": subject, "horizon": horizon, "made": found["made"], "history_hours": found["history_hours"],
+              "needed_hours": found["needed_hours"], "forecast": json.loads(found["points"])}
+    if found["needed_hours"]:
+        answer["message"] = (f"{found['history_hours']} hours of history; a forecast needs "
+                             f"{found['needed_hours'] + found['history_hours']} ({found['needed_hours']} more)")
+    return jsonify(answer)
 
 
 @bp.get("/health")

@@ -1,4 +1,5 @@
-"""The web side's one write path: acknowledging alerts and changing alert rules.
+"""The web side's one write path: acknowledging alerts, changing alert rules, and storing the
+forecasts web/forecasts.py makes.
 
 Everything else in the web process reads through read-only connections (web/pool.py). These few
 changes go through ONE read-write connection, opened with the others before the server gives up
@@ -15,7 +16,7 @@ web/auth.py refuses every change before it gets here).
 import sqlite3
 import threading
 
-from storage import alert_log
+from storage import alert_log, forecasts
 from storage.db import DatabaseError
 
 
@@ -65,6 +66,9 @@ class AlertChanges:
     def forget_rule(self, name):
         """True if an override was dropped."""
         return self._run(alert_log.forget_rule, name)
+
+    def store_forecasts(self, rows):
+        self._run(forecasts.save, rows)
 
     def close(self):
         if self.con is not None:
