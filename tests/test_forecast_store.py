@@ -58,6 +58,22 @@ def test_what_is_not_stored_is_a_404_and_bad_parameters_a_400(tmp_path):
         assert response.status_code == status and words in json.dumps(response.get_json()), (url, response.get_json())
 
 
+def test_a_database_the_dashboard_cannot_write_has_no_forecasts_and_says_why(tmp_path):
+    """A database of schema 12 (the collector has not updated it yet): no table of forecasts."""
+    import sqlite3
+    path = make(tmp_path / "f.db", 1)
+    con = sqlite3.connect(path)
+    con.execute("DROP TABLE forecasts")
+    con.execute("PRAGMA user_version = 12")
+    con.commit()
+    con.close()
+    response = _app(path).test_client().get("/api/forecast")
+    assert response.status_code == 404
+    assert response.get_json()["error"] == (
+        f"no forecasts: they are stored by the dashboard, and alert changes are off: the database cannot be "
+        f"opened for writing ({path}: schema version 12, not 13 (the collector updates it))")
+
+
 def test_the_refresher_makes_them_by_itself(tmp_path):
     app = _app(make(tmp_path / "f.db", 5))
     refresher = ForecastRefresher(app.extensions["nettally.pool"], app.extensions["nettally.changes"],

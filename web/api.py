@@ -252,6 +252,9 @@ def forecast():
         raise ParamError("subject", str(e)) from None
     horizon = p.choice("horizon", ("24h", "7d"), "24h")
     p.finish()
+    changes = current_app.extensions["nettally.changes"]
+    if not changes.writable:        # forecasts are stored through it (web/forecasts.py): none here
+        return jsonify(error=f"no forecasts: they are stored by the dashboard, and {changes.problem}"), 404
     found = stored_forecast(db(), subject, horizon, agents.current() or "")
     if found is None:
         why = ("forecasts are made for every agent's counts together, not one agent's" if agents.current()
