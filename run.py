@@ -70,9 +70,10 @@ def parser_for(command):
         p.add_argument("-o", "--output", help="file to write (default: standard output)")
         return p
     if command == "forecast":
+        from foresight.horizons import HORIZONS
         p = _Parser(prog="run.py forecast", description="Forecast a subject's traffic from the stored hours (pandas).")
         p.add_argument("subject", help="all, iface:NAME, host:ADDRESS or class:NAME")
-        p.add_argument("--horizon", choices=("24h", "7d"), default="24h", help="the next 24 hours (hourly) or 7 days (daily)")
+        p.add_argument("--horizon", choices=tuple(HORIZONS), default="24h", help="the next 24 hours (hourly) or 7 days (daily)")
         p.add_argument("--format", choices=("text", "json"), default="text")
         _common(p, agent="only what this agent counted (default: every agent's counts, added up)")
         return p

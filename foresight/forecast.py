@@ -14,20 +14,12 @@ The baseline the model must beat is seasonal-naive: each hour forecast as the sa
 """
 import pandas as pd
 
+from foresight.horizons import DAY_HOURS, HORIZONS, MIN_HOURS, WEEK_HOURS, TooLittleHistory
+
 HOUR = pd.Timedelta(hours=1)
-DAY_HOURS, WEEK_HOURS = 24, 168
 PROFILE_WEEKS = 4
-MIN_HOURS = 3 * DAY_HOURS          # three days: a daily profile, and a day of errors for its band
 ERROR_DAYS = 7                     # the last week of walked-forward errors makes the band (every weekday once)
 LEVELS = {"80": (0.10, 0.90), "95": (0.025, 0.975)}
-
-
-class TooLittleHistory(Exception):
-    """Not enough hours to forecast from: `needed` more hours of traffic are wanted."""
-
-    def __init__(self, have, needed):
-        super().__init__(f"{have} hours of history; a forecast needs {MIN_HOURS} ({needed} more)")
-        self.have, self.needed = have, needed
 
 
 def hourly(buckets, values, start, end):
@@ -106,8 +98,6 @@ def mape(actual, predicted):
     mask = actual > 0
     return float(abs((actual[mask] - predicted[mask]) / actual[mask]).mean()) if mask.any() else 0.0
 
-
-HORIZONS = {"24h": 24, "7d": 7 * 24}
 
 
 def horizon_points(history, horizon, until):

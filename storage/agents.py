@@ -32,15 +32,21 @@ def current():
     return _AGENT.get()
 
 
-def condition(held_by="column", alias=""):
-    """(" AND ..." to add to a WHERE, its arguments) keeping the current agent's rows; ("", [])
-    when every agent's are read. held_by: where a row's agent is, as tiers.Family.agent: its own
-    `agent` column, or its "flow"'s or "process"'s."""
+def clause(held_by="column", alias=""):
+    """(SQL condition, its arguments) keeping the current agent's rows; (None, []) when every
+    agent's are read. held_by: where a row's agent is, as tiers.Family.agent: its own `agent`
+    column, or its "flow"'s or "process"'s."""
     agent = _AGENT.get()
     if agent is None:
-        return "", []
+        return None, []
     prefix = f"{alias}." if alias else ""
     if held_by == "column":
-        return f" AND {prefix}agent = ?", [agent]
+        return f"{prefix}agent = ?", [agent]
     table = {"flow": "flows", "process": "processes"}[held_by]
-    return f" AND {prefix}{held_by}_id IN (SELECT id FROM {table} WHERE agent = ?)", [agent]
+    return f"{prefix}{held_by}_id IN (SELECT id FROM {table} WHERE agent = ?)", [agent]
+
+
+def condition(held_by="column", alias=""):
+    """clause() as " AND ..." to add to a WHERE ("" when every agent's rows are read)."""
+    sql, args = clause(held_by, alias)
+    return ("", []) if sql is None else (f" AND {sql}", args)

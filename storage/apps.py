@@ -98,9 +98,9 @@ def _flows_of(since, until, host, process):
     """The flow records of `process` on `host` active in the range."""
     clauses = ["f.last_seen >= ?", "f.first_seen < ?"]
     args = [FAR_PAST if since is None else since, FAR_FUTURE if until is None else until]
-    mine, agent_args = agents.condition(alias="f")
+    mine, agent_args = agents.clause(alias="f")
     if mine:
-        clauses.append(mine.removeprefix(" AND "))
+        clauses.append(mine)
         args += agent_args
     if host is not None:
         clauses.append("(f.orig_h = ? OR f.resp_h = ?)")

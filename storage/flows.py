@@ -42,9 +42,9 @@ _NAMED = "flows LEFT JOIN flow_names n ON n.flow_id = flows.id"
 def _flow_where(f):
     clauses = ["last_seen >= ?", "first_seen < ?"]
     args = [FAR_PAST if f.since is None else f.since, FAR_FUTURE if f.until is None else f.until]
-    mine, agent_args = agents.condition()
+    mine, agent_args = agents.clause()
     if mine:
-        clauses.append(mine.removeprefix(" AND "))
+        clauses.append(mine)
         args += agent_args
     if f.host is not None:
         clauses.append("(orig_h = ? OR resp_h = ?)")

@@ -80,16 +80,16 @@ def host_detail(con, ip, since, until, now, step, policy):
     sub, args = source(con, "host", tier, lo, until, "tx_bytes, rx_bytes", "AND ip = ?", [ip])
     history = con.execute(f"SELECT bucket / {step} * {step} AS b, sum(tx_bytes), sum(rx_bytes) FROM ({sub}) "
                           f"GROUP BY b ORDER BY b", args).fetchall()
-    peers = dict_rows(con, """
+    mine, agent_args = agents.condition()
+    peers = dict_rows(con, f"""
         SELECT peer, sum(sent) AS tx_bytes, sum(received) AS rx_bytes, count(*) AS flows FROM (
             SELECT resp_h AS peer, orig_bytes AS sent, resp_bytes AS received FROM flows
-            WHERE orig_h = :ip AND last_seen >= :lo AND first_seen < :hi {mine}
+            WHERE orig_h = ? AND last_seen >= ? AND first_seen < ?{mine}
             UNION ALL
             SELECT orig_h, resp_bytes, orig_bytes FROM flows
-            WHERE resp_h = :ip AND orig_h != :ip AND last_seen >= :lo AND first_seen < :hi {mine})
-        GROUP BY peer ORDER BY sum(sent) + sum(received) DESC, peer LIMIT 20""".format(
-        mine="AND agent = :agent" if agents.current() is not None else ""),
-        {"ip": ip, "lo": since, "hi": until, "agent": agents.current()})
+            WHERE resp_h = ? AND orig_h != ? AND last_seen >= ? AND first_seen < ?{mine})
+        GROUP BY peer ORDER BY sum(sent) + sum(received) DESC, peer LIMIT 20""",
+                      [ip, since, until, *agent_args, ip, ip, since, until, *agent_args])
     _, flows = flow_search(con, FlowFilter(since=since, until=until, host=ip), limit=20)
     # the row's resolution: of its peak (1 where a second of the kept ones is it), as in the list
     return {"resolution": usage["resolution"], **usage["rows"][0],

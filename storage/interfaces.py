@@ -15,8 +15,8 @@ def live_seconds_by_agent(con, since_second):
     """Per-second interface points from `since_second` on, of every agent at once (the live
     stream's one poller picks or adds them per client): [(second, agent, iface, up_bytes, down_bytes)]."""
     return con.execute("""
-        SELECT second, agent, iface, sum(out_bytes), sum(bytes - out_bytes) FROM iface_seconds
-        WHERE second >= ? GROUP BY second, agent, iface ORDER BY second, iface, agent""",
+        SELECT second, agent, iface, out_bytes, bytes - out_bytes FROM iface_seconds
+        WHERE second >= ? ORDER BY second, iface, agent""",
                        (int(since_second),)).fetchall()
 
 

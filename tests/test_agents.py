@@ -60,6 +60,26 @@ def test_the_condition_for_rows_with_and_without_an_agent_column():
         assert agents.condition() == (" AND agent = ?", ["a"])
         assert agents.condition("flow", "m") == (" AND m.flow_id IN (SELECT id FROM flows WHERE agent = ?)", ["a"])
         assert agents.condition("process") == (" AND process_id IN (SELECT id FROM processes WHERE agent = ?)", ["a"])
+        assert agents.clause(alias="f") == ("f.agent = ?", ["a"])
+    assert agents.clause() == (None, [])
+
+
+def test_a_hosts_peers_are_of_the_agent_read(tmp_path):
+    from settings import Settings
+    from storage.hosts import host_detail
+    from storage.tiers import RetentionPolicy
+    path = str(tmp_path / "n.db")
+    _write(path)
+    con = connect(path)
+    policy = RetentionPolicy.from_settings(Settings())
+
+    def peers():
+        detail = host_detail(con, "10.0.0.1", T - 60, T + 3600, T + 600, 60, policy)
+        return [(p["peer"], p["tx_bytes"], p["flows"]) for p in detail["peers"]]
+    assert peers() == [("10.0.0.2", 107, 2)]
+    for agent, n in (("alpha", 100), ("beta", 7)):
+        with agents.only(agent):
+            assert peers() == [("10.0.0.2", n, 1)]
 
 
 def _as_schema_11(path):

@@ -6,6 +6,7 @@ import time
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
 
+from foresight.horizons import HORIZONS, TooLittleHistory
 from names.label import add_vendors
 from storage import agents
 from storage.apps import APP_SORTS, app_usage
@@ -250,7 +251,7 @@ def forecast():
         parse_subject(subject)
     except ValueError as e:
         raise ParamError("subject", str(e)) from None
-    horizon = p.choice("horizon", ("24h", "7d"), "24h")
+    horizon = p.choice("horizon", tuple(HORIZONS), "24h")
     p.finish()
     changes = current_app.extensions["nettally.changes"]
     if not changes.writable:        # forecasts are stored through it (web/forecasts.py): none here
@@ -264,8 +265,7 @@ def forecast():
     answer = {"subject": subject, "horizon": horizon, "made": found["made"], "history_hours": found["history_hours"],
               "needed_hours": found["needed_hours"], "forecast": json.loads(found["points"])}
     if found["needed_hours"]:
-        answer["message"] = (f"{found['history_hours']} hours of history; a forecast needs "
-                             f"{found['needed_hours'] + found['history_hours']} ({found['needed_hours']} more)")
+        answer["message"] = str(TooLittleHistory(found["history_hours"], found["needed_hours"]))
     return jsonify(answer)
 
 

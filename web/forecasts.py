@@ -16,9 +16,10 @@ log = logging.getLogger("nettally.web")
 AFTER_HOUR = 300      # seconds past a whole hour a refresh waits: that hour's last minutes are written by then
 
 
-def refresh(con, store, now, agent=""):
+def refresh(con, store, now):
     """Forecasts every subject from its hours before the whole hour of `now` and hands the rows to
-    `store` (storage/forecasts.py `save`'s rows). Returns how many forecasts were made."""
+    `store` (storage/forecasts.py `save`'s rows), as the unfiltered view's (agent ''). Returns how
+    many forecasts were made."""
     from foresight.forecast import HORIZONS, TooLittleHistory, horizon_points, hourly
     until = int(now // 3600 * 3600)
     rows = []
@@ -32,7 +33,7 @@ def refresh(con, store, now, agent=""):
                 points, needed = horizon_points(series, horizon, until), 0
             except TooLittleHistory as e:
                 points, needed = [], e.needed
-            rows.append((subject, horizon, agent, until, len(series), needed, json.dumps(points)))
+            rows.append((subject, horizon, "", until, len(series), needed, json.dumps(points)))
     store(rows)
     return len(rows)
 
