@@ -89,7 +89,8 @@ def serve(settings, in_child=False, ready=None):
     warm_up(app)
     changes = app.extensions["nettally.changes"]
     # forecasts are stored through the one write path: a read-only dashboard makes none
-    refresher = ForecastRefresher(app.extensions["nettally.pool"], changes) if changes.writable else None
+    refresher = ForecastRefresher(app.extensions["nettally.pool"], changes, app.config["POLICY"].seconds) \
+        if changes.writable else None
     try:
         user = drop_root(settings.web_user)
     except (PrivilegeError, OSError) as e:

@@ -11,6 +11,7 @@ from web.app import create_app
 from web.forecasts import ForecastRefresher, refresh
 
 NOW = T0 + 4 * 86400 + 1800          # half an hour into day 5: 96 whole hours of history
+LIVE_WINDOW = 900                    # seconds of per-second points that make a database live
 
 
 def _app(path, now=NOW):
@@ -20,7 +21,7 @@ def _app(path, now=NOW):
 def _refreshed(path, now=NOW):
     app = _app(path, now)
     with app.extensions["nettally.pool"].connection() as con:
-        made = refresh(con, app.extensions["nettally.changes"].store_forecasts, now)
+        made = refresh(con, app.extensions["nettally.changes"].store_forecasts, now, LIVE_WINDOW)
     return app, made
 
 
@@ -39,11 +40,22 @@ def test_a_refresh_stores_every_subject_and_the_api_serves_it(tmp_path):
         [2 * pattern(h) for h in range(24)]
 
 
+def test_an_imported_capture_is_forecast_from_its_end_not_from_today(tmp_path):
+    """No live capture: history ends at the data's last whole hour (T0 + 119 h), as the API's
+    ranges end there, instead of running on to a `now` a month later as quiet hours."""
+    app, made = _refreshed(make(tmp_path / "f.db", 5), now=T0 + 35 * 86400)
+    assert made == 3 * 2
+    answer = app.test_client().get("/api/forecast?subject=host:10.0.0.1").get_json()
+    assert answer["made"] == T0 + 119 * 3600 and answer["history_hours"] == 119
+    assert [r["forecast"] for r in answer["forecast"]] == [pattern((119 + h) % 24) for h in range(24)]
+
+
 def test_too_little_history_is_stored_and_said(tmp_path):
+    # 2 days imported: history ends at the last whole hour of the data, T0 + 47 h
     app, made = _refreshed(make(tmp_path / "f.db", 2), now=T0 + 2 * 86400 + 60)
     answer = app.test_client().get("/api/forecast?subject=host:10.0.0.1").get_json()
-    assert answer["forecast"] == [] and answer["history_hours"] == 48 and answer["needed_hours"] == 24
-    assert answer["message"] == "48 hours of history; a forecast needs 72 (24 more)"
+    assert answer["forecast"] == [] and answer["history_hours"] == 47 and answer["needed_hours"] == 25
+    assert answer["message"] == "47 hours of history; a forecast needs 72 (25 more)"
 
 
 def test_what_is_not_stored_is_a_404_and_bad_parameters_a_400(tmp_path):
@@ -77,7 +89,7 @@ def test_a_database_the_dashboard_cannot_write_has_no_forecasts_and_says_why(tmp
 def test_the_refresher_makes_them_by_itself(tmp_path):
     app = _app(make(tmp_path / "f.db", 5))
     refresher = ForecastRefresher(app.extensions["nettally.pool"], app.extensions["nettally.changes"],
-                                  clock=lambda: NOW)
+                                  LIVE_WINDOW, clock=lambda: NOW)
     refresher.start()
     try:
         wait_for(lambda: refresher.made == 6, 60, "the first refresh")

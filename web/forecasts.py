@@ -11,16 +11,22 @@ import threading
 import time
 
 from storage import forecasts
+from storage.span import data_span
 
 log = logging.getLogger("nettally.web")
 AFTER_HOUR = 300      # seconds past a whole hour a refresh waits: that hour's last minutes are written by then
 
 
-def refresh(con, store, now):
+def refresh(con, store, now, live_window):
     """Forecasts every subject from its hours before the whole hour of `now` and hands the rows to
     `store` (storage/forecasts.py `save`'s rows), as the unfiltered view's (agent ''). Returns how
-    many forecasts were made."""
+    many forecasts were made. Without live capture within `live_window` seconds (an imported
+    capture) history ends where the data does, as the API's ranges do (web/api.py _params): the
+    hours since are not quiet ones."""
     from foresight.forecast import HORIZONS, TooLittleHistory, horizon_points, hourly
+    span = data_span(con, now, live_window)
+    if not span["live"] and span["last"] is not None:
+        now = min(now, span["last"])
     until = int(now // 3600 * 3600)
     rows = []
     for subject in forecasts.subjects(con, until):
@@ -41,9 +47,9 @@ def refresh(con, store, now):
 class ForecastRefresher:
     """refresh() now and then AFTER_HOUR past every hour, on a daemon thread, until close()."""
 
-    def __init__(self, pool, changes, clock=time.time):
+    def __init__(self, pool, changes, live_window, clock=time.time):
         import foresight.forecast  # noqa: F401  (pandas, while the interpreter's files are readable)
-        self.pool, self.changes, self.clock = pool, changes, clock
+        self.pool, self.changes, self.live_window, self.clock = pool, changes, live_window, clock
         self.made = self.failures = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="forecasts", daemon=True)
@@ -57,7 +63,7 @@ class ForecastRefresher:
             now = self.clock()
             try:
                 with self.pool.connection() as con:
-                    self.made += refresh(con, self.changes.store_forecasts, now)
+                    self.made += refresh(con, self.changes.store_forecasts, now, self.live_window)
             except Exception as e:          # one bad refresh must not end the thread: the next hour tries again
                 self.failures += 1
                 log.warning("forecasts: refresh failed: %s", str(e).splitlines()[0] if str(e) else type(e).__name__)
