@@ -6,7 +6,7 @@ import time
 
 from runtime.exits import EXIT_OK, UsageError
 from storage.db import DatabaseError, connect
-from storage.forecasts import hourly_bytes, parse_subject
+from storage.forecasts import history_end, hourly_bytes, parse_subject
 
 def run_forecast(settings, args, now=None):
     """Prints the forecast of args["subject"] over args["horizon"] (text or JSON). Returns the exit status."""
@@ -18,7 +18,8 @@ def run_forecast(settings, args, now=None):
         raise UsageError(str(e)) from None
     try:
         now = time.time() if now is None else now
-        until = int(now // 3600 * 3600)            # whole hours only: the one in progress is not history yet
+        # whole hours only (the one in progress is not history yet), up to the data's end for an import
+        until = history_end(con, now, settings.retention_seconds)
         first, rows = hourly_bytes(con, kind, key, until)
     finally:
         con.close()

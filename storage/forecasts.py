@@ -4,6 +4,7 @@ interface), `iface:NAME`, `host:ADDRESS`, `class:NAME` (a traffic class, docs/NA
 from storage import tiers
 from storage.db import immediate
 from storage.reads import consistent, source
+from storage.span import data_span
 
 # kind: (tier family, the bytes column, the filter of one subject)
 SUBJECTS = {
@@ -20,6 +21,16 @@ def parse_subject(text):
     if kind not in SUBJECTS or (kind == "all") != (key == "") or len(key) > 256:
         raise ValueError(f"subject {text[:80]!r}: use all, iface:NAME, host:ADDRESS or class:NAME")
     return kind, key
+
+
+def history_end(con, now, live_window):
+    """The whole hour a forecast's history ends at: the one of `now`, or without live capture
+    within `live_window` seconds (an imported capture) the data's last whole hour, as the
+    dashboard's ranges end where the data does: the hours since are not quiet ones."""
+    span = data_span(con, now, live_window)
+    if not span["live"] and span["last"] is not None:
+        now = min(now, span["last"])
+    return int(now // 3600 * 3600)
 
 
 @consistent

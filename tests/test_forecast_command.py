@@ -65,6 +65,17 @@ def test_a_daily_pattern_is_forecast_hour_by_hour(tmp_path, capsys, built):
     assert out.splitlines()[2].split()[:2] == ["2026-09-11T00:00Z", "2,000"]
 
 
+def test_an_imported_capture_is_forecast_from_its_end(tmp_path, capsys):
+    """No live capture: history ends at the data's last whole hour (T0 + 119 h of 5 days), not
+    at a `now` a month later, as the stored forecasts (tests/test_forecast_store.py)."""
+    path = make(tmp_path / "f.db", 5)
+    run_forecast(Settings(db=path), {"subject": "host:10.0.0.1", "horizon": "24h", "format": "json"},
+                 now=T0 + 35 * 86400)
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["history_hours"] == 119 and answer["forecast"][0]["start"] == T0 + 119 * 3600
+    assert [r["forecast"] for r in answer["forecast"]] == [pattern((119 + h) % 24) for h in range(24)]
+
+
 def test_too_little_history_no_traffic_and_a_bad_subject_are_one_line(tmp_path):
     path = make(tmp_path / "short.db", 2)
     with pytest.raises(UsageError) as e:

@@ -11,7 +11,6 @@ import threading
 import time
 
 from storage import forecasts
-from storage.span import data_span
 
 log = logging.getLogger("nettally.web")
 AFTER_HOUR = 300      # seconds past a whole hour a refresh waits: that hour's last minutes are written by then
@@ -21,13 +20,9 @@ def refresh(con, store, now, live_window):
     """Forecasts every subject from its hours before the whole hour of `now` and hands the rows to
     `store` (storage/forecasts.py `save`'s rows), as the unfiltered view's (agent ''). Returns how
     many forecasts were made. Without live capture within `live_window` seconds (an imported
-    capture) history ends where the data does, as the API's ranges do (web/api.py _params): the
-    hours since are not quiet ones."""
+    capture) history ends where the data does (storage/forecasts.py history_end)."""
     from foresight.forecast import HORIZONS, TooLittleHistory, horizon_points, hourly
-    span = data_span(con, now, live_window)
-    if not span["live"] and span["last"] is not None:
-        now = min(now, span["last"])
-    until = int(now // 3600 * 3600)
+    until = forecasts.history_end(con, now, live_window)
     rows = []
     for subject in forecasts.subjects(con, until):
         first, hours = forecasts.hourly_bytes(con, *forecasts.parse_subject(subject), until)
